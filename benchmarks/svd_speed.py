@@ -1,0 +1,157 @@
+"""Time `learnforget.analysis.spectrum.spectrum` on Llama-2-7B-shaped weights against the per-matrix
+float64 NumPy loop one would otherwise write.
+
+Per layer, Llama-2-7B has four 4096×4096 attention matrices (q, k, v, o) and three MLP matrices
+(gate and up 11008×4096, down 4096×11008). The base weights are Gaussian, the tuned ones the base
+plus a small full-rank change (SVD time hardly depends on the values).
+
+Both sides compute the same numbers: the singular values of ΔW, those of a Gaussian matrix of the
+same shape (random baseline) and, for intruder dimensions, the left singular vectors of W_base and
+W_tuned. The NumPy loop is the straightforward but not careless version: `compute_uv=False` where
+only singular values are needed and `full_matrices=False` otherwise; it draws one random matrix
+per weight since nothing tells a loop that one per shape suffices.
+
+On a CPU the NumPy loop runs on `--naive-per-shape` matrices of each shape and its total is
+extrapolated to all matrices by shape counts; the output says so. Usage:
+
+    python benchmarks/svd_speed.py --layers 1 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=2, help="Llama-2-7B layers to build (2)")
+    parser.add_argument("--device", default=None, help="cuda if available, else cpu")
+    parser.add_argument(
+        "--naive-per-shape",
+        type=int,
+        default=1,
+        help="matrices per shape run through the NumPy loop; 0 = all (default 1, extrapolated)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for both sides (1)")
+    parser.add_argument("--hidden", type=int, default=4096, help="hidden size (Llama-2-7B: 4096)")
+    parser.add_argument(
+        "--intermediate", type=int, default=11008, help="MLP size (Llama-2-7B: 11008)"
+    )
+    return parser.parse_args()
+
+
+ARGS = _parse_args()
+# BLAS thread pools read these when NumPy and torch are first imported.
+for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[variable] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from learnforget.analysis import spectrum as spectrum_module  # noqa: E402
+
+
+def layer_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
+    """Weight shapes of one Llama layer (out_features, in_features)."""
+    return {
+        "self_attn.q_proj": (hidden, hidden),
+        "self_attn.k_proj": (hidden, hidden),
+        "self_attn.v_proj": (hidden, hidden),
+        "self_attn.o_proj": (hidden, hidden),
+        "mlp.gate_proj": (intermediate, hidden),
+        "mlp.up_proj": (intermediate, hidden),
+        "mlp.down_proj": (hidden, intermediate),
+    }
+
+
+def build_pairs(
+    layers: int, hidden: int, intermediate: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Gaussian base weights (std 0.02) and tuned = base + a full-rank change (std 0.001)."""
+    generator = torch.Generator().manual_seed(0)
+    pairs = {}
+    for layer in range(layers):
+        for module, shape in layer_shapes(hidden, intermediate).items():
+            base = 0.02 * torch.randn(shape, generator=generator)
+            tuned = base + 0.001 * torch.randn(shape, generator=generator)
+            pairs[f"model.layers.{layer}.{module}.weight"] = (base, tuned)
+    return pairs
+
+
+def time_ours(pairs: dict, device: str, intruder_k: int) -> float:
+    """Seconds for `spectrum` (random-baseline cache cleared, weights start on the CPU)."""
+    spectrum_module._unit_random_singular_values.cache_clear()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    spectrum_module.spectrum(pairs, intruder_k=intruder_k, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_naive_one(w_base: torch.Tensor, w_tuned: torch.Tensor) -> tuple[float, float]:
+    """(seconds for ΔW + random singular values, seconds for the two U's) of one matrix, float64."""
+    base = w_base.double().numpy()
+    tuned = w_tuned.double().numpy()
+    start = time.perf_counter()
+    np.linalg.svd(tuned - base, compute_uv=False)
+    np.linalg.svd(np.random.default_rng(0).standard_normal(base.shape), compute_uv=False)
+    ranks = time.perf_counter() - start
+    start = time.perf_counter()
+    np.linalg.svd(base, full_matrices=False)
+    np.linalg.svd(tuned, full_matrices=False)
+    return ranks, time.perf_counter() - start
+
+
+def main() -> None:
+    """Build the matrices, time both sides, print times and ratios."""
+    torch.set_num_threads(ARGS.threads)
+    device = ARGS.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pairs = build_pairs(ARGS.layers, ARGS.hidden, ARGS.intermediate)
+    shapes: dict[tuple[int, int], list[str]] = {}
+    for name, (base, _) in pairs.items():
+        shapes.setdefault(tuple(base.shape), []).append(name)
+    print(f"matrices: {len(pairs)} ({ARGS.layers} layers of hidden {ARGS.hidden}, ", end="")
+    print(f"intermediate {ARGS.intermediate}), device {device}, ", end="")
+    print(f"threads {ARGS.threads}, torch {torch.__version__}, numpy {np.__version__}")
+
+    ours_ranks = time_ours(pairs, device, intruder_k=0)
+    ours_full = time_ours(pairs, device, intruder_k=10)
+
+    naive_ranks = naive_full = 0.0
+    measured = 0
+    for shape, names in shapes.items():
+        subset = names if ARGS.naive_per_shape == 0 else names[: ARGS.naive_per_shape]
+        times = [time_naive_one(*pairs[name]) for name in subset]
+        measured += len(subset)
+        mean_ranks = sum(t[0] for t in times) / len(times)
+        mean_vectors = sum(t[1] for t in times) / len(times)
+        print(
+            f"  numpy float64, {shape[0]}×{shape[1]}: {mean_ranks:.2f} s ranks "
+            f"+ {mean_vectors:.2f} s singular vectors per matrix ({len(subset)} measured)"
+        )
+        naive_ranks += mean_ranks * len(names)
+        naive_full += (mean_ranks + mean_vectors) * len(names)
+    label = (
+        "measured"
+        if measured == len(pairs)
+        else (f"extrapolated from {measured} of {len(pairs)} matrices")
+    )
+
+    print(f"rank90 + random baseline ({len(pairs)} matrices):")
+    print(f"  learnforget spectrum, float32 batched: {ours_ranks:8.2f} s")
+    print(f"  numpy float64 loop ({label}): {naive_ranks:8.2f} s")
+    print(f"  speed-up: {naive_ranks / ours_ranks:.1f}×")
+    print("rank90 + random baseline + intruders (k=10):")
+    print(f"  learnforget spectrum, float32 batched: {ours_full:8.2f} s")
+    print(f"  numpy float64 loop ({label}): {naive_full:8.2f} s")
+    print(f"  speed-up: {naive_full / ours_full:.1f}×")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

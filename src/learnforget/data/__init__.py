@@ -1,0 +1,1 @@
+"""learnforget.data"""

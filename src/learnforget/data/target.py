@@ -1,0 +1,75 @@
+"""The target domain's training data and held-out text, for every domain × regime.
+
+Built-in domains use the offline corpora (``code.py``, ``math.py``); ``custom`` reads the
+user's files or a named/hub dataset through ``loaders.py``. Custom data is split train /
+held-out by a stable hash of each example, so the held-out part measures learning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from learnforget.data.types import Pair
+from learnforget.study import TargetSpec
+
+MATH_TRAIN_PROBLEMS = 8000  # built-in math IFT/CPT set size when max_examples is not given
+HELDOUT_SHARE = 0.05  # custom data: share held out for the learning measurement
+
+
+@dataclass(frozen=True)
+class TargetData:
+    """Training material of one regime: documents (CPT) or pairs (IFT), plus held-out ones."""
+
+    regime: str
+    documents: list[str]
+    pairs: list[Pair]
+    heldout_documents: list[str]
+    heldout_pairs: list[Pair]
+
+
+def is_heldout(text: str, share: float = HELDOUT_SHARE) -> bool:
+    """Stable assignment of a custom example to the held-out split."""
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).digest()
+    return int.from_bytes(digest[:4], "big") < share * 2**32
+
+
+def _cap(items: list, limit: int | None) -> list:
+    return items if limit is None else items[:limit]
+
+
+def load_target(target: TargetSpec, seed: int = 0, tokenizer=None) -> TargetData:
+    """The data of ``target``; ``tokenizer`` renders chat-format custom pairs when it has a
+    chat template."""
+    cap = target.max_examples
+    if target.domain == "custom":
+        from learnforget.data.loaders import load_documents, load_pairs
+
+        if target.regime == "cpt":
+            docs = list(load_documents(target.data, limit_docs=cap))
+            return TargetData("cpt", [d for d in docs if not is_heldout(d)], [],
+                              [d for d in docs if is_heldout(d)], [])
+        pairs = load_pairs(target.data, limit=cap, tokenizer=tokenizer)
+        train = [p for p in pairs if not is_heldout(p.prompt)]
+        held = [p for p in pairs if is_heldout(p.prompt)]
+        return TargetData("ift", [], train, [], held)
+    if target.domain == "code":
+        from learnforget.data.code import code_documents, code_ift_pairs
+
+        return TargetData(
+            target.regime,
+            _cap(code_documents("train"), cap) if target.regime == "cpt" else [],
+            _cap(code_ift_pairs("train"), cap) if target.regime == "ift" else [],
+            code_documents("heldout"),
+            code_ift_pairs("heldout"),
+        )
+    from learnforget.data.math import math_documents, math_ift_pairs
+
+    n = cap or MATH_TRAIN_PROBLEMS
+    return TargetData(
+        target.regime,
+        math_documents("train", n, seed) if target.regime == "cpt" else [],
+        math_ift_pairs("train", n, seed) if target.regime == "ift" else [],
+        math_documents("test", 500, 0),
+        math_ift_pairs("test", 500, 0),
+    )

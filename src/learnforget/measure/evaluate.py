@@ -1,0 +1,98 @@
+"""Score a model on a list of registry tasks: one dispatch from task kind to scoring primitive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from learnforget.measure.items import ChoiceItem
+from learnforget.measure.tasks import Task, get_task, load_items
+from learnforget.study import TargetSpec
+
+
+def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> dict[str, float]:
+    """WinoGrande-style items: each option completes a different context, the continuation is
+    shared; the option whose context gives the continuation the highest likelihood wins."""
+    from learnforget.measure.benchmarks import winogrande_requests
+    from learnforget.measure.scoring import choice_loglikelihoods
+
+    flat: list[ChoiceItem] = []
+    spans = []
+    for item in items:
+        requests = winogrande_requests(item)
+        spans.append((len(flat), len(requests)))
+        flat.extend(ChoiceItem(context=c, choices=(cont,), label=0) for c, cont in requests)
+    scores = choice_loglikelihoods(model, tokenizer, flat, batch_size=batch_size)
+    correct = 0
+    for item, (start, count) in zip(items, spans, strict=True):
+        lls = [scores[start + i][0][0] for i in range(count)]
+        correct += int(max(range(count), key=lls.__getitem__) == item.label)
+    acc = correct / len(items)
+    return {"acc": acc, "acc_norm": acc}
+
+
+def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> dict[str, float]:
+    from learnforget.measure.answers import gsm8k_scores, majority_baseline
+    from learnforget.measure.scoring import generate
+
+    completions = generate(
+        model, tokenizer, [i.prompt for i in items],
+        max_new_tokens=task.generation.get("max_new_tokens", 256),
+        stop=items[0].stop, batch_size=batch_size,
+    )
+    answers = [i.answer for i in items]
+    scores = gsm8k_scores([c[0] for c in completions], answers)
+    scores["majority_baseline"] = majority_baseline(answers)
+    return scores
+
+
+def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int) -> dict:
+    from learnforget.measure.humaneval import score_completions
+    from learnforget.measure.scoring import generate
+
+    completions = generate(
+        model, tokenizer, [i.prompt for i in items],
+        max_new_tokens=task.generation.get("max_new_tokens", 384),
+        stop=items[0].stop, batch_size=batch_size,
+    )
+    samples = [{"task_id": i.meta["task_id"], "completion": c[0]}
+               for i, c in zip(items, completions, strict=True)]
+    result = score_completions(samples, ks=[1])
+    return {"pass@1": result["pass@1"]}
+
+
+def score_task(model, tokenizer, task: Task, items: list, batch_size: int = 16) -> dict:
+    """Every metric of ``task`` on ``items``."""
+    from learnforget.measure import scoring
+
+    if task.kind == "bpb":
+        return {"bpb": scoring.bits_per_byte(model, tokenizer, items, batch_size=batch_size)}
+    if task.kind == "choice":
+        return scoring.multiple_choice_scores(model, tokenizer, items, batch_size=batch_size)
+    if task.kind == "partial_choice":
+        return _score_partial_choice(model, tokenizer, items, batch_size)
+    if task.kind == "gsm8k":
+        return _score_gsm8k(model, tokenizer, items, task, batch_size)
+    return _score_humaneval(model, tokenizer, items, task, batch_size)
+
+
+def evaluate(
+    model,
+    tokenizer,
+    task_names: list[str],
+    limit: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    target: TargetSpec | None = None,
+    on_task: Callable[[str], None] = lambda name: None,
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """(results {task: {metric: value}}, item counts {task: n}) for ``task_names``."""
+    results: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    target_json = target.model_dump_json() if target is not None else None
+    for name in task_names:
+        on_task(name)
+        task = get_task(name, target)
+        items = load_items(name, limit, seed, target_json)
+        results[name] = score_task(model, tokenizer, task, items, batch_size)
+        counts[name] = len(items)
+    return results, counts

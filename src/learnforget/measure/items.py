@@ -1,0 +1,40 @@
+"""The items that evaluation tasks are made of, one dataclass per scoring primitive.
+
+A task (see ``tasks.py``) is data: a name, a loader that returns a list of these items, and the
+primitive that scores them. The primitives live in ``scoring.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TextItem:
+    """Text scored by bits per byte. ``prefix`` conditions the model but is not scored
+    (e.g. the problem statement when only the worked answer is measured)."""
+
+    text: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """Multiple choice by log-likelihood: ``context`` followed by each of ``choices``;
+    ``label`` is the index of the right one (lm-eval-harness's ``loglikelihood`` requests)."""
+
+    context: str
+    choices: tuple[str, ...]
+    label: int
+
+
+@dataclass(frozen=True)
+class GenerationItem:
+    """A prompt to complete. ``answer`` is the reference (a number for GSM8K-style items);
+    ``stop`` ends generation; ``meta`` carries task-specific data (HumanEval's ``test``,
+    ``entry_point`` and ``task_id``)."""
+
+    prompt: str
+    answer: str = ""
+    stop: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict, hash=False, compare=False)

@@ -1,0 +1,77 @@
+"""Finetuning methods: turn a base model into one whose trainable parameters are the method's.
+
+- ``full``: every parameter trains (the paper's baseline); optionally embeddings and LM head
+  frozen (a control: at tiny scale much of full finetuning's lead sits in the embeddings).
+- ``lora``: Hugging Face PEFT's LoRA on attention (q,k,v,o), MLP (gate,up,down) or all of them,
+  with rsLoRA, DoRA and PEFT's initialisations (gaussian, PiSSA, OLoRA). Embeddings and head
+  stay frozen, as in the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import PreTrainedModel
+
+from learnforget.errors import UserError
+from learnforget.plan import MethodConfig
+
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+TARGET_MODULES = {
+    "attention": ATTENTION_MODULES,
+    "mlp": MLP_MODULES,
+    "all": ATTENTION_MODULES + MLP_MODULES,
+}
+PEFT_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+
+
+def linear_module_names(model: torch.nn.Module) -> set[str]:
+    """The last name part of every ``nn.Linear`` in the model (e.g. ``q_proj``)."""
+    return {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear)}
+
+
+def lora_config(method: MethodConfig, model: torch.nn.Module) -> LoraConfig:
+    """The PEFT ``LoraConfig`` of a LoRA method point."""
+    wanted = TARGET_MODULES[method.targets or "all"]
+    present = linear_module_names(model)
+    targets = [name for name in wanted if name in present]
+    if not targets:
+        raise UserError(
+            f"LoRA targets '{method.targets}' mean {', '.join(wanted)}, none of which this model "
+            f"has (its linear modules: {', '.join(sorted(present))}). learnforget knows the "
+            "Llama-family names (Llama, Mistral, Qwen, SmolLM, Gemma)."
+        )
+    return LoraConfig(
+        r=method.r,
+        lora_alpha=method.alpha,
+        target_modules=targets,
+        lora_dropout=method.dropout,
+        use_rslora=method.use_rslora,
+        use_dora=method.use_dora,
+        init_lora_weights=PEFT_INIT[method.init],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_method(model: PreTrainedModel, method: MethodConfig) -> torch.nn.Module:
+    """The model to train: the base itself (full) or a ``PeftModel`` (LoRA)."""
+    if method.kind == "lora":
+        return get_peft_model(model, lora_config(method, model))
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    if not method.train_embeddings:
+        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if module is not None:
+                for parameter in module.parameters():
+                    parameter.requires_grad_(False)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,156 @@
+"""Expand a study's grid into runs, each with a stable id (a hash of its resolved config).
+
+Re-running a study finds the same ids, so finished runs are skipped and unfinished ones resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from learnforget.study import (
+    BaseModelSpec,
+    BudgetSpec,
+    FullMethod,
+    LoraMethod,
+    OptimizerSpec,
+    ScheduleSpec,
+    Study,
+    TargetSpec,
+    TrainingSpec,
+)
+
+
+class MethodConfig(BaseModel):
+    """One point of a method grid: every field a single value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["full", "lora"]
+    lr: float
+    weight_decay: float = 0.0
+    # full finetuning
+    attention_dropout: float = 0.0
+    train_embeddings: bool = True
+    # LoRA
+    r: int | None = None
+    alpha: float | None = None
+    targets: Literal["attention", "mlp", "all"] | None = None
+    dropout: float = 0.0
+    use_rslora: bool = False
+    use_dora: bool = False
+    init: str = "default"
+
+    @property
+    def label(self) -> str:
+        """A short human name for the method family (without the LR), e.g. ``lora-r8-all``."""
+        if self.kind == "full":
+            parts = ["full"]
+            if not self.train_embeddings:
+                parts.append("frozen-emb")
+            if self.weight_decay:
+                parts.append(f"wd{self.weight_decay:g}")
+            if self.attention_dropout:
+                parts.append(f"drop{self.attention_dropout:g}")
+            return "-".join(parts)
+        parts = ["lora", f"r{self.r}", str(self.targets)]
+        if self.use_rslora:
+            parts.append("rs")
+        if self.use_dora:
+            parts.append("dora")
+        if self.init != "default":
+            parts.append(self.init)
+        return "-".join(parts)
+
+
+class RunConfig(BaseModel):
+    """Everything that determines one training run; its hash is the run id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: BaseModelSpec
+    target: TargetSpec
+    method: MethodConfig
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    training: TrainingSpec
+    seed: int
+    budgets: BudgetSpec
+
+    @property
+    def run_id(self) -> str:
+        """A stable 12-hex-digit id: sha256 of the canonical JSON of this config."""
+        return config_hash(self.model_dump(mode="json"))
+
+    @property
+    def label(self) -> str:
+        """Method label plus optimizer (when not the default) — the grouping used in figures."""
+        label = self.method.label
+        if self.optimizer.name != "adamw":
+            label += f"-{self.optimizer.name}"
+        return label
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of canonical JSON (sorted keys, no spaces), first 12 hex digits."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _method_points(method: FullMethod | LoraMethod) -> list[MethodConfig]:
+    """The cartesian product of a method's grid fields."""
+    if isinstance(method, FullMethod):
+        return [
+            MethodConfig(
+                kind="full",
+                lr=lr,
+                weight_decay=wd,
+                attention_dropout=drop,
+                train_embeddings=method.train_embeddings,
+            )
+            for lr, wd, drop in itertools.product(
+                method.lr, method.weight_decay, method.attention_dropout
+            )
+        ]
+    return [
+        MethodConfig(
+            kind="lora",
+            lr=lr,
+            weight_decay=method.weight_decay,
+            r=r,
+            alpha=method.alpha if method.alpha is not None else 2.0 * r,
+            targets=targets,
+            dropout=method.dropout,
+            use_rslora=method.use_rslora,
+            use_dora=method.use_dora,
+            init=method.init,
+        )
+        for r, targets, lr in itertools.product(method.r, method.targets, method.lr)
+    ]
+
+
+def expand(study: Study) -> list[RunConfig]:
+    """Every run of the study, in grid order, without duplicates."""
+    runs: dict[str, RunConfig] = {}
+    for method in study.methods:
+        optimizers = method.optimizer or [study.optimizer.name]
+        for point, opt_name, seed in itertools.product(
+            _method_points(method), optimizers, study.training.seeds
+        ):
+            run = RunConfig(
+                base=study.base,
+                target=study.target,
+                method=point,
+                optimizer=study.optimizer.model_copy(update={"name": opt_name}),
+                schedule=study.schedule,
+                # seeds and threads do not define a run: one seed each, threads only speed
+                training=study.training.model_copy(update={"seeds": [seed], "threads": 1}),
+                seed=seed,
+                budgets=study.budgets,
+            )
+            runs.setdefault(run.run_id, run)
+    return list(runs.values())

@@ -1,0 +1,201 @@
+"""Run one planned run end to end: base → method → train → measure each checkpoint → store.
+
+Also measures the base model once per study (run id ``base-…``), which every checkpoint's
+forgetting is compared against. Everything here is safe to call again after a crash: finished
+work is found in the store and skipped, an unfinished run restarts from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from learnforget.base import load_base
+from learnforget.data.batches import BatchStream, pack_documents, tokenize_pairs
+from learnforget.data.target import TargetData, load_target
+from learnforget.errors import UserError
+from learnforget.measure.evaluate import evaluate
+from learnforget.measure.tasks import default_tasks, get_task
+from learnforget.methods import apply_method, count_parameters
+from learnforget.plan import RunConfig, config_hash
+from learnforget.store import Measurement, Store
+from learnforget.study import Study
+from learnforget.train import STATE_FILE, train_loop
+
+Progress = Callable[[dict], None]
+
+
+def study_tasks(study: Study) -> tuple[list[str], list[str]]:
+    """The study's (learning, forgetting) task names, defaults filled in."""
+    learning, forgetting = default_tasks(study.target)
+    return (study.evaluation.learning or learning, study.evaluation.forgetting or forgetting)
+
+
+def base_run_id(study: Study) -> str:
+    """The id under which the base model's measurements are stored."""
+    return "base-" + config_hash({"base": study.base.model_dump(mode="json"),
+                                  "target": study.target.model_dump(mode="json")})
+
+
+def render_prompt_for(tokenizer) -> Callable[[str], str]:
+    """IFT prompts through the tokenizer's chat template when it has one, else as they are."""
+    if getattr(tokenizer, "chat_template", None):
+        def render(prompt: str) -> str:
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        return render
+    return lambda prompt: prompt
+
+
+def build_stream(data: TargetData, tokenizer, run: RunConfig) -> BatchStream:
+    """The seeded batch stream of the run's regime."""
+    seq_len = run.training.seq_len
+    if data.regime == "cpt":
+        examples = pack_documents(data.documents, tokenizer, seq_len)
+    else:
+        examples = tokenize_pairs(data.pairs, tokenizer, seq_len, render_prompt_for(tokenizer))
+    return BatchStream(examples, run.training.batch_size, run.seed, tokenizer.pad_token_id)
+
+
+def checkpoint_steps(run: RunConfig, stream: BatchStream) -> list[int]:
+    """The optimizer steps at which the budgets fall (tokens / epochs / steps → steps)."""
+    budgets = run.budgets
+    if budgets.unit == "steps":
+        steps = [int(v) for v in budgets.values]
+    elif budgets.unit == "epochs":
+        steps = [max(1, round(v * stream.steps_per_epoch)) for v in budgets.values]
+    else:
+        per_step = stream.mean_tokens_per_step()
+        steps = [max(1, math.ceil(v / per_step)) for v in budgets.values]
+    return sorted(set(steps))
+
+
+@dataclass
+class Measurer:
+    """Measures a model on the study's tasks and computes the change from the base model."""
+
+    study: Study
+    tokenizer: object
+    base_values: dict[tuple[str, str], float]
+    base_state: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, model, on_task: Callable[[str], None] = lambda n: None):
+        """(measurement rows, artifacts) for ``model``."""
+        learning, forgetting = study_tasks(self.study)
+        ev = self.study.evaluation
+        results, _ = evaluate(model, self.tokenizer, learning + forgetting, ev.limit,
+                              ev.batch_size, target=self.study.target, on_task=on_task)
+        rows = [Measurement(task, metric, value)
+                for task, metrics in results.items() for metric, value in metrics.items()]
+        rows += [Measurement(m.task, m.metric + "_delta", m.value - self.base_values[key])
+                 for m in list(rows) if (key := (m.task, m.metric)) in self.base_values]
+        artifacts: dict = {}
+        if self.base_state is not None:
+            spectrum_rows, spectra = measure_spectrum(model, self.base_state)
+            rows += spectrum_rows
+            artifacts["spectrum"] = spectra
+        return rows, artifacts
+
+
+def measure_spectrum(model, base_state: dict[str, torch.Tensor]):
+    """Summary rows (task ``spectrum``) and per-matrix details of ΔW for ``model``."""
+    from learnforget.analysis.spectrum import spectrum_between
+    from learnforget.analysis.summary import spectrum_summary
+
+    spectra = spectrum_between(base_state, model)
+    summary = spectrum_summary(spectra)
+    rows = [Measurement("spectrum", metric, value) for metric, value in summary.items()]
+    return rows, [s.to_dict() for s in spectra]
+
+
+def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) -> dict:
+    """Measure the untouched base model once (step 0 of run ``base-…``); returns its values."""
+    store = Store(out / "results.sqlite")
+    run_id = base_run_id(study)
+    store.ensure_run(run_id, study.name, "base", "base", {"base": study.base.model_dump()})
+    if store.run_status(run_id) != "finished":
+        log("measuring the base model")
+        loaded = load_base(study.base, log=log)
+        measurer = Measurer(study, loaded.tokenizer, {})
+        rows, _ = measurer(loaded.model, on_task=lambda n: log(f"  base: {n}"))
+        store.record_checkpoint(run_id, 0, 0, None, [(0, 0, m) for m in rows])
+        store.set_status(run_id, "finished")
+    values = {(r["task"], r["metric"]): r["value"] for r in store.measurements(run_id)}
+    store.close()
+    return values
+
+
+def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | None = None,
+                log: Callable[[str], None] = print) -> str:
+    """Train and measure one run, resuming if it was interrupted; returns its final status."""
+    progress = progress or (lambda event: None)
+    store = Store(out / "results.sqlite")
+    run_id = run.run_id
+    store.ensure_run(run_id, study.name, run.method.kind, run.label, run.model_dump(mode="json"))
+    status = store.run_status(run_id)
+    if status in ("finished", "diverged"):
+        store.close()
+        return status
+    torch.set_num_threads(study.training.threads)
+    torch.manual_seed(run.seed)
+    try:
+        base_values = {(r["task"], r["metric"]): r["value"]
+                       for r in store.measurements(base_run_id(study))}
+        dropout = run.method.attention_dropout if run.method.kind == "full" else None
+        loaded = load_base(run.base, attention_dropout=dropout or None, log=log)
+        data = load_target(run.target, run.seed, loaded.tokenizer)
+        stream = build_stream(data, loaded.tokenizer, run)
+        steps = checkpoint_steps(run, stream)
+        base_state = None
+        if study.evaluation.spectrum:
+            base_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in loaded.model.state_dict().items() if v.ndim == 2}
+        model = apply_method(loaded.model, run.method)
+        trainable, total = count_parameters(model)
+        run_dir = out / "runs" / run_id
+        done = store.checkpoint_steps(run_id)
+        resume = max((s for s in done if (run_dir / f"checkpoint-{s}" / STATE_FILE).exists()),
+                     default=0)
+        store.set_status(run_id, "running")
+        measurer = Measurer(study, loaded.tokenizer, base_values, base_state)
+        progress({"run_id": run_id, "label": run.label, "lr": run.method.lr, "event": "start",
+                  "total": steps[-1], "step": resume, "trainable": trainable, "params": total})
+
+        def on_checkpoint(model, step, tokens, folder, train_rows):
+            progress({"run_id": run_id, "event": "measure", "step": step})
+            rows, artifacts = measurer(model)
+            rows = [*train_rows, *((step, tokens, m) for m in rows)]
+            store.record_checkpoint(run_id, step, tokens, str(folder), rows, artifacts)
+
+        def on_step(step, tokens, loss, tps):
+            progress({"run_id": run_id, "event": "step", "step": step, "tokens": tokens,
+                      "loss": loss, "tokens_per_s": tps})
+
+        result = train_loop(model, loaded.tokenizer, stream, run, steps, run_dir,
+                            on_checkpoint, on_step, resume_step=resume)
+        store.set_status(run_id, result.status, result.error)
+        progress({"run_id": run_id, "event": "end", "status": result.status})
+        return result.status
+    except UserError:
+        store.set_status(run_id, "failed", "bad input (see the message)")
+        raise
+    except Exception as exc:  # one failing run must not end the study
+        store.set_status(run_id, "failed", "".join(traceback.format_exception(exc))[-4000:])
+        progress({"run_id": run_id, "event": "end", "status": "failed"})
+        log(f"run {run_id} ({run.label}, lr {run.method.lr:g}) failed: {exc}")
+        return "failed"
+    finally:
+        store.close()
+
+
+def validate_tasks(study: Study) -> None:
+    """Fail early (before any training) on an unknown task name."""
+    learning, forgetting = study_tasks(study)
+    for name in learning + forgetting:
+        get_task(name, study.target)

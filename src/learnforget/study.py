@@ -1,0 +1,246 @@
+"""The study file: one typed, validated description of a whole learn/forget study.
+
+A study names a base model, a target domain and regime, a grid of finetuning methods, the
+optimizer and schedule, and the training budgets at which checkpoints are measured. Every field
+is documented in docs/study.md. Unknown fields and bad values are refused with a message that
+names the field, the value and what is allowed (see ``load_study``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from learnforget.errors import UserError
+
+
+class _Strict(BaseModel):
+    """Base for every section: unknown fields are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+def _as_list(value: object) -> object:
+    """Let a grid field be written as one value or as a list of values."""
+    if value is None or isinstance(value, list):
+        return value
+    return [value]
+
+
+class BaseModelSpec(_Strict):
+    """Which model to finetune."""
+
+    model: str = Field(
+        description="builtin:tiny | builtin:micro | a Hugging Face hub id | a local model folder "
+        "| a .gguf file"
+    )
+    revision: str | None = Field(None, description="hub branch, tag or commit (hub ids only)")
+    gguf_file: str | None = Field(None, description="GGUF file name inside a hub repo or folder")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | device_map=auto")
+
+
+class TargetSpec(_Strict):
+    """What the finetuning should teach: a domain and a data regime."""
+
+    domain: Literal["code", "math", "custom"]
+    regime: Literal["ift", "cpt"]
+    data: str | None = Field(
+        None,
+        description="custom data: a local .jsonl/.json/.parquet file or folder, a named dataset "
+        "(starcoder-python, open-web-math, magicoder-evol-instruct-110k, metamathqa) or a hub id. "
+        "Empty = the built-in data of the domain.",
+    )
+    max_examples: int | None = Field(None, gt=0, description="cap on documents / pairs used")
+
+    @model_validator(mode="after")
+    def _custom_needs_data(self) -> TargetSpec:
+        if self.domain == "custom" and not self.data:
+            raise ValueError("domain 'custom' needs 'data': a file, folder or dataset name")
+        return self
+
+
+class FullMethod(_Strict):
+    """Full finetuning: every parameter trains (the paper's baseline)."""
+
+    kind: Literal["full"]
+    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)]
+    weight_decay: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)] = [0.0]
+    attention_dropout: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] = [
+        0.0
+    ]
+    train_embeddings: bool = Field(True, description="false freezes embeddings and LM head")
+    optimizer: list[Literal["adamw", "lion"]] | None = Field(
+        None, description="override the study's optimizer (a list compares optimizers)"
+    )
+
+    _lists = field_validator("lr", "weight_decay", "attention_dropout", "optimizer", mode="before")(
+        classmethod(lambda cls, v: _as_list(v))
+    )
+
+
+LoraTargets = Literal["attention", "mlp", "all"]
+LoraInit = Literal["default", "gaussian", "pissa", "olora", "loftq"]
+
+
+class LoraMethod(_Strict):
+    """LoRA through Hugging Face PEFT: ΔW = (α/r)·B·A on the chosen modules."""
+
+    kind: Literal["lora"]
+    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)]
+    r: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1)] = [16]
+    alpha: float | None = Field(None, gt=0, description="LoRA α; default 2·r (the paper's)")
+    targets: Annotated[list[LoraTargets], Field(min_length=1)] = ["all"]
+    dropout: float = Field(0.0, ge=0, lt=1)
+    use_rslora: bool = Field(False, description="scale by α/√r instead of α/r")
+    use_dora: bool = False
+    init: LoraInit = "default"
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: list[Literal["adamw", "lion"]] | None = None
+
+    _lists = field_validator("lr", "r", "targets", "optimizer", mode="before")(
+        classmethod(lambda cls, v: _as_list(v))
+    )
+
+    @model_validator(mode="after")
+    def _loftq_unsupported(self) -> LoraMethod:
+        if self.init == "loftq":
+            raise ValueError("init 'loftq' needs a quantised base and is not supported; use "
+                             "default, gaussian, pissa or olora")
+        return self
+
+
+Method = Annotated[FullMethod | LoraMethod, Field(discriminator="kind")]
+
+
+class OptimizerSpec(_Strict):
+    """The optimizer (decoupled weight decay in both)."""
+
+    name: Literal["adamw", "lion"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+
+
+class ScheduleSpec(_Strict):
+    """Learning-rate schedule: warmup then cosine / constant / inverse square root."""
+
+    name: Literal["cosine", "constant", "inverse_sqrt"] = "cosine"
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming up")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine ends at this share of lr")
+
+
+class TrainingSpec(_Strict):
+    """Batching and reproducibility."""
+
+    batch_size: int = Field(16, ge=1, description="sequences per optimizer step (global)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per step; batch_size % it == 0")
+    seq_len: int = Field(256, ge=8, description="tokens per sequence (CPT block / IFT max)")
+    seeds: list[int] = Field([0], min_length=1, description="one run per seed")
+    max_grad_norm: float = Field(1.0, gt=0)
+    threads: int = Field(1, ge=1, description="torch threads per run process (CPU)")
+
+    _lists = field_validator("seeds", mode="before")(classmethod(lambda cls, v: _as_list(v)))
+
+    @model_validator(mode="after")
+    def _accum_divides(self) -> TrainingSpec:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        return self
+
+
+class BudgetSpec(_Strict):
+    """When checkpoints are taken. Exactly one of tokens, epochs or steps."""
+
+    tokens: list[Annotated[int, Field(gt=0)]] | None = None
+    epochs: list[Annotated[float, Field(gt=0)]] | None = None
+    steps: list[Annotated[int, Field(gt=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetSpec:
+        given = [k for k in ("tokens", "epochs", "steps") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of tokens, epochs or steps (a list of checkpoints)")
+        values = getattr(self, given[0])
+        if sorted(values) != list(values) or len(set(values)) != len(values):
+            raise ValueError(f"{given[0]} must be strictly increasing, got {values}")
+        return self
+
+    @property
+    def unit(self) -> str:
+        """Which unit the checkpoints are given in."""
+        return next(k for k in ("tokens", "epochs", "steps") if getattr(self, k))
+
+    @property
+    def values(self) -> list[float]:
+        """The checkpoint positions in ``unit``."""
+        return list(getattr(self, self.unit))
+
+
+class EvaluationSpec(_Strict):
+    """What is measured at every checkpoint (and once on the base model)."""
+
+    learning: list[str] | None = Field(None, description="tasks; default from target domain")
+    forgetting: list[str] | None = Field(None, description="tasks; default source_bpb, cloze")
+    limit: int | None = Field(None, gt=0, description="items per task (a fixed seeded subset)")
+    batch_size: int = Field(16, ge=1)
+    spectrum: bool = Field(True, description="ΔW spectrum and intruders at every checkpoint")
+    diversity: bool = Field(False, description="sampled generations at the final checkpoint")
+
+
+class Study(_Strict):
+    """A whole study: base × target × methods grid × seeds, measured at each budget."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+    base: BaseModelSpec
+    target: TargetSpec
+    methods: Annotated[list[Method], Field(min_length=1)]
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    training: TrainingSpec = TrainingSpec()
+    budgets: BudgetSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    workers: int = Field(1, ge=1, description="runs trained side by side on this machine")
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base_shorthand(cls, value: object) -> object:
+        return {"model": value} if isinstance(value, str) else value
+
+
+def _describe_error(error: dict) -> str:
+    """One line per pydantic error: the field path, the value given, and what is allowed."""
+    loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"  {loc}: unknown field (check the spelling; docs/study.md lists every field)"
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"  {loc}: {msg}{shown}"
+
+
+def parse_study(data: object, source: str = "study") -> Study:
+    """Validate an already-parsed YAML/JSON object into a ``Study`` or raise ``UserError``."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a study file must be a mapping of fields, got {type(data)}")
+    try:
+        return Study.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe_error(e) for e in exc.errors()]
+        raise UserError(f"{source} is not a valid study:\n" + "\n".join(lines)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study YAML file; every problem becomes a ``UserError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study file {path} does not exist (examples/ has some to start from)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}") from None
+    return parse_study(data, source=str(path))

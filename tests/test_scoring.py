@@ -1,0 +1,375 @@
+"""The scoring primitives on a real tiny Llama and a real byte-level BPE (fixtures in conftest)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from itertools import product
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from learnforget.errors import UserError
+from learnforget.measure.answers import (
+    exact_match,
+    extract_flexible,
+    extract_strict,
+    gsm8k_scores,
+    majority_baseline,
+    normalize_number,
+)
+from learnforget.measure.items import ChoiceItem, TextItem
+from learnforget.measure.scoring import (
+    _rolling_windows,
+    bits_per_byte,
+    bits_per_byte_items,
+    choice_accuracy,
+    choice_loglikelihoods,
+    choice_predictions,
+    generate,
+    multiple_choice_scores,
+)
+
+torch.set_num_threads(1)
+
+SENTENCE = "The cat bought 12 apples and a café au lait."  # é: more bytes than characters
+
+
+def _full_pass_log_probs(model, ids: list[int]) -> torch.Tensor:
+    """log p(ids[t] | ids[:t]) for t >= 1, from one forward pass over the whole sequence."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    return log_probs[:-1].gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def _plain(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# --- bits per byte -------------------------------------------------------------------------------
+
+
+def test_bits_per_byte_equals_a_hand_computation(scoring_model, scoring_tokenizer) -> None:
+    # No BOS in this tokenizer: the first token is conditioned on EOS.
+    ids = [scoring_tokenizer.eos_token_id] + _plain(scoring_tokenizer, SENTENCE)
+    nll = -float(_full_pass_log_probs(scoring_model, ids).sum())
+    n_bytes = len(SENTENCE.encode("utf-8"))
+    assert n_bytes > len(SENTENCE)
+    expected = nll / (n_bytes * math.log(2))
+    got = bits_per_byte(scoring_model, scoring_tokenizer, [TextItem(SENTENCE)])
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_prefix_conditions_but_is_not_scored(scoring_model, scoring_tokenizer) -> None:
+    prefix, text = "A farmer counted", " 12 apples."
+    prefix_ids = [scoring_tokenizer.eos_token_id] + _plain(scoring_tokenizer, prefix)
+    ids = prefix_ids + _plain(scoring_tokenizer, text)
+    expected_nll = -float(_full_pass_log_probs(scoring_model, ids)[len(prefix_ids) - 1 :].sum())
+    [(nll, n_bytes)] = bits_per_byte_items(
+        scoring_model, scoring_tokenizer, [TextItem(text, prefix=prefix)]
+    )
+    assert n_bytes == len(text.encode("utf-8"))
+    assert nll == pytest.approx(expected_nll, abs=1e-4)
+
+
+def test_bos_is_the_start_token_and_is_not_doubled(scoring_model, scoring_bos_tokenizer) -> None:
+    tokenizer = scoring_bos_tokenizer
+    assert tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id  # it adds BOS by itself
+    ids = [tokenizer.bos_token_id] + _plain(tokenizer, SENTENCE)
+    expected_nll = -float(_full_pass_log_probs(scoring_model, ids).sum())
+    [(nll, _)] = bits_per_byte_items(scoring_model, tokenizer, [TextItem(SENTENCE)])
+    assert nll == pytest.approx(expected_nll, abs=1e-4)
+
+
+def test_bits_per_byte_is_the_aggregate_of_the_items(scoring_model, scoring_tokenizer) -> None:
+    items = [TextItem(SENTENCE), TextItem(" 7 coins.", prefix="Our team sold"), TextItem("")]
+    per_item = bits_per_byte_items(scoring_model, scoring_tokenizer, items)
+    assert per_item[2] == (0.0, 0)
+    total_nll = sum(nll for nll, _ in per_item)
+    total_bytes = sum(n for _, n in per_item)
+    assert bits_per_byte(scoring_model, scoring_tokenizer, items) == pytest.approx(
+        total_nll / total_bytes / math.log(2), rel=1e-12
+    )
+
+
+def test_bits_per_byte_does_not_depend_on_batching(scoring_model, scoring_tokenizer) -> None:
+    items = [
+        TextItem(SENTENCE),
+        TextItem(" 7 coins.", prefix="Our team sold"),
+        TextItem("Every student wrote 257 small boats again. " * 8),  # longer than the context
+        TextItem("A"),
+        TextItem(" books", prefix="My sister painted 498 red boxes for the market and"),
+    ]
+    one = bits_per_byte_items(scoring_model, scoring_tokenizer, items, batch_size=1)
+    four = bits_per_byte_items(scoring_model, scoring_tokenizer, items, batch_size=4)
+    for (nll_one, bytes_one), (nll_four, bytes_four) in zip(one, four, strict=True):
+        assert bytes_one == bytes_four
+        assert nll_one == pytest.approx(nll_four, abs=1e-5)
+
+
+def test_long_text_stride_one_equals_a_sliding_window(scoring_model, scoring_tokenizer) -> None:
+    """With stride 1 every token is conditioned on the ``max_length`` tokens before it (or all of
+    them near the start): compute that definition token by token."""
+    max_length = 6
+    text = "The old king found 598 letters again. A farmer found 144 coins."
+    ids = [scoring_tokenizer.eos_token_id] + _plain(scoring_tokenizer, text)
+    assert len(ids) > 2 * max_length
+    expected_nll = 0.0
+    for t in range(1, len(ids)):
+        window = ids[max(0, t - max_length) : t + 1]
+        expected_nll -= float(_full_pass_log_probs(scoring_model, window)[-1])
+    [(nll, _)] = bits_per_byte_items(
+        scoring_model, scoring_tokenizer, [TextItem(text)], max_length=max_length, stride=1
+    )
+    assert nll == pytest.approx(expected_nll, abs=1e-4)
+
+
+def test_text_longer_than_the_model_context_is_scored(scoring_model, scoring_tokenizer) -> None:
+    text = "Every student wrote 257 small boats again. " * 15
+    assert len(_plain(scoring_tokenizer, text)) > 2 * scoring_model.config.max_position_embeddings
+    for stride in (None, 64):
+        value = bits_per_byte(scoring_model, scoring_tokenizer, [TextItem(text)], stride=stride)
+        assert math.isfinite(value) and value > 0
+
+
+def test_rolling_windows_score_every_token_once() -> None:
+    for n_context, n_text, max_length, stride in product(
+        (1, 3, 10, 40), (1, 5, 17, 100), (8, 16), (1, 3, 8)
+    ):
+        if stride > max_length:
+            continue
+        n_total = n_context + n_text
+        windows = _rolling_windows(n_context, n_total, max_length, stride)
+        targets = [t for _, first, end in windows for t in range(first, end)]
+        assert targets == list(range(n_context, n_total))  # each text token once, in order
+        for input_start, first, end in windows:
+            assert 0 <= input_start < first < end
+            assert end - 1 - input_start <= max_length  # the input fits the context
+            for t in range(first, end):  # conditioning: at least the guaranteed amount
+                assert t - input_start >= min(t, max_length - stride + 1)
+
+
+def test_peft_wrapped_model_scores_like_its_base(scoring_model, scoring_tokenizer) -> None:
+    """A fresh LoRA adapter is zero, so the wrapped model's scores equal the base model's."""
+    base = bits_per_byte(scoring_model, scoring_tokenizer, [TextItem(SENTENCE)])
+    config = LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    wrapped = get_peft_model(copy.deepcopy(scoring_model), config)
+    assert bits_per_byte(wrapped, scoring_tokenizer, [TextItem(SENTENCE)]) == pytest.approx(
+        base, abs=1e-6
+    )
+
+
+def test_training_mode_is_restored(scoring_model, scoring_tokenizer) -> None:
+    scoring_model.train()
+    scoring_model.model.layers[0].eval()  # a submodule in a different mode stays so
+    try:
+        bits_per_byte(scoring_model, scoring_tokenizer, [TextItem(SENTENCE)])
+        assert scoring_model.training
+        assert not scoring_model.model.layers[0].training
+        assert scoring_model.model.layers[1].training
+    finally:
+        scoring_model.eval()
+
+
+# --- multiple choice -----------------------------------------------------------------------------
+
+
+def test_choice_loglikelihood_equals_a_hand_computation(scoring_model, scoring_tokenizer) -> None:
+    # lm-eval's encoding: the context's trailing space moves to the continuation, then
+    # continuation tokens = tokens(context + continuation)[len(tokens(context)):].
+    context, choice = "The cat bought ", "12 apples"
+    whole = _plain(scoring_tokenizer, "The cat bought 12 apples")
+    n_context = len(_plain(scoring_tokenizer, "The cat bought"))
+    expected = float(_full_pass_log_probs(scoring_model, whole)[n_context - 1 :].sum())
+    [[(ll, _)]] = choice_loglikelihoods(
+        scoring_model, scoring_tokenizer, [ChoiceItem(context, (choice,), 0)]
+    )
+    assert ll == pytest.approx(expected, abs=1e-4)
+
+
+def test_empty_context_conditions_on_the_start_token(scoring_model, scoring_tokenizer) -> None:
+    ids = [scoring_tokenizer.eos_token_id] + _plain(scoring_tokenizer, "A farmer")
+    expected = float(_full_pass_log_probs(scoring_model, ids).sum())
+    [[(ll, _)]] = choice_loglikelihoods(
+        scoring_model, scoring_tokenizer, [ChoiceItem("", ("A farmer",), 0)]
+    )
+    assert ll == pytest.approx(expected, abs=1e-4)
+
+
+def test_long_context_is_cut_from_the_left(scoring_model, scoring_tokenizer) -> None:
+    context = "My sister sold 324 small boats in the morning. " * 5 + "The cat"
+    whole = _plain(scoring_tokenizer, context + " sold")
+    n_context = len(_plain(scoring_tokenizer, context))
+    context_size = scoring_model.config.max_position_embeddings
+    assert len(whole) > context_size + 1
+    window = whole[-(context_size + 1) :]  # the model sees window[:-1]
+    n_scored = len(whole) - n_context
+    expected = float(_full_pass_log_probs(scoring_model, window)[-n_scored:].sum())
+    [[(ll, _)]] = choice_loglikelihoods(
+        scoring_model, scoring_tokenizer, [ChoiceItem(context, (" sold",), 0)]
+    )
+    assert ll == pytest.approx(expected, abs=1e-4)
+
+
+def test_acc_and_acc_norm_by_hand() -> None:
+    """acc: argmax log-likelihood; acc_norm: argmax log-likelihood per character."""
+    items = [
+        ChoiceItem("q1", ("a", "bbbb"), label=0),  # lls -2, -4: acc -> 0; per char -2, -1 -> 1
+        ChoiceItem("q2", ("xx", "yy", "zz"), label=2),  # equal lengths: both pick 2
+        ChoiceItem("q3", ("long one", "s"), label=1),  # -8/8 = -1 vs -3/1: acc_norm -> 0
+    ]
+    loglikelihoods = [
+        [(-2.0, False), (-4.0, False)],
+        [(-5.0, False), (-3.0, False), (-1.0, True)],
+        [(-8.0, False), (-3.0, False)],
+    ]
+    assert choice_predictions(items, loglikelihoods) == [(0, 1), (2, 2), (1, 0)]
+    assert choice_accuracy(items, loglikelihoods) == {"acc": 1.0, "acc_norm": 1 / 3}
+
+
+def test_multiple_choice_scores_on_the_model(scoring_model, scoring_tokenizer) -> None:
+    items = [
+        ChoiceItem("The cat bought", (" 12 apples", " books"), label=0),
+        ChoiceItem("A farmer sold", (" 7", " red boxes for the market before dinner"), label=0),
+        ChoiceItem("My sister", (" wrote", " painted", " carried 5 small boats again"), label=1),
+    ]
+    lls = choice_loglikelihoods(scoring_model, scoring_tokenizer, items)
+    predictions = []
+    for item, scores in zip(items, lls, strict=True):
+        values = [ll for ll, _ in scores]
+        per_char = [ll / len(c) for ll, c in zip(values, item.choices, strict=True)]
+        predictions.append(
+            (
+                max(range(len(values)), key=values.__getitem__),
+                max(range(len(values)), key=per_char.__getitem__),
+            )
+        )
+    assert any(acc != norm for acc, norm in predictions), "no item where acc and acc_norm differ"
+    expected = {
+        "acc": sum(p == i.label for (p, _), i in zip(predictions, items, strict=True)) / 3,
+        "acc_norm": sum(p == i.label for (_, p), i in zip(predictions, items, strict=True)) / 3,
+    }
+    assert multiple_choice_scores(scoring_model, scoring_tokenizer, items) == expected
+    assert multiple_choice_scores(scoring_model, scoring_tokenizer, items, batch_size=1) == expected
+
+
+def test_choice_loglikelihoods_do_not_depend_on_batching(scoring_model, scoring_tokenizer) -> None:
+    items = [
+        ChoiceItem("The cat bought", (" 12 apples", " books"), label=0),
+        ChoiceItem("", ("A farmer", "The old king"), label=0),
+        ChoiceItem("Our team ", ("found", "sold 5 coins"), label=1),
+    ]
+    one = choice_loglikelihoods(scoring_model, scoring_tokenizer, items, batch_size=1)
+    many = choice_loglikelihoods(scoring_model, scoring_tokenizer, items, batch_size=16)
+    for a, b in zip(sum(one, []), sum(many, []), strict=True):
+        assert a[0] == pytest.approx(b[0], abs=1e-5) and a[1] == b[1]
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+PROMPTS = ["The cat", "My sister bought 5 red boxes for", "A", "Every student wrote 257 small"]
+
+
+def test_greedy_generation_is_deterministic(scoring_model, scoring_tokenizer) -> None:
+    first = generate(scoring_model, scoring_tokenizer, PROMPTS, max_new_tokens=12)
+    again = generate(scoring_model, scoring_tokenizer, PROMPTS, max_new_tokens=12)
+    assert first == again
+    assert all(len(texts) == 1 and texts[0] for texts in first)
+    twice = generate(scoring_model, scoring_tokenizer, PROMPTS[:1], 12, num_return_sequences=2)
+    assert twice == [first[0] * 2]
+
+
+def test_batched_greedy_equals_one_at_a_time(scoring_model, scoring_tokenizer) -> None:
+    batched = generate(scoring_model, scoring_tokenizer, PROMPTS, max_new_tokens=12, batch_size=4)
+    single = [
+        generate(scoring_model, scoring_tokenizer, [prompt], max_new_tokens=12)[0]
+        for prompt in PROMPTS
+    ]
+    assert batched == single
+
+
+def test_stop_sequences_truncate(scoring_model, scoring_tokenizer) -> None:
+    [[full]] = generate(scoring_model, scoring_tokenizer, ["The cat"], max_new_tokens=16)
+    stop = full[len(full) // 2 : len(full) // 2 + 2]  # a string the model does produce
+    assert stop and stop in full
+    [[cut]] = generate(
+        scoring_model, scoring_tokenizer, ["The cat"], max_new_tokens=16, stop=["@@never@@", stop]
+    )
+    assert cut == full[: full.find(stop)]
+
+
+def test_seeded_sampling_is_reproducible(scoring_model, scoring_tokenizer) -> None:
+    def sample(seed: int) -> list[list[str]]:
+        return generate(
+            scoring_model,
+            scoring_tokenizer,
+            PROMPTS[:2],
+            max_new_tokens=10,
+            do_sample=True,
+            temperature=1.0,
+            top_p=0.95,
+            num_return_sequences=3,
+            batch_size=2,
+            seed=seed,
+        )
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = sample(1)
+    assert torch.rand(1) == expected_next  # the global RNG is left alone
+    assert first == sample(1)
+    assert first != sample(2)
+    assert all(len(texts) == 3 for texts in first)
+    assert len(set(first[0])) > 1  # three different samples
+
+
+def test_generation_rejects_impossible_lengths(scoring_model, scoring_tokenizer) -> None:
+    with pytest.raises(UserError, match="max_new_tokens"):
+        generate(scoring_model, scoring_tokenizer, ["The cat"], max_new_tokens=64)
+
+
+# --- GSM8K answers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("so she has 18 left.\n#### 18", "18", "18"),
+        ("#### 1,234", "1234", "1234"),
+        ("the loss is 5 dollars\n#### -5", "-5", "-5"),
+        ("#### 3.5", "3.5", "3.5"),
+        ("It costs $1,200.50 in total.", None, "1200.50"),  # no ####: strict finds nothing
+        ("#### 72.", "72", "72"),  # trailing period
+        ("#### $72", None, "72"),  # strict's pattern allows no $
+        ("#### The answer is 9", None, "9"),  # #### followed by text
+        ("First 3 apples, then 12 more, so 15", None, "15"),  # several numbers: the last
+        ("We get 4 and #### 6 then 8", "6", "8"),
+        ("No digits at all.", None, None),
+        ("#### 72.00", "72.00", "72.00"),  # kept as is: 72.00 is not 72 (lm-eval)
+    ],
+)
+def test_extraction(text: str, strict: str | None, flexible: str | None) -> None:
+    assert extract_strict(text) == strict
+    assert extract_flexible(text) == flexible
+
+
+def test_normalisation_and_exact_match() -> None:
+    assert normalize_number(" $1,234. ") == "1234"
+    assert normalize_number("Natalia sold 48/2 = 24 clips.\n#### 72") == "72"  # a full solution
+    assert exact_match("72", "72") and exact_match("1234", "1,234")
+    assert not exact_match("72.00", "72")
+    assert not exact_match(None, "72")
+
+
+def test_gsm8k_scores_and_majority_baseline() -> None:
+    completions = ["#### 18", "I think 3, no 4", "#### 1,000", "#### 5\nand then 6"]
+    answers = ["18", "4", "1000", "6"]
+    # strict: 18 right, none, 1000 right, 5 wrong; flexible: 18, 4, 1000 right, 6 right
+    assert gsm8k_scores(completions, answers) == {
+        "exact_match_strict": 0.5,
+        "exact_match_flexible": 1.0,
+    }
+    assert majority_baseline(["3", "3", "1,000", "1000", "1000", "7"]) == pytest.approx(0.5)
