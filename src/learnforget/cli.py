@@ -43,30 +43,46 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
     """List the runs of a study: ids, trainable parameters and token budgets."""
     from learnforget.plan import expand
     from learnforget.planinfo import summarize
-    from learnforget.study import load_study
+    from learnforget.study import load_studies
 
-    study = load_study(study_file)
-    runs = expand(study)
-    table = Table(title=f"study {study.name}: {len(runs)} runs")
-    for column in ("run id", "method", "lr", "optimizer", "seed", "trainable", "of total",
-                   "budget"):
-        table.add_column(column)
-    for s in summarize(runs):
-        table.add_row(s.run_id, s.label, f"{s.lr:g}", s.optimizer, str(s.seed),
-                      f"{s.trainable:,}", f"{s.trainable / s.total:.1%}", s.budget)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    for study in load_studies(study_file):
+        runs = expand(study)
+        table = Table(title=f"study {study.name}: {len(runs)} runs")
+        for column in ("run id", "method", "lr", "optimizer", "seed", "trainable", "of total",
+                       "budget"):
+            table.add_column(column)
+        for s in summarize(runs):
+            table.add_row(s.run_id, s.label, f"{s.lr:g}", s.optimizer, str(s.seed),
+                          f"{s.trainable:,}", f"{s.trainable / s.total:.1%}", s.budget)
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
-def run_study(study_file: Path, out: Path | None) -> Path:
-    """Validate, plan, measure the base, train every run, write the report; returns OUT."""
+def run_studies(study_file: Path, out: Path | None) -> list[Path]:
+    """Validate every study of the file, then for each: measure the base, train every run,
+    write the report. One study goes to OUT, several to OUT/NAME each."""
+    from learnforget.study import load_studies
+
+    studies = load_studies(study_file)
+    for study in studies:  # fail on a bad task name before anything trains
+        from learnforget.runner import validate_tasks
+
+        validate_tasks(study)
+    if len(studies) == 1:
+        return [run_study(studies[0], out or Path("out") / studies[0].name)]
+    root = out or Path("out") / study_file.stem
+    outs = [run_study(study, root / study.name) for study in studies]
+    from learnforget.report.index import write_index
+
+    console.print(f"index of reports: {write_index(root, outs)}")
+    return outs
+
+
+def run_study(study, out: Path) -> Path:
+    """Measure the base, train and measure every run of one study, write its report."""
     from learnforget.executors.local import run_all
     from learnforget.plan import expand
-    from learnforget.runner import measure_base, validate_tasks
-    from learnforget.study import load_study
+    from learnforget.runner import measure_base
 
-    study = load_study(study_file)
-    out = out or Path("out") / study.name
-    validate_tasks(study)
     runs = expand(study)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(study.model_dump_json(indent=2))
@@ -78,17 +94,10 @@ def run_study(study_file: Path, out: Path | None) -> Path:
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
     console.print(f"runs: {counts} in {time.time() - started:.0f} s")
-    _write_report(out)
+    from learnforget.report.build import build_report
+
+    console.print(f"report: {build_report(out)}")
     return out
-
-
-def _write_report(out: Path) -> None:
-    try:
-        from learnforget.report.build import build_report
-    except ImportError:
-        return
-    index = build_report(out)
-    console.print(f"report: {index}")
 
 
 @app.command()
@@ -98,12 +107,174 @@ def run(
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default out/NAME)"),
 ) -> None:
     """Train and measure every run of a study (resumes if run again), then write the report."""
-    run_study(study_file, out)
+    run_studies(study_file, out)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    """Entry point for ``python -m learnforget``."""
-    sys.exit(app())
+@app.command()
+@friendly
+def report(out: Path = typer.Argument(..., help="a study's output folder")) -> None:
+    """(Re)write OUT/report/index.html and OUT/measurements.csv from OUT/results.sqlite."""
+    from learnforget.report.build import build_report
+
+    if not (out / "results.sqlite").exists():
+        raise UserError(f"{out} has no results.sqlite: give the folder `learnforget run` wrote")
+    console.print(f"report: {build_report(out)}")
 
 
-_ = json  # used by commands added below
+DEMOS = {"tiny": "demo.yaml", "micro": "demo-micro.yaml", "full": "demo-full.yaml"}
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="output folder"),
+    scale: str = typer.Option("tiny", help="tiny (the demo, ~15 min on 2 cores) | micro (~1 min)"),
+    full: bool = typer.Option(False, "--full", help="the whole grid: all nine claims (~45 min)"),
+) -> None:
+    """The whole study at tiny scale on this CPU, offline: pretrain the built-in base, finetune
+    code (CPT) and math (IFT) with full FT and LoRA, measure, report."""
+    from importlib.resources import files
+
+    key = "full" if full else scale
+    if key not in DEMOS:
+        raise UserError(f"--scale must be tiny or micro, got {scale!r}")
+    study_file = Path(str(files("learnforget") / "demos" / DEMOS[key]))
+    started = time.time()
+    run_studies(study_file, out)
+    console.print(f"demo finished in {time.time() - started:.0f} s → {out / 'index.html'}")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _model_spec(model: str, revision: str | None, dtype: str, device: str):
+    from pydantic import ValidationError
+
+    from learnforget.study import BaseModelSpec
+
+    try:
+        return BaseModelSpec(model=model, revision=revision, dtype=dtype, device=device)
+    except ValidationError as exc:
+        raise UserError(f"bad model option: {exc.errors()[0]['msg']}") from None
+
+
+@app.command("eval")
+@friendly
+def eval_command(
+    model: str = typer.Option(..., "--model", "-m", help="builtin:tiny, hub id, folder or .gguf"),
+    tasks: str = typer.Option("hellaswag,arc_challenge,winogrande", help="comma-separated"),
+    adapter: str = typer.Option(None, help="a PEFT adapter folder or hub id on top of --model"),
+    limit: int = typer.Option(None, min=1, help="items per task (a fixed, seeded subset)"),
+    batch_size: int = typer.Option(8, min=1),
+    revision: str = typer.Option(None, help="hub branch/tag/commit of --model"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | device_map=auto"),
+    as_json: bool = typer.Option(False, "--json", help="print {results, n} as JSON"),
+) -> None:
+    """Evaluate a model (or a checkpoint/adapter) on registry tasks, without training."""
+    from learnforget.base import load_for_eval
+    from learnforget.measure.evaluate import evaluate
+    from learnforget.measure.tasks import get_task
+
+    names = _csv(tasks)
+    for name in names:
+        get_task(name)  # unknown names fail before the model loads
+    loaded = load_for_eval(_model_spec(model, revision, dtype, device), adapter,
+                           log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    results, counts = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
+                               on_task=lambda n: console.print(f"[dim]scoring {n}[/dim]"))
+    if as_json:
+        print(json.dumps({"results": results, "n": counts}, indent=2))
+        return
+    table = Table(title=f"{model}" + (f" + {adapter}" if adapter else ""))
+    for column in ("task", "items", "metric", "value"):
+        table.add_column(column)
+    for name, metrics in results.items():
+        for metric, value in metrics.items():
+            table.add_row(name, str(counts[name]), metric, f"{value:.4f}")
+    Console().print(table)
+
+
+@app.command("score-code")
+@friendly
+def score_code(
+    samples: Path = typer.Argument(..., help="JSONL with task_id and completion per line"),
+    k: str = typer.Option("1,10", help="comma-separated k values for pass@k"),
+    timeout: float = typer.Option(10.0, help="seconds per program"),
+    per_task: bool = typer.Option(False, "--per-task", help="also print n and c per task"),
+) -> None:
+    """Score HumanEval completions in the sandbox; prints {"pass@1": …} as JSON."""
+    from learnforget.measure.humaneval import score_samples_file
+
+    try:
+        ks = [int(v) for v in _csv(k)]
+    except ValueError:
+        raise UserError(f"--k takes comma-separated integers, got {k!r}") from None
+    result = score_samples_file(samples, ks, timeout_s=timeout)
+    if not per_task:
+        result.pop("per_task", None)
+    print(json.dumps(result, indent=2))
+
+
+@app.command()
+@friendly
+def spectrum(
+    base: str = typer.Option(..., help="the base model: builtin:NAME, hub id, folder or .gguf"),
+    tuned: str = typer.Option(None, help="the finetuned model (folder or hub id)"),
+    adapter: str = typer.Option(None, help="a PEFT LoRA adapter trained on --base"),
+    threshold: float = typer.Option(0.9, min=0.01, max=1.0, help="share of variance"),
+    intruder_k: int = typer.Option(10, min=1),
+    intruder_eps: float = typer.Option(0.5, min=0.0, max=1.0),
+    device: str = typer.Option("cpu", help="where the SVDs run (cpu | cuda)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object per matrix"),
+) -> None:
+    """ΔW between a base and a finetuned model or adapter: rank for 90% of variance vs a
+    random matrix, and intruder dimensions, per changed matrix."""
+    from learnforget.analysis.spectrum import spectrum_between, spectrum_json
+    from learnforget.base import load_for_eval, load_model, resolve_source
+
+    if (tuned is None) == (adapter is None):
+        raise UserError("give exactly one of --tuned MODEL or --adapter ADAPTER")
+    spec = _model_spec(base, None, "float32", "cpu")
+    base_model = load_for_eval(spec).model
+    base_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()
+                  if v.ndim == 2}
+    if adapter:
+        other = load_for_eval(spec, adapter).model
+        result = spectrum_between(base_state, peft_model=other, threshold=threshold,
+                                  intruder_k=intruder_k, intruder_eps=intruder_eps, device=device)
+    else:
+        other = load_model(resolve_source(_model_spec(tuned, None, "float32", "cpu")), "float32",
+                           "cpu")
+        result = spectrum_between(base_state, tuned=other, threshold=threshold,
+                                  intruder_k=intruder_k, intruder_eps=intruder_eps, device=device)
+    if not result:
+        raise UserError("no 2-D weight differs between the two models: is --tuned really "
+                        "finetuned from --base?")
+    rows = spectrum_json(result)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"ΔW spectrum: {len(rows)} changed matrices")
+    for column in ("matrix", "shape", "rank90", "random rank90", "intruders", "‖ΔW‖/‖W‖"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], "×".join(map(str, row["shape"])), str(row["rank90"]),
+                      str(row["random_rank90"]), str(row["intruders"]),
+                      f"{row.get('relative_change', 0):.4f}")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from learnforget import __version__
+
+        print(f"learnforget {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """What does finetuning teach a model, what does it make it forget, and which method?"""

@@ -85,8 +85,9 @@ class Measurer:
     base_values: dict[tuple[str, str], float]
     base_state: dict[str, torch.Tensor] | None = None
 
-    def __call__(self, model, on_task: Callable[[str], None] = lambda n: None):
-        """(measurement rows, artifacts) for ``model``."""
+    def __call__(self, model, on_task: Callable[[str], None] = lambda n: None,
+                 final: bool = True):
+        """(measurement rows, artifacts) for ``model``; diversity only when ``final``."""
         learning, forgetting = study_tasks(self.study)
         ev = self.study.evaluation
         results, _ = evaluate(model, self.tokenizer, learning + forgetting, ev.limit,
@@ -100,7 +101,20 @@ class Measurer:
             spectrum_rows, spectra = measure_spectrum(model, self.base_state)
             rows += spectrum_rows
             artifacts["spectrum"] = spectra
+        if ev.diversity and final:
+            on_task("diversity")
+            summary, samples = self._diversity(model)
+            rows += [Measurement("diversity", metric, value) for metric, value in summary.items()]
+            artifacts["diversity_samples"] = samples
         return rows, artifacts
+
+    def _diversity(self, model):
+        from learnforget.measure.diversity import diversity_prompts, measure_diversity
+
+        ev = self.study.evaluation
+        real_code = not self.study.base.model.startswith("builtin:")
+        prompts = diversity_prompts(self.study.target, ev.diversity_prompts, real_code)
+        return measure_diversity(model, self.tokenizer, prompts, ev)
 
 
 def measure_spectrum(model, base_state: dict[str, torch.Tensor]):
@@ -169,7 +183,7 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
 
         def on_checkpoint(model, step, tokens, folder, train_rows):
             progress({"run_id": run_id, "event": "measure", "step": step})
-            rows, artifacts = measurer(model)
+            rows, artifacts = measurer(model, final=step == steps[-1])
             rows = [*train_rows, *((step, tokens, m) for m in rows)]
             store.record_checkpoint(run_id, step, tokens, str(folder), rows, artifacts)
 

@@ -190,6 +190,10 @@ class EvaluationSpec(_Strict):
     batch_size: int = Field(16, ge=1)
     spectrum: bool = Field(True, description="ΔW spectrum and intruders at every checkpoint")
     diversity: bool = Field(False, description="sampled generations at the final checkpoint")
+    diversity_prompts: int = Field(20, ge=1, description="prompts sampled for diversity")
+    diversity_samples: int = Field(8, ge=2, description="samples per prompt")
+    diversity_temperature: float = Field(1.0, gt=0, le=2)
+    diversity_max_new_tokens: int = Field(96, ge=8)
 
 
 class Study(_Strict):
@@ -234,13 +238,33 @@ def parse_study(data: object, source: str = "study") -> Study:
         raise UserError(f"{source} is not a valid study:\n" + "\n".join(lines)) from None
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study YAML file; every problem becomes a ``UserError``."""
+def load_studies(path: str | Path) -> list[Study]:
+    """Read and validate a study YAML file, which may hold several studies as YAML documents
+    separated by ``---`` (the demo has one per target); every problem becomes a ``UserError``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"study file {path} does not exist (examples/ has some to start from)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                     if d is not None]
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML: {exc}") from None
-    return parse_study(data, source=str(path))
+    if not documents:
+        raise UserError(f"{path} is empty: a study file needs name, base, target, methods, "
+                        "budgets (docs/study.md)")
+    studies = []
+    for index, data in enumerate(documents):
+        source = str(path) if len(documents) == 1 else f"{path} (study {index + 1})"
+        studies.append(parse_study(data, source=source))
+    names = [s.name for s in studies]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: the studies in one file need different names, got {names}")
+    return studies
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a file holding exactly one study."""
+    studies = load_studies(path)
+    if len(studies) != 1:
+        raise UserError(f"{path} holds {len(studies)} studies; this command takes one")
+    return studies[0]

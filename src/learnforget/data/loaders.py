@@ -277,7 +277,7 @@ def _documents(opened: _Opened, field: str) -> Iterator[str]:
     for number, record in enumerate(opened.records):
         if field not in record:
             if number == 0:
-                fix = "rename the field in the data, or pass text_field= (the study's data field)"
+                fix = "rename the field in the data, or set text_field to the field with the text"
                 raise _missing_fields(opened.label, list(record), repr(field), fix)
             continue  # a sparse later record: nothing to train on
         text = record[field]

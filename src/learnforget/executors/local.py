@@ -7,6 +7,7 @@ progress through a queue; this process draws one progress bar per active run.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -50,8 +51,8 @@ class _Bars:
         elif run_id not in self.tasks:
             return
         elif kind == "step":
-            self.progress.update(self.tasks[run_id], completed=event["step"],
-                                 info=f"loss {event['loss']:.3f} · {event['tokens_per_s']:,.0f} tok/s")
+            info = f"loss {event['loss']:.3f} · {event['tokens_per_s']:,.0f} tok/s"
+            self.progress.update(self.tasks[run_id], completed=event["step"], info=info)
         elif kind == "measure":
             self.progress.update(self.tasks[run_id], info=f"measuring step {event['step']}")
         elif kind == "end":
@@ -74,10 +75,8 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
                                    str(out), events) for r in runs]
             pending = set(futures)
             while pending:
-                try:
+                with contextlib.suppress(queue.Empty):
                     bars.handle(events.get(timeout=0.2))
-                except queue.Empty:
-                    pass
                 for future in [f for f in pending if f.done()]:
                     pending.discard(future)
                     run_id, status = future.result()

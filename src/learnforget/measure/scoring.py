@@ -188,8 +188,10 @@ def bits_per_byte_items(
     ``stride=max_length`` gives non-overlapping windows, the cheapest (lm-eval's
     ``loglikelihood_rolling``).
     """
-    max_length = max_length or context_length(model, tokenizer)
-    stride = stride or max(1, max_length // 2)
+    if max_length is None:
+        max_length = context_length(model, tokenizer)
+    if stride is None:
+        stride = max(1, max_length // 2)
     if not 1 <= stride <= max_length:
         raise UserError(f"stride must be between 1 and max_length ({max_length}), got {stride}.")
     start = start_token_id(tokenizer)

@@ -1,0 +1,284 @@
+"""Build the study report: ``OUT/report/index.html`` (self-contained), the figures beside it in
+``OUT/report/`` and ``OUT/measurements.csv`` with every number the figures and tables use.
+
+The page is a list of sections, each made by a *section builder*: a function
+``(ReportContext) -> Section | None`` listed in ``SECTION_BUILDERS``. To add a part to the
+report (a claims checklist, ΔW spectra, diversity), write such a function and append it to the
+list (or pass a list to ``build_report``); see docs/report.md. A builder that fails does not
+stop the report: its section shows the error instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from learnforget.analysis.recommend import GOALS, frontier_note, recommend, verdict
+from learnforget.report import figures as figs
+from learnforget.report.frame import Frame, final_rows, load_frame, pretty_label
+from learnforget.report.html import (
+    Cell,
+    FigureRef,
+    Section,
+    escape,
+    number,
+    paragraph,
+    percent,
+    render_page,
+    table,
+)
+from learnforget.store import Store
+
+CSV_COLUMNS = ["run_id", "label", "method", "lr", "r", "targets", "optimizer", "seed", "status",
+               "step", "tokens", "task", "metric", "value"]
+DERIVED = ("learn", "forget", "forget_mean")
+
+
+@dataclass
+class ReportContext:
+    """What a section builder gets: the output folder, the loaded ``Frame`` and where figures
+    go. ``draw`` renders figures once and remembers them."""
+
+    out: Path
+    frame: Frame
+    report_dir: Path
+    drawn: dict[str, FigureRef | str] = field(default_factory=dict)
+
+    def draw(self, specs: Sequence[figs.FigureSpec]) -> tuple[list[FigureRef], list[str]]:
+        """(figures drawn, notes for those skipped) for ``specs``; a figure that raises
+        anything but ``FigureSkipped`` is noted with its error, not raised."""
+        refs, notes = [], []
+        for spec in specs:
+            if spec.name not in self.drawn:
+                try:
+                    path = spec.draw(self.frame, self.report_dir)
+                    self.drawn[spec.name] = FigureRef(path, spec.title, spec.caption)
+                except figs.FigureSkipped as skipped:
+                    self.drawn[spec.name] = f"{spec.title}: not drawn — {skipped}."
+                except Exception as exc:  # a figure bug must not cost the whole report
+                    self.drawn[spec.name] = (f"{spec.title}: could not be drawn — "
+                                             f"{type(exc).__name__}: {exc}")
+            result = self.drawn[spec.name]
+            (refs if isinstance(result, FigureRef) else notes).append(result)
+        return refs, notes
+
+
+SectionBuilder = Callable[[ReportContext], "Section | None"]
+
+
+# --- sections -----------------------------------------------------------------------------------
+def summary_section(ctx: ReportContext) -> Section:
+    """The study: base model, target, tasks, budgets, runs by status, base model's scores."""
+    frame, study = ctx.frame, ctx.frame.study
+    rows: list[tuple[str, object]] = []
+    if study is not None:
+        target = study.target
+        rows += [("study", study.name), ("base model", study.base.model),
+                 ("target", f"{target.domain} ({target.regime.upper()})"
+                  + (f", data {target.data}" if target.data else "")),
+                 ("budgets", f"{study.budgets.unit}: "
+                  + ", ".join(f"{v:g}" for v in study.budgets.values)),
+                 ("optimizer", study.optimizer.name),
+                 ("schedule", f"{study.schedule.name}, warmup {study.schedule.warmup:g}")]
+    for word, tasks in (("learning", frame.learning), ("forgetting", frame.forgetting)):
+        described = [f"{o.task} ({o.metric}, {'higher' if o.higher_is_better else 'lower'} is "
+                     f"better; base {number(frame.base.get(o.column))})" for o in tasks]
+        rows.append((f"{word} tasks", "; ".join(described) or "none"))
+    rows += [("learning axis", frame.learn_label), ("forgetting axis", frame.forget_label)]
+    counts = frame.runs["status"].value_counts()
+    rows.append(("runs", f"{len(frame.runs)} ("
+                 + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"))
+    body = table(["", ""], rows)
+    body += ("<p>Every number of this report is in <code>measurements.csv</code> beside the "
+             "<code>report</code> folder (with the derived <code>learn</code>/<code>forget</code> "
+             "as task <code>derived</code>).</p>")
+    return Section("Study", body)
+
+
+HOW_TO_READ = [
+    ("learning", "the improvement of the first learning task's main metric over the base model, "
+     "signed so that higher = learned more (bits/byte: base − value; accuracy: value − base)."),
+    ("forgetting", "the degradation of the first forgetting task's main metric relative to the "
+     "base model, signed so that higher = forgot more (bits/byte: value − base; accuracy: "
+     "base − value). With several accuracy-type forgetting tasks it is their mean drop."),
+    ("best learning rate", "for each method, the learning rate whose runs (mean over seeds) "
+     "learned the most by their final checkpoint; diverged and failed runs never count."),
+    ("shares of full finetuning", "a method's final learning (forgetting) at its best LR divided "
+     "by full finetuning's at its best LR: 93% of the learning and 40% of the forgetting is the "
+     "paper's 'learns less, forgets less'."),
+    ("Pareto frontier", "the checkpoints that no other checkpoint beats on both axes (learns at "
+     "least as much and forgets at most as much)."),
+    ("forgetting above full FT's frontier", "how much more a method forgets than full "
+     "finetuning's frontier at the same learning (interpolated): negative = it is beyond full "
+     "finetuning's frontier, — = its learning lies outside that frontier's range."),
+]
+
+
+def how_to_read_section(ctx: ReportContext) -> Section:
+    """The definitions behind every number of the report."""
+    items = "".join(f"<li><b>{escape(term)}</b>: {escape(text)}</li>" for term, text in HOW_TO_READ)
+    return Section("How to read this report", f"<ul>{items}</ul>")
+
+
+def verdict_section(ctx: ReportContext) -> Section:
+    """Each method at its best LR against full finetuning: sentences and a table."""
+    rows = verdict(ctx.frame)
+    if not rows:
+        return Section("Verdict", paragraph("No run has been registered yet."))
+    sentences = "".join(paragraph(r.sentence, "sentence") for r in rows if not r.is_reference)
+    headers = ["method", "best LR", "runs", "diverged", "failed", "pending", "final tokens",
+               "final learning", "final forgetting", "learning vs full FT",
+               "forgetting vs full FT", "forgetting above full FT's frontier",
+               "ΔW rank90 (median)"]
+    body_rows = [[r.name, Cell(number(r.lr, 3), True), r.runs, r.diverged, r.failed, r.pending,
+                  r.tokens, r.learn, r.forget, Cell(percent(r.learn_share), True),
+                  Cell(percent(r.forget_share), True), r.frontier_gap, r.rank90] for r in rows]
+    classes = ["reference" if r.is_reference else "" for r in rows]
+    body = sentences + table(headers, body_rows, classes)
+    body += paragraph(f"learning = {ctx.frame.learn_label}; forgetting = "
+                      f"{ctx.frame.forget_label}. The highlighted row is the reference.", "muted")
+    return Section("Verdict", body)
+
+
+def recommendation_section(ctx: ReportContext) -> Section:
+    """Which finetuning to use, for each of the three goals."""
+    recs = [recommend(ctx.frame, goal) for goal in GOALS]
+    goal_names = {"learn": "learn the most", "balanced": "balanced",
+                  "retain": "retain the most"}
+    rows = [[goal_names[r.goal], r.name or "—", Cell(number(r.lr, 3), True),
+             r.r, r.targets, r.tokens, r.learn, r.forget, r.reason] for r in recs]
+    body = table(["goal", "method", "LR", "rank", "targets", "stop at tokens", "learning",
+                  "forgetting", "why"], rows)
+    body += paragraph(frontier_note(ctx.frame))
+    return Section("Recommendation", body)
+
+
+def _figure_section(title: str, specs: list[figs.FigureSpec], intro: str = "") -> SectionBuilder:
+    def build(ctx: ReportContext) -> Section:
+        refs, notes = ctx.draw(specs)
+        return Section(title, paragraph(intro) if intro else "", refs, notes)
+
+    build.__name__ = f"figure_section_{title}"
+    build.__doc__ = f"The figures: {', '.join(s.title for s in specs)}."
+    return build
+
+
+def _main(*names: str) -> list[figs.FigureSpec]:
+    return [s for s in figs.MAIN_FIGURES if s.name in names]
+
+
+def runs_section(ctx: ReportContext) -> Section:
+    """One row per run (base model first) with its status and last measured values."""
+    frame = ctx.frame
+    tasks = [*frame.learning, *frame.forgetting]
+    finals = final_rows(frame).set_index("run_id") if len(frame.checkpoints) else None
+    headers = ["run id", "method", "LR", "optimizer", "seed", "status", "last step",
+               "tokens", "learning", "forgetting", *(f"{o.task} {o.metric}" for o in tasks),
+               "error"]
+    base = frame.base
+    rows = [[base["run_id"], "base model", None, None, None, base["status"], 0, 0, 0.0, 0.0,
+             *(base.get(o.column) for o in tasks), None]]
+    for run in frame.runs.itertuples():
+        final = finals.loc[run.run_id] if finals is not None and run.run_id in finals.index \
+            else None
+        values = [None] * (4 + len(tasks)) if final is None else [
+            int(final["step"]), int(final["tokens"]), final["learn"], final["forget"],
+            *(final.get(o.column) for o in tasks)]
+        error = str(run.error).strip().splitlines()[-1][:300] if isinstance(run.error, str) \
+            and run.error.strip() else None
+        rows.append([run.run_id, pretty_label(run.label), Cell(number(run.lr, 3), True),
+                     run.optimizer, None if pd.isna(run.seed) else int(run.seed), run.status,
+                     *[_plain(v) for v in values], error])
+    return Section("Runs", table(headers, rows))
+
+
+def _plain(value: object) -> object:
+    """numpy scalars → Python numbers (so ``table`` formats them), NaN → None."""
+    if value is None:
+        return None
+    try:
+        number_value = float(value)
+    except (TypeError, ValueError):
+        return value
+    return None if math.isnan(number_value) else number_value
+
+
+SECTION_BUILDERS: list[SectionBuilder] = [
+    summary_section,
+    verdict_section,
+    recommendation_section,
+    _figure_section("Learning and forgetting over training",
+                    _main("learning_curves", "forgetting_curves")),
+    _figure_section("The learning–forgetting trade-off", _main("tradeoff")),
+    _figure_section("Learning-rate sensitivity", _main("lr_sensitivity")),
+    _figure_section("Design choices", figs.EXTRA_FIGURES,
+                    "Drawn when the study varies LoRA rank and target modules, regularises full "
+                    "finetuning, or compares optimizers."),
+    _figure_section("Training loss", _main("training_loss")),
+    runs_section,
+    how_to_read_section,
+]
+
+
+# --- the CSV ------------------------------------------------------------------------------------
+def write_measurements_csv(out: Path, frame: Frame) -> Path:
+    """``OUT/measurements.csv``: every stored measurement joined with its run's settings, plus
+    the derived ``learn``/``forget``(/``forget_mean``) of each checkpoint as task ``derived``."""
+    store = Store(out / "results.sqlite")
+    try:
+        rows = pd.DataFrame(store.measurements(),
+                            columns=["run_id", "step", "tokens", "task", "metric", "value"])
+    finally:
+        store.close()
+    runs = frame.runs.rename(columns={"kind": "method"})
+    info = ["run_id", "label", "method", "lr", "r", "targets", "optimizer", "seed", "status"]
+    cp = pd.concat([frame.checkpoints, frame.base.to_frame().T], ignore_index=True)
+    derived = cp.melt(id_vars=["run_id", "step", "tokens"],
+                      value_vars=[c for c in DERIVED if c in cp], var_name="metric")
+    derived = derived.assign(task="derived")
+    everything = pd.concat([rows, derived], ignore_index=True).merge(runs[info], on="run_id",
+                                                                     how="left")
+    is_base = everything["label"].isna()
+    everything.loc[is_base, ["label", "method", "status"]] = ["base", "base", "finished"]
+    everything = everything.sort_values(["run_id", "step", "task", "metric"], kind="stable")
+    path = out / "measurements.csv"
+    everything[CSV_COLUMNS].to_csv(path, index=False)
+    return path
+
+
+# --- the report ---------------------------------------------------------------------------------
+def _run_builder(builder: SectionBuilder, ctx: ReportContext) -> Section | None:
+    try:
+        return builder(ctx)
+    except Exception as exc:  # one broken section must not cost the whole report
+        name = getattr(builder, "__name__", "section").replace("_", " ")
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return Section(name, errors=[f"this section could not be built: {detail}"])
+
+
+def build_report(out: Path, builders: Sequence[SectionBuilder] | None = None) -> Path:
+    """Write ``OUT/report/index.html``, its figures and ``OUT/measurements.csv``; returns the
+    path of the HTML page. ``builders`` defaults to ``SECTION_BUILDERS``."""
+    out = Path(out)
+    frame = load_frame(out)
+    report_dir = out / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    write_measurements_csv(out, frame)
+    ctx = ReportContext(out, frame, report_dir)
+    sections = [s for b in (builders or SECTION_BUILDERS) if (s := _run_builder(b, ctx))]
+    name = frame.study.name if frame.study else out.name
+    target = (f"{frame.study.target.domain} {frame.study.target.regime.upper()}"
+              if frame.study else "the target domain")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = (f"What each finetuning method learned on {target} and what it made the model "
+                f"forget, measured against the base model. Generated {stamp}.")
+    page = render_page(f"learnforget report: {name}", subtitle, sections)
+    index = report_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

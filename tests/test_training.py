@@ -1,0 +1,159 @@
+"""Real micro runs: training lowers the loss, checkpoints are what PEFT and transformers load,
+rows land in the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from learnforget.base import load_base
+from learnforget.data.target import load_target
+from learnforget.methods import apply_method
+from learnforget.plan import expand
+from learnforget.runner import build_stream, execute_run, measure_base
+from learnforget.store import Store
+from learnforget.study import parse_study
+from learnforget.train import train_loop
+
+torch.set_num_threads(1)
+
+
+def micro_study(**changes) -> dict:
+    """A micro code-CPT study with cheap evaluation; ``changes`` replace top-level fields."""
+    study = {
+        "name": "micro-test",
+        "base": "builtin:micro",
+        "target": {"domain": "code", "regime": "cpt"},
+        "methods": [{"kind": "full", "lr": [1e-3]},
+                    {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
+        "training": {"batch_size": 8, "seq_len": 64},
+        "budgets": {"steps": [3, 6]},
+        "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4},
+    }
+    study.update(changes)
+    return study
+
+
+def train_one(run, on_checkpoint=None, out: Path | None = None):
+    """Train ``run`` in this process; returns (model, tokenizer, losses, result)."""
+    torch.manual_seed(run.seed)
+    loaded = load_base(run.base, log=lambda m: None)
+    stream = build_stream(load_target(run.target, run.seed), loaded.tokenizer, run)
+    model = apply_method(loaded.model, run.method)
+    losses: list[float] = []
+    result = train_loop(
+        model, loaded.tokenizer, stream, run, [int(v) for v in run.budgets.values],
+        out or Path("unused"), on_checkpoint or (lambda *a: None),
+        on_step=lambda step, tokens, loss, tps: losses.append(loss),
+    )
+    return model, loaded.tokenizer, losses, result
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lion"])
+def test_both_optimizers_lower_the_loss(optimizer: str, tmp_path: Path) -> None:
+    lr = 1e-3 if optimizer == "adamw" else 3e-4  # Lion wants a ~3-10x smaller LR
+    study = parse_study(micro_study(
+        methods=[{"kind": "full", "lr": [lr]}], optimizer={"name": optimizer},
+        budgets={"steps": [30]}, schedule={"name": "constant", "warmup": 0.0}))
+    (run,) = expand(study)
+    _, _, losses, result = train_one(run, out=tmp_path)
+    assert result.status == "finished"
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first - 0.05, (first, last)
+
+
+@pytest.fixture(scope="module")
+def lora_checkpoint(tmp_path_factory) -> dict:
+    """A LoRA run trained in-process; at its checkpoint, the tool's own logits are recorded."""
+    out = tmp_path_factory.mktemp("lora")
+    study = parse_study(micro_study(
+        methods=[{"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
+        budgets={"steps": [5]}))
+    (run,) = expand(study)
+    probe = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0))
+    seen: dict = {}
+
+    def on_checkpoint(model, step, tokens, folder, rows):
+        with torch.no_grad():
+            seen["logits"] = model(input_ids=probe).logits.clone()
+        seen["folder"] = folder
+        seen["rows"] = rows
+
+    model, tokenizer, _, _ = train_one(run, on_checkpoint, out)
+    return {"probe": probe, "model": model, "run": run, **seen}
+
+
+def test_adapter_loads_in_plain_peft_with_the_same_logits(lora_checkpoint: dict) -> None:
+    folder: Path = lora_checkpoint["folder"]
+    assert (folder / "adapter_config.json").exists()
+    assert (folder / "adapter_model.safetensors").exists()
+    config = json.loads((folder / "adapter_config.json").read_text())
+    base_path = config["base_model_name_or_path"]
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), folder)
+    plain.eval()
+    with torch.no_grad():
+        logits = plain(input_ids=lora_checkpoint["probe"]).logits
+    torch.testing.assert_close(logits, lora_checkpoint["logits"], atol=1e-5, rtol=0)
+
+
+def test_merged_weights_equal_base_plus_adapter(lora_checkpoint: dict) -> None:
+    folder: Path = lora_checkpoint["folder"]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"])
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    merged = PeftModel.from_pretrained(base, folder).merge_and_unload().state_dict()
+    adapter = load_file(folder / "adapter_model.safetensors")
+    scale = config["lora_alpha"] / config["r"]
+    checked = 0
+    for key, a in adapter.items():
+        if "lora_A" not in key:
+            continue
+        b = adapter[key.replace("lora_A", "lora_B")]
+        name = key.replace("base_model.model.", "").replace(".lora_A.weight", ".weight")
+        expected = base_state[name] + scale * (b @ a)
+        torch.testing.assert_close(merged[name], expected, atol=1e-6, rtol=0)
+        checked += 1
+    assert checked == 2 * 7  # 2 layers × (q, k, v, o, gate, up, down)
+
+
+def test_training_rows_cover_every_step_window(lora_checkpoint: dict) -> None:
+    rows = lora_checkpoint["rows"]
+    metrics = {(m.task, m.metric) for _, _, m in rows}
+    assert {("train", "loss"), ("train", "tokens_per_s"), ("train", "lr")} <= metrics
+    assert all(step == 5 for step, _, _ in rows)
+
+
+def test_micro_study_trains_full_and_lora_and_stores_rows(tmp_path: Path) -> None:
+    study = parse_study(micro_study())
+    measure_base(study, tmp_path, log=lambda m: None)
+    statuses = [execute_run(study, run, tmp_path, log=lambda m: None) for run in expand(study)]
+    assert statuses == ["finished", "finished"]
+    store = Store(tmp_path / "results.sqlite")
+    runs = {r["run_id"]: r for r in store.runs()}
+    assert {r["method"] for r in runs.values()} == {"base", "full", "lora"}
+    for run in expand(study):
+        rows = store.measurements(run.run_id)
+        assert store.checkpoint_steps(run.run_id) == [3, 6]
+        by_key = {(r["step"], r["task"], r["metric"]): r["value"] for r in rows}
+        for step in (3, 6):
+            assert by_key[(step, "code_bpb", "bpb")] > 0
+            assert (step, "source_bpb", "bpb_delta") in by_key
+            assert by_key[(step, "train", "loss")] > 0
+            assert by_key[(step, "spectrum", "matrices_changed")] >= 14
+        assert runs[run.run_id]["status"] == "finished"
+        assert runs[run.run_id]["finished_at"] >= runs[run.run_id]["started_at"]
+        assert (tmp_path / "runs" / run.run_id / "checkpoint-6").is_dir()
+    lora = next(r for r in expand(study) if r.method.kind == "lora")
+    lora_rank = {r["step"]: r["value"] for r in store.measurements(lora.run_id)
+                 if r["task"] == "spectrum" and r["metric"] == "rank90"}
+    assert max(lora_rank.values()) <= 4  # a rank-4 adapter cannot need more
+    # Run again: everything is found finished, nothing is added.
+    before = len(store.measurements())
+    assert [execute_run(study, run, tmp_path) for run in expand(study)] == ["finished"] * 2
+    assert len(store.measurements()) == before
