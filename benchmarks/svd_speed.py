@@ -150,6 +150,10 @@ def main() -> None:
     print(f"  learnforget spectrum, float32 batched: {ours_full:8.2f} s")
     print(f"  numpy float64 loop ({label}): {naive_full:8.2f} s")
     print(f"  speed-up: {naive_full / ours_full:.1f}×")
+    if hasattr(os, "getloadavg"):
+        print(
+            "load average (1, 5, 15 min) at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+        )
     sys.stdout.flush()
 
 

@@ -52,7 +52,10 @@ def test_full_benchmarks_have_the_published_sizes_and_well_formed_items(name: st
         if spec.kind == "choice":
             assert isinstance(item, ChoiceItem) and item.context.strip()
             assert len(item.choices) >= 2 and 0 <= item.label < len(item.choices)
-            assert all(choice.startswith(" ") and choice.strip() for choice in item.choices)
+            # lm-eval's layout; a preprocessed HellaSwag ending may itself start with a space
+            # (a removed "[title]"), exactly as lm-eval's doc_to_choice gives it.
+            assert item.target_delimiter == " "
+            assert all(choice.strip() for choice in item.choices)
         elif spec.kind == "partial_choice":
             assert isinstance(item, PartialChoiceItem) and len(item.contexts) == 2
             assert item.label in (0, 1) and item.continuation.startswith(" ")
@@ -80,12 +83,13 @@ def test_hellaswag_first_item_matches_lm_eval_formatting_of_its_raw_record() -> 
     assert item == ChoiceItem(
         context="Roof shingle removal: A man is sitting on a roof. He",
         choices=(
-            " is using wrap to wrap a pair of skis.",
-            " is ripping level tiles off.",
-            " is holding a rubik's cube.",
-            " starts pulling up roofing on a roof.",
+            "is using wrap to wrap a pair of skis.",
+            "is ripping level tiles off.",
+            "is holding a rubik's cube.",
+            "starts pulling up roofing on a roof.",
         ),
         label=3,
+        target_delimiter=" ",
     )
 
 
@@ -105,12 +109,13 @@ def test_arc_challenge_first_test_item_matches_lm_eval_formatting() -> None:
             "impact. Which is the most likely effect of this increase in rotation?\nAnswer:"
         ),
         choices=(
-            " Planetary density will decrease.",
-            " Planetary years will become longer.",
-            " Planetary days will become shorter.",
-            " Planetary gravity will become stronger.",
+            "Planetary density will decrease.",
+            "Planetary years will become longer.",
+            "Planetary days will become shorter.",
+            "Planetary gravity will become stronger.",
         ),
         label=2,
+        target_delimiter=" ",
     )
     assert choice_requests(item)[2] == (item.context, " Planetary days will become shorter.")
 
@@ -214,7 +219,7 @@ def test_limit_must_be_positive() -> None:
 # ---------------------------------------------------------------------------- k-shot
 def test_hellaswag_k_shot_uses_other_validation_items_never_the_evaluated_one() -> None:
     full = load_hellaswag()
-    completed = {item.context + item.choices[item.label] for item in full}
+    completed = {item.context + item.continuations()[item.label] for item in full}
     zero_shot = load_hellaswag(limit=30, seed=1)
     few_shot = load_hellaswag(limit=30, seed=1, shots=3)
     for plain, item in zip(zero_shot, few_shot, strict=True):
@@ -222,7 +227,7 @@ def test_hellaswag_k_shot_uses_other_validation_items_never_the_evaluated_one() 
         assert evaluated == plain.context and item.choices == plain.choices
         assert len(exemplars) == 3 and len(set(exemplars)) == 3
         assert all(exemplar in completed for exemplar in exemplars)
-        assert plain.context + plain.choices[plain.label] not in exemplars
+        assert plain.context + plain.continuations()[plain.label] not in exemplars
 
 
 def test_k_shot_exemplars_do_not_depend_on_the_subset() -> None:

@@ -31,7 +31,7 @@ test_split: test
 doc_to_text: context
 doc_to_choice: choices
 doc_to_target: label
-target_delimiter: ""
+target_delimiter: "{delimiter}"
 metric_list:
   - metric: acc
   - metric: acc_norm
@@ -64,6 +64,17 @@ def _parity_items() -> list[ChoiceItem]:
     return items
 
 
+def _standard_items() -> list[ChoiceItem]:
+    """The same items in lm-eval's standard layout (HellaSwag, ARC): choices without their
+    leading space, joined to the context by the target delimiter " " — acc_norm then divides
+    by the length of the choice without the delimiter."""
+    return [
+        ChoiceItem(item.context, tuple(c.lstrip() for c in item.choices), item.label, " ")
+        for item in _parity_items()
+        if not item.context.endswith(" ") and item.context
+    ]
+
+
 def _write_task(folder: Path, items: list[ChoiceItem]) -> Path:
     data = folder / "items.jsonl"
     with data.open("w") as handle:
@@ -73,14 +84,20 @@ def _write_task(folder: Path, items: list[ChoiceItem]) -> Path:
     tasks = folder / "tasks"
     tasks.mkdir()
     (tasks / "parity.yaml").write_text(
-        TASK_YAML.format(task=TASK_NAME, data=data, cache=folder / "datasets-cache")
+        TASK_YAML.format(task=TASK_NAME, data=data, cache=folder / "datasets-cache",
+                         delimiter=items[0].target_delimiter)
     )
     return tasks
 
 
-@pytest.mark.parametrize("tokenizer_fixture", ["scoring_tokenizer", "scoring_bos_tokenizer"])
+@pytest.mark.parametrize(
+    ("tokenizer_fixture", "layout"),
+    [("scoring_tokenizer", "literal"), ("scoring_bos_tokenizer", "literal"),
+     ("scoring_tokenizer", "standard")],
+)
 def test_acc_and_loglikelihoods_equal_lm_eval(
     tokenizer_fixture: str,
+    layout: str,
     scoring_model,
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -97,7 +114,7 @@ def test_acc_and_loglikelihoods_equal_lm_eval(
     model_dir = tmp_path / "model"
     scoring_model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    items = _parity_items()
+    items = _parity_items() if layout == "literal" else _standard_items()
     tasks = _write_task(tmp_path, items)
 
     output = lm_eval.simple_evaluate(

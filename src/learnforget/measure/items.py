@@ -20,12 +20,19 @@ class TextItem:
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    """Multiple choice by log-likelihood: ``context`` followed by each of ``choices``;
-    ``label`` is the index of the right one (lm-eval-harness's ``loglikelihood`` requests)."""
+    """Multiple choice by log-likelihood: ``context`` followed by ``target_delimiter`` and each
+    of ``choices``; ``label`` is the index of the right one. As in lm-eval-harness, the scored
+    continuation is ``target_delimiter + choice`` and acc_norm divides by ``len(choice)``
+    (lm-eval's standard tasks use the delimiter " ")."""
 
     context: str
     choices: tuple[str, ...]
     label: int
+    target_delimiter: str = ""
+
+    def continuations(self) -> tuple[str, ...]:
+        """The strings actually scored after the context."""
+        return tuple(self.target_delimiter + choice for choice in self.choices)
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,7 @@ def choice_loglikelihoods(
     max_length = context_length(model, tokenizer)
     pairs: list[TokenPair] = []
     for item in items:
-        for choice in item.choices:
+        for choice in item.continuations():
             context_ids, continuation_ids = _lm_eval_encode_pair(tokenizer, item.context, choice)
             if not context_ids or not continuation_ids:
                 raise UserError(
@@ -304,8 +304,8 @@ def choice_predictions(
     items: list[ChoiceItem], loglikelihoods: list[list[tuple[float, bool]]]
 ) -> list[tuple[int, int]]:
     """Per item, (argmax of log-likelihood, argmax of log-likelihood / len(choice) in
-    characters): the predictions behind lm-eval's acc and acc_norm. Ties go to the first
-    choice, as with ``numpy.argmax``."""
+    characters, the target delimiter not counted): the predictions behind lm-eval's acc and
+    acc_norm. Ties go to the first choice, as with ``numpy.argmax``."""
     predictions = []
     for item, scores in zip(items, loglikelihoods, strict=True):
         if any(len(choice) == 0 for choice in item.choices):

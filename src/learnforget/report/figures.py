@@ -18,7 +18,6 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from learnforget.analysis.pareto import frontier
 from learnforget.report.frame import (
@@ -95,6 +94,17 @@ def _save(figure: Figure, out_dir: Path, name: str) -> Path:
     return path
 
 
+def _legend(figure: Figure, ax: Axes) -> None:
+    """A legend inside the axes when it is short, to the right of the figure when it is long
+    (so it never hides data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= 5:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        figure.legend(handles, labels, fontsize=7, loc="outside right upper")
+        figure.set_figwidth(figure.get_figwidth() + 2.6)
+
+
 def _kinds(frame: Frame) -> dict[str, str]:
     return frame.runs.drop_duplicates("label").set_index("label")["kind"].astype(str).to_dict()
 
@@ -107,7 +117,8 @@ def _require(condition: bool, reason: str) -> None:
 # --- 1, 2: learning and forgetting over training -----------------------------------------------
 def _over_tokens(frame: Frame, out_dir: Path, column: str, name: str) -> Path:
     curves = mean_curves(frame).dropna(subset=[column])
-    _require(not curves.empty, f"no usable checkpoint has a {column} value")
+    which = "learning" if column == "learn" else "forgetting"
+    _require(not curves.empty, f"no usable checkpoint has a {which} value yet")
     colors, kinds = _colors(frame), _kinds(frame)
     figure, (ax,) = _figure()
     ax.axhline(0, color="black", lw=1, ls="--", label="base model")
@@ -119,13 +130,12 @@ def _over_tokens(frame: Frame, out_dir: Path, column: str, name: str) -> Path:
                     marker=_marker(kinds.get(label, "")), lw=2 if best else 1,
                     alpha=1 if best else FAINT,
                     label=f"{pretty_label(label)}, lr={lr:g}" if best else None)
-    which = "learning" if column == "learn" else "forgetting"
     axis = frame.learn_label if column == "learn" else frame.forget_label
     direction = "higher = learned more" if column == "learn" else "higher = forgot more"
     ax.set_title(f"{which.capitalize()} vs {TOKENS} (best LR per method; others faint)")
     ax.set_xlabel(TOKENS)
     ax.set_ylabel(f"{axis}\n({direction})")
-    ax.legend(fontsize=8)
+    _legend(figure, ax)
     return _save(figure, out_dir, name)
 
 
@@ -171,7 +181,7 @@ def tradeoff(frame: Frame, out_dir: Path) -> Path:
     ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=1.5, ls="-",
             label="Pareto frontier", zorder=2)
     ax.set_title("Learning vs forgetting: every checkpoint (marker size = training tokens)")
-    ax.legend(fontsize=8, loc="best")
+    _legend(figure, ax)
     return _save(figure, out_dir, "tradeoff")
 
 
@@ -185,24 +195,24 @@ def training_loss(frame: Frame, out_dir: Path) -> Path:
     colors, best = _colors(frame), best_lrs(frame)
     figure, (ax,) = _figure()
     few = train["run_id"].nunique() <= 10
-    shown: set[str] = set()
-    for run_id, group in train.groupby("run_id", sort=False):
-        label, lr = str(group["label"].iloc[0]), float(group["lr"].iloc[0])
-        is_best = np.isclose(lr, best.get(label, np.nan))
-        name = f"{pretty_label(label)}, lr={lr:g}" if few else pretty_label(label)
-        if not few and (label in shown or not is_best):
+    for label in frame.labels:
+        named = False  # with many runs, one legend entry per label (its best LR)
+        for _, group in train[train["label"] == label].groupby("run_id", sort=False):
+            lr, status = float(group["lr"].iloc[0]), str(group["status"].iloc[0])
+            is_best = bool(np.isclose(lr, best.get(label, np.nan)))
+            broken = status in ("diverged", "failed")
             name = None
-        shown.add(label)
-        status = str(group["status"].iloc[0])
-        ax.plot(group["tokens"], group["train/loss"], color=colors[label],
-                lw=1.6 if is_best else 1, alpha=1 if is_best else 0.5,
-                ls=":" if status in ("diverged", "failed") else "-",
-                label=name + (f" ({status})" if status in ("diverged", "failed") else "")
-                if name else None)
+            if few:
+                name = f"{pretty_label(label)}, lr={lr:g}" + (f" ({status})" if broken else "")
+            elif is_best and not named:
+                name, named = pretty_label(label), True
+            ax.plot(group["tokens"], group["train/loss"], color=colors[label],
+                    lw=1.6 if is_best else 1, alpha=1 if is_best else 0.5,
+                    ls=":" if broken else "-", label=name)
     ax.set_title("Training loss vs training tokens (dotted = diverged or failed)")
     ax.set_xlabel(TOKENS)
     ax.set_ylabel("training loss, nats/token (lower = fits the target better)")
-    ax.legend(fontsize=7)
+    _legend(figure, ax)
     return _save(figure, out_dir, "training_loss")
 
 
@@ -235,7 +245,7 @@ def lr_sensitivity(frame: Frame, out_dir: Path) -> Path:
         ax.set_ylabel(f"final {axis}\n({direction})")
     axes[0].set_title("Learning vs LR (★ best LR, × diverged/failed)")
     axes[1].set_title("Forgetting vs LR")
-    axes[0].legend(fontsize=7)
+    _legend(figure, axes[0])
     return _save(figure, out_dir, "lr_sensitivity")
 
 
@@ -243,8 +253,9 @@ def lr_sensitivity(frame: Frame, out_dir: Path) -> Path:
 def _final_at_best(frame: Frame) -> pd.DataFrame:
     """lr_table rows at each label's best LR."""
     table, best = lr_table(frame), best_lrs(frame)
-    keep = [np.isclose(lr, best[lab]) if lab in best else False
-            for lab, lr in zip(table["label"], table["lr"], strict=True)]
+    keep = pd.Series([bool(np.isclose(lr, best[lab])) if lab in best else False
+                      for lab, lr in zip(table["label"], table["lr"], strict=True)],
+                     index=table.index, dtype=bool)
     return table[keep].set_index("label")
 
 
@@ -314,7 +325,7 @@ def regularisation(frame: Frame, out_dir: Path) -> Path:
     _plane_axes(ax, frame)
     _plane_curves(ax, frame, labels)
     ax.set_title("Regularised full finetuning vs LoRA (best LR each; points = checkpoints)")
-    ax.legend(fontsize=7)
+    _legend(figure, ax)
     return _save(figure, out_dir, "regularisation")
 
 

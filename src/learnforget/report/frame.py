@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from learnforget.errors import UserError
 from learnforget.store import Store
@@ -158,10 +159,15 @@ def _axis_label(o: Orientation, gained: bool) -> str:
 
 
 def _study(out: Path) -> Study | None:
+    """OUT/study.json, or None when it is missing or from an incompatible version (the tasks
+    are then guessed from the measurements)."""
     path = out / "study.json"
     if not path.is_file():
         return None
-    return Study.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        return Study.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError:
+        return None
 
 
 def _task_names(study: Study | None, measured: set[str]) -> tuple[list[str], list[str]]:
@@ -308,8 +314,8 @@ def lr_table(frame: Frame) -> pd.DataFrame:
     (over usable runs only): learn, forget, tokens and the ΔW ``spectrum/rank90`` median."""
     runs = frame.runs
     if runs.empty:
-        return pd.DataFrame(columns=["label", "lr", "runs", "diverged", "failed", "learn",
-                                     "forget", "tokens", "rank90"])
+        return pd.DataFrame(columns=["label", "lr", "runs", "diverged", "failed", "pending",
+                                     "learn", "forget", "tokens", "rank90"])
     counts = runs.groupby(["label", "lr"], dropna=False).agg(
         runs=("run_id", "size"),
         diverged=("status", lambda s: int((s == "diverged").sum())),
