@@ -184,6 +184,8 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         def on_checkpoint(model, step, tokens, folder, train_rows):
             progress({"run_id": run_id, "event": "measure", "step": step})
             rows, artifacts = measurer(model, final=step == steps[-1])
+            rows += [Measurement("params", "trainable", trainable),
+                     Measurement("params", "total", total)]
             rows = [*train_rows, *((step, tokens, m) for m in rows)]
             store.record_checkpoint(run_id, step, tokens, str(folder), rows, artifacts)
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learnforget.analysis.intruders import count_intruders_batched
+from learnforget.analysis.intruders import max_base_similarity_batched
 from learnforget.errors import UserError
 
 WeightPairs = dict[str, tuple[Tensor, Tensor]]
@@ -284,6 +284,11 @@ class MatrixSpectrum:
     """The largest singular values of ΔW, descending (at most STORED_SINGULAR_VALUES)."""
     relative_change: float = 0.0
     """‖ΔW‖_F / ‖W_base‖_F."""
+    max_similarity: list[float] = field(default_factory=list)
+    """For each top-k left singular vector of W_tuned, its largest |cos| with any left singular
+    vector of W_base; intruders at any ε = how many are below ε (the ε sweep)."""
+    base_singular_values: list[float] = field(default_factory=list)
+    """The largest singular values of W_base (for the spectrum figure)."""
 
     @property
     def max_rank(self) -> int:
@@ -357,11 +362,13 @@ def spectrum(
             base_norms = torch.linalg.matrix_norm(base).tolist()
             del delta
             if intruder_k > 0:
-                intruders: list[int | None] = count_intruders_batched(
-                    base, tuned, intruder_k, intruder_eps
-                ).tolist()
+                similarity = max_base_similarity_batched(base, tuned, intruder_k)
+                intruders: list[int | None] = (similarity < intruder_eps).sum(dim=1).tolist()
+                similarities = similarity.cpu().tolist()
             else:
                 intruders = [None] * len(chunk)
+                similarities = [[] for _ in chunk]
+            base_values = torch.linalg.svdvals(base)[:, :STORED_SINGULAR_VALUES].cpu().tolist()
             top_values = values[:, :STORED_SINGULAR_VALUES].cpu().tolist()
             for i, name in enumerate(chunk):
                 layer, module = parse_layer_and_module(name)
@@ -378,6 +385,8 @@ def spectrum(
                     intruders=intruders[i],
                     singular_values=[float(v) for v in top_values[i]],
                     relative_change=float(delta_norms[i] / base_norms[i]) if base_norms[i] else 0.0,
+                    max_similarity=[float(v) for v in similarities[i]],
+                    base_singular_values=[float(v) for v in base_values[i]],
                 )
     return [results[name] for name in pairs]
 
