@@ -122,6 +122,15 @@ def main() -> None:
     ours_ranks = time_ours(pairs, device, intruder_k=0)
     ours_full = time_ours(pairs, device, intruder_k=10)
 
+    for shape in shapes:
+        # cached by the run above: the Gaussian baseline's ranks for this shape
+        random_values = spectrum_module.random_singular_values(shape, device=device)
+        print(
+            f"  random baseline {shape[0]}×{shape[1]}: rank90 "
+            f"{spectrum_module.rank_for_variance(random_values, 0.9, 2)}, rank90_sigma "
+            f"{spectrum_module.rank_for_variance(random_values, 0.9, 1)} of {min(shape)}"
+        )
+
     naive_ranks = naive_full = 0.0
     measured = 0
     for shape, names in shapes.items():

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from learnforget.analysis.intruders import count_intruders, intruder_sweep
+from learnforget.analysis.intruders import count_intruders, intruder_sweep, max_base_similarity
 from learnforget.analysis.spectrum import (
     changed_matrices,
     lora_tuned_weights,
@@ -161,6 +161,27 @@ def test_no_intruders_without_change_and_one_for_planted_direction() -> None:
     assert sweep[0.5] >= 1 and sweep[0.1] <= sweep[0.5] <= sweep[0.9]
     item = spectrum({"m.layers.0.q_proj.weight": (w_base, w_tuned)})[0]
     assert item.intruders == count_intruders(w_base, w_tuned) and item.rank90 == 1
+    assert item.intruders == sum(v < 0.5 for v in item.max_similarity)
+    assert len(item.max_similarity) == 10
+    torch.testing.assert_close(torch.tensor(item.base_singular_values), s, atol=1e-4, rtol=1e-5)
+    skipped = spectrum({"m.layers.0.q_proj.weight": (w_base, w_tuned)}, intruder_k=0)[0]
+    assert skipped.intruders is None and skipped.max_similarity == []
+    assert skipped.rank90 == item.rank90
+
+
+@pytest.mark.parametrize("shape", [(96, 48), (48, 96), (64, 64)])
+def test_intruder_similarity_matches_direct_svd(shape: tuple[int, int]) -> None:
+    generator = torch.Generator().manual_seed(1)
+    w_base = torch.randn(shape, generator=generator)
+    w_tuned = w_base + 0.7 * torch.randn(shape, generator=generator)
+    # Reference as in PEFT's intruder mitigation: |U_tunedᵀ U_base| maxed over base vectors.
+    u_base = torch.linalg.svd(w_base, full_matrices=False)[0]
+    u_tuned = torch.linalg.svd(w_tuned, full_matrices=False)[0][:, :10]
+    reference = (u_tuned.T @ u_base).abs().max(dim=1).values
+    torch.testing.assert_close(
+        max_base_similarity(w_base, w_tuned, k=10), reference, atol=1e-4, rtol=0
+    )
+    assert count_intruders(w_base, w_tuned, eps=0.5) == int((reference < 0.5).sum())
 
 
 @pytest.mark.parametrize("use_rslora", [False, True])

@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from learnforget.base import load_base
-from learnforget.data.target import load_target
 from learnforget.methods import apply_method
 from learnforget.plan import expand
 from learnforget.runner import build_stream, execute_run, measure_base
@@ -44,7 +43,7 @@ def train_one(run, on_checkpoint=None, out: Path | None = None):
     """Train ``run`` in this process; returns (model, tokenizer, losses, result)."""
     torch.manual_seed(run.seed)
     loaded = load_base(run.base, log=lambda m: None)
-    stream = build_stream(load_target(run.target, run.seed), loaded.tokenizer, run)
+    stream = build_stream(run, loaded.tokenizer)
     model = apply_method(loaded.model, run.method)
     losses: list[float] = []
     result = train_loop(

@@ -7,7 +7,10 @@ work is found in the store and skipped, an unfinished run restarts from its last
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import random
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +20,12 @@ import torch
 
 from learnforget.base import load_base
 from learnforget.data.batches import BatchStream, pack_documents, tokenize_pairs
-from learnforget.data.target import TargetData, load_target
+from learnforget.data.target import load_target
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
 from learnforget.measure.tasks import default_tasks, get_task
 from learnforget.methods import apply_method, count_parameters
+from learnforget.paths import cache_dir
 from learnforget.plan import RunConfig, config_hash
 from learnforget.store import Measurement, Store
 from learnforget.study import Study
@@ -53,14 +57,67 @@ def render_prompt_for(tokenizer) -> Callable[[str], str]:
     return lambda prompt: prompt
 
 
-def build_stream(data: TargetData, tokenizer, run: RunConfig) -> BatchStream:
-    """The seeded batch stream of the run's regime."""
+def _tokens_needed(run: RunConfig) -> int | None:
+    """How many CPT tokens the run's last budget consumes (None: epochs need all of them)."""
+    per_step = run.training.batch_size * run.training.seq_len
+    if run.budgets.unit == "tokens":
+        return int(run.budgets.values[-1]) + per_step
+    if run.budgets.unit == "steps":
+        return int(run.budgets.values[-1]) * per_step
+    return None
+
+
+def _tokenizer_fingerprint(tokenizer) -> str | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
+def _disk_cached(key: dict, build: Callable[[], object]) -> object:
+    """``build()``, cached in ``cache_dir()/prepared`` under a hash of ``key`` (written
+    atomically, so concurrent runs never read half a file)."""
+    path = cache_dir() / "prepared" / f"{config_hash(key)}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    torch.save(value, partial)
+    partial.replace(path)
+    return value
+
+
+def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
+    """The run's tokenized training data: packed CPT blocks or IFT examples.
+
+    CPT documents are taken in a fixed shuffled order (so a token budget takes a sample of the
+    whole corpus, the same for every run of the study) and tokenized only as far as the budget
+    reaches. Built-in corpora are cached on disk per tokenizer: preparing them costs more than
+    a short run."""
     seq_len = run.training.seq_len
-    if data.regime == "cpt":
-        examples = pack_documents(data.documents, tokenizer, seq_len)
-    else:
-        examples = tokenize_pairs(data.pairs, tokenizer, seq_len, render_prompt_for(tokenizer))
-    return BatchStream(examples, run.training.batch_size, run.seed, tokenizer.pad_token_id)
+
+    def build():
+        data = load_target(run.target, 0, tokenizer)
+        if data.regime == "ift":
+            return tokenize_pairs(data.pairs, tokenizer, seq_len, render_prompt_for(tokenizer))
+        documents = list(data.documents)
+        random.Random(0).shuffle(documents)
+        return pack_documents(documents, tokenizer, seq_len, max_tokens=_tokens_needed(run))
+
+    fingerprint = _tokenizer_fingerprint(tokenizer)
+    if run.target.domain == "custom" or fingerprint is None:
+        return build()
+    needed = _tokens_needed(run) if run.target.regime == "cpt" else None
+    key = {"tokenizer": fingerprint, "target": run.target.model_dump(mode="json"),
+           "seq_len": seq_len, "tokens": needed, "version": 1}
+    return _disk_cached(key, build)
+
+
+def build_stream(run: RunConfig, tokenizer) -> BatchStream:
+    """The seeded batch stream of the run."""
+    return BatchStream(training_examples(run, tokenizer), run.training.batch_size, run.seed,
+                       tokenizer.pad_token_id)
 
 
 def checkpoint_steps(run: RunConfig, stream: BatchStream) -> list[int]:
@@ -163,8 +220,7 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
                        for r in store.measurements(base_run_id(study))}
         dropout = run.method.attention_dropout if run.method.kind == "full" else None
         loaded = load_base(run.base, attention_dropout=dropout or None, log=log)
-        data = load_target(run.target, run.seed, loaded.tokenizer)
-        stream = build_stream(data, loaded.tokenizer, run)
+        stream = build_stream(run, loaded.tokenizer)
         steps = checkpoint_steps(run, stream)
         base_state = None
         if study.evaluation.spectrum:

@@ -21,15 +21,24 @@ from torch import Tensor
 DEFAULT_EPS_VALUES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _left_singular_vectors(weights: Tensor) -> Tensor:
-    """Left singular vectors (columns, by decreasing singular value) of each matrix in a stack."""
-    u, _, _ = torch.linalg.svd(weights.to(torch.float32), full_matrices=False)
-    return u
+def _left_singular(weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(left singular vectors as columns, singular values), descending, of each stacked matrix."""
+    weights = weights.to(torch.float32)
+    if weights.shape[-2] < weights.shape[-1]:
+        # LAPACK's SVD is several times slower on wide matrices than on their tall transpose;
+        # W = U S Vh  <=>  Wᵀ = Vhᵀ S Uᵀ, so U of W is Vhᵀ of Wᵀ.
+        _, values, vh = torch.linalg.svd(weights.mT, full_matrices=False)
+        return vh.mT, values
+    u, values, _ = torch.linalg.svd(weights, full_matrices=False)
+    return u, values
 
 
-def max_base_similarity_batched(w_base: Tensor, w_tuned: Tensor, k: int = 10) -> Tensor:
-    """For each of the top-k left singular vectors of each tuned matrix, its largest |cos| with any
-    left singular vector of the matching base matrix.
+def similarity_and_base_spectrum_batched(
+    w_base: Tensor, w_tuned: Tensor, k: int = 10
+) -> tuple[Tensor, Tensor]:
+    """For stacks of equally shaped matrices: the largest |cos| of each of the top-k left singular
+    vectors of each tuned matrix with any left singular vector of its base matrix, and the base
+    matrices' singular values (a by-product of the same SVD).
 
     Args:
         w_base: base weights, shape (batch, rows, cols).
@@ -37,7 +46,8 @@ def max_base_similarity_batched(w_base: Tensor, w_tuned: Tensor, k: int = 10) ->
         k: how many top singular directions of the tuned matrix to check (at most min(rows, cols)).
 
     Returns:
-        A float32 tensor of shape (batch, k) with values in [0, 1].
+        (similarity of shape (batch, k), values in [0, 1]; base singular values of shape
+        (batch, min(rows, cols))), both float32.
     """
     if w_base.shape != w_tuned.shape or w_base.ndim != 3:
         raise ValueError(
@@ -45,11 +55,18 @@ def max_base_similarity_batched(w_base: Tensor, w_tuned: Tensor, k: int = 10) ->
             f"and {tuple(w_tuned.shape)}"
         )
     k = min(k, min(w_base.shape[-2:]))
-    u_base = _left_singular_vectors(w_base)
-    u_tuned = _left_singular_vectors(w_tuned)[..., :k]
+    u_base, base_values = _left_singular(w_base)
+    u_tuned = _left_singular(w_tuned)[0][..., :k]
     # Columns of U are unit vectors, so the inner products are the cosines.
     cosines = u_tuned.transpose(-2, -1) @ u_base
-    return cosines.abs().amax(dim=-1)
+    return cosines.abs().amax(dim=-1), base_values
+
+
+def max_base_similarity_batched(w_base: Tensor, w_tuned: Tensor, k: int = 10) -> Tensor:
+    """For each of the top-k left singular vectors of each tuned matrix in a stack (batch, rows,
+    cols), its largest |cos| with any left singular vector of the matching base matrix; a float32
+    tensor of shape (batch, k) with values in [0, 1]."""
+    return similarity_and_base_spectrum_batched(w_base, w_tuned, k)[0]
 
 
 def count_intruders_batched(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learnforget.analysis.intruders import max_base_similarity_batched
+from learnforget.analysis.intruders import similarity_and_base_spectrum_batched
 from learnforget.errors import UserError
 
 WeightPairs = dict[str, tuple[Tensor, Tensor]]
@@ -288,7 +288,8 @@ class MatrixSpectrum:
     """For each top-k left singular vector of W_tuned, its largest |cos| with any left singular
     vector of W_base; intruders at any ε = how many are below ε (the ε sweep)."""
     base_singular_values: list[float] = field(default_factory=list)
-    """The largest singular values of W_base (for the spectrum figure)."""
+    """The largest singular values of W_base (at most STORED_SINGULAR_VALUES, for the spectrum
+    figure): a by-product of the intruder SVD, empty when intruders were not computed."""
 
     @property
     def max_rank(self) -> int:
@@ -331,7 +332,8 @@ def spectrum(
     Computes in float32 on `device` (default: each base tensor's device). Matrices of one shape are
     stacked, in chunks of at most `max_batch_elements` elements, and go through one
     `torch.linalg.svdvals` call (and, for intruders, one `torch.linalg.svd` per side) per chunk.
-    `intruder_k=0` skips the intruder count (two full SVDs per matrix, the costliest part).
+    `intruder_k=0` skips the intruder count (two full SVDs per matrix, the costliest part) and with
+    it `max_similarity` and `base_singular_values`, which are by-products of those SVDs.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
@@ -355,20 +357,23 @@ def spectrum(
             base = torch.stack([pairs[n][0].to(target, torch.float32) for n in chunk])
             tuned = torch.stack([pairs[n][1].to(target, torch.float32) for n in chunk])
             delta = tuned - base
-            values = torch.linalg.svdvals(delta)
+            # Same singular values, but LAPACK is several times faster on the tall orientation.
+            values = torch.linalg.svdvals(delta.mT if rows < cols else delta)
             ranks_sq = _ranks_for_variance(values, threshold, 2).tolist()
             ranks_abs = _ranks_for_variance(values, threshold, 1).tolist()
             delta_norms = torch.linalg.matrix_norm(delta).tolist()
             base_norms = torch.linalg.matrix_norm(base).tolist()
             del delta
             if intruder_k > 0:
-                similarity = max_base_similarity_batched(base, tuned, intruder_k)
+                similarity, base_spectrum = similarity_and_base_spectrum_batched(
+                    base, tuned, intruder_k
+                )
                 intruders: list[int | None] = (similarity < intruder_eps).sum(dim=1).tolist()
                 similarities = similarity.cpu().tolist()
+                base_values = base_spectrum[:, :STORED_SINGULAR_VALUES].cpu().tolist()
             else:
                 intruders = [None] * len(chunk)
-                similarities = [[] for _ in chunk]
-            base_values = torch.linalg.svdvals(base)[:, :STORED_SINGULAR_VALUES].cpu().tolist()
+                similarities = base_values = [[] for _ in chunk]
             top_values = values[:, :STORED_SINGULAR_VALUES].cpu().tolist()
             for i, name in enumerate(chunk):
                 layer, module = parse_layer_and_module(name)

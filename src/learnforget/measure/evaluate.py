@@ -30,13 +30,22 @@ def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> dic
     return {"acc": acc, "acc_norm": acc}
 
 
+def _max_new_tokens(model, tokenizer, task: Task, default: int) -> int:
+    """The task's generation length, capped at half the model's context (tiny models have
+    short contexts; real ones are never capped by this)."""
+    from learnforget.measure.scoring import context_length
+
+    wanted = task.generation.get("max_new_tokens", default)
+    return max(8, min(wanted, context_length(model, tokenizer) // 2))
+
+
 def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> dict[str, float]:
     from learnforget.measure.answers import gsm8k_scores, majority_baseline
     from learnforget.measure.scoring import generate
 
     completions = generate(
         model, tokenizer, [i.prompt for i in items],
-        max_new_tokens=task.generation.get("max_new_tokens", 256),
+        max_new_tokens=_max_new_tokens(model, tokenizer, task, 256),
         stop=items[0].stop, batch_size=batch_size,
     )
     answers = [i.answer for i in items]
@@ -51,7 +60,7 @@ def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int)
 
     completions = generate(
         model, tokenizer, [i.prompt for i in items],
-        max_new_tokens=task.generation.get("max_new_tokens", 384),
+        max_new_tokens=_max_new_tokens(model, tokenizer, task, 384),
         stop=items[0].stop, batch_size=batch_size,
     )
     samples = [{"task_id": i.meta["task_id"], "completion": c[0]}

@@ -21,6 +21,7 @@ import pandas as pd
 
 from learnforget.analysis.recommend import GOALS, frontier_note, recommend, verdict
 from learnforget.report import figures as figs
+from learnforget.report.claims_section import claims_section
 from learnforget.report.frame import Frame, final_rows, load_frame, pretty_label
 from learnforget.report.html import (
     Cell,
@@ -33,6 +34,7 @@ from learnforget.report.html import (
     render_page,
     table,
 )
+from learnforget.report.weights import diversity_section, weights_section
 from learnforget.store import Store
 
 CSV_COLUMNS = ["run_id", "label", "method", "lr", "r", "targets", "optimizer", "seed", "status",
@@ -212,6 +214,7 @@ def _plain(value: object) -> object:
 SECTION_BUILDERS: list[SectionBuilder] = [
     summary_section,
     verdict_section,
+    claims_section,
     recommendation_section,
     _figure_section("Learning and forgetting over training",
                     _main("learning_curves", "forgetting_curves")),
@@ -220,6 +223,8 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     _figure_section("Design choices", figs.EXTRA_FIGURES,
                     "Drawn when the study varies LoRA rank and target modules, regularises full "
                     "finetuning, or compares optimizers."),
+    weights_section,
+    diversity_section,
     _figure_section("Training loss", _main("training_loss")),
     runs_section,
     how_to_read_section,

@@ -1,4 +1,6 @@
-"""The index page of a multi-study run (the demo): one link per study report."""
+"""The index page of a multi-study run (the demo): one link per study report, the claims that
+need several studies (claim 1: the gap is larger in CPT than in IFT) and each study's claims
+checklist side by side."""
 
 from __future__ import annotations
 
@@ -6,19 +8,72 @@ import html
 import json
 from pathlib import Path
 
+from learnforget.analysis.claims import CLAIMS, judge_claims, judge_claims_across
+from learnforget.errors import UserError
+from learnforget.report.claims_section import claims_table, verdict_cell
+from learnforget.report.frame import Frame, load_frame
+from learnforget.report.html import paragraph, table
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>learnforget: {title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-li{{margin:.4rem 0}}</style></head>
+li{{margin:.4rem 0}} table{{border-collapse:collapse;margin:.8em 0;font-size:.88em}}
+th,td{{border:1px solid #d0d0d0;padding:.3em .6em;text-align:left;vertical-align:top}}
+th{{background:#f3f3f5}} .muted{{color:#666;font-size:.9em}}</style></head>
 <body><h1>learnforget: {title}</h1>
 <p>One report per study (target domain and regime). Each has its figures, verdict table,
 recommendation and claims checklist; every number is in that study's measurements.csv.</p>
-<ul>{items}</ul></body></html>
+<ul>{items}</ul>
+{claims}</body></html>
 """
 
 
+def _frames(outs: list[Path]) -> tuple[list[tuple[Path, Frame]], list[str]]:
+    """The studies' frames, and a note for each folder that has no store yet."""
+    frames, notes = [], []
+    for out in outs:
+        try:
+            frames.append((out, load_frame(out)))
+        except UserError as error:
+            notes.append(str(error))
+    return frames, notes
+
+
+def _checklist(out: Path, frame: Frame) -> dict[int, str]:
+    """{claim number: verdict} from OUT/claims.json (written with the study's report), or
+    judged now when the report has not been written."""
+    path = out / "claims.json"
+    if path.is_file():
+        claims = json.loads(path.read_text(encoding="utf-8"))["claims"]
+        return {int(c["number"]): c["verdict"] for c in claims}
+    return {v.number: v.verdict for v in judge_claims(frame)}
+
+
+def claims_html(outs: list[Path]) -> str:
+    """The index page's claims: the cross-study verdicts, then a claim × study table of each
+    study's checklist verdicts."""
+    frames, notes = _frames(outs)
+    if not frames:
+        return "".join(paragraph(note, "muted") for note in notes)
+    parts = ["<h2>Claims across studies</h2>",
+             paragraph("What no single study can show: the paper finds full finetuning's lead over "
+                       "LoRA larger in continued pretraining than in instruction finetuning."),
+             claims_table(judge_claims_across([frame for _, frame in frames]))]
+    names = [frame.study.name if frame.study else out.name for out, frame in frames]
+    checklists = [_checklist(out, frame) for out, frame in frames]
+    rows = [[number, text, *(verdict_cell(c.get(number, "not testable")) for c in checklists)]
+            for number, text in CLAIMS.items()]
+    parts += ["<h2>Each study's claims checklist</h2>",
+              paragraph("The verdicts of each study's report (its Claims checklist section has "
+                        "the evidence and what is missing)."),
+              table(["#", "claim", *names], rows)]
+    parts += [paragraph(note, "muted") for note in notes]
+    return "\n".join(parts)
+
+
 def write_index(root: Path, outs: list[Path]) -> Path:
-    """Write ``root/index.html`` linking each study's ``report/index.html`` (relative links)."""
+    """Write ``root/index.html`` linking each study's ``report/index.html`` (relative links),
+    with the cross-study claims and every study's checklist verdicts."""
     items = []
     for out in outs:
         study = json.loads((out / "study.json").read_text())
@@ -30,5 +85,6 @@ def write_index(root: Path, outs: list[Path]) -> Path:
             f'{html.escape(study["base"]["model"])}</li>'
         )
     index = root / "index.html"
-    index.write_text(PAGE.format(title=html.escape(root.name), items="".join(items)))
+    index.write_text(PAGE.format(title=html.escape(root.name), items="".join(items),
+                                 claims=claims_html(outs)), encoding="utf-8")
     return index

@@ -1,0 +1,35 @@
+"""The smoke test: `learnforget demo --scale micro` runs the whole study end to end."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from learnforget.store import Store
+
+
+def test_micro_demo_writes_every_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "-m", "learnforget", "demo", "--scale", "micro", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    elapsed = time.time() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = (out / "index.html").read_text()
+    for study in ("code-cpt", "math-ift"):
+        folder = out / study
+        assert f"{study}/report/index.html" in index
+        store = Store(folder / "results.sqlite")
+        statuses = {r["status"] for r in store.runs()}
+        assert statuses == {"finished"}, statuses
+        assert len(store.runs()) == 1 + 5  # the base and 3 full + 2 LoRA runs
+        page = (folder / "report" / "index.html").read_text()
+        assert not re.search(r"(src|href)=\"(https?:|/)", page), "the report must be offline"
+        assert (folder / "measurements.csv").stat().st_size > 1000
+        assert len(list((folder / "report").glob("*.png"))) >= 4
+    print(f"micro demo took {elapsed:.0f} s")
