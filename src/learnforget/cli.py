@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -18,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="What does finetuning teach a model, what does it make it forget, and "
                        "which method should you use?")
 console = Console(stderr=True)
+# PEFT calls an attribute transformers has renamed; the warning says nothing to our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def friendly(func):

@@ -23,6 +23,7 @@ from learnforget.study import Study
 
 def _worker(study_json: str, run_json: str, out: str, events) -> tuple[str, str]:
     """Process entry point: rebuild the configs and execute the run."""
+    import learnforget.cli  # noqa: F401  (the CLI's warning filters apply in workers too)
     from learnforget.plan import RunConfig as _Run
     from learnforget.study import Study as _Study
 

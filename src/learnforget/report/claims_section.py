@@ -78,8 +78,8 @@ def claims_section(ctx: ReportContext) -> Section:
     write_claims_json(ctx.out, ctx.frame, verdicts)
     counts = {verdict: sum(v.verdict == verdict for v in verdicts)
               for verdict in (HOLDS, FAILS, "not testable")}
-    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
-    body = (paragraph(INTRO) + paragraph(f"Of the nine claims: {summary}.", "sentence")
+    summary = "; ".join(f"{verdict}: {n}" for verdict, n in counts.items() if n)
+    body = (paragraph(INTRO) + paragraph(f"The nine claims — {summary}.", "sentence")
             + claims_table(verdicts)
             + paragraph("Claim 1's comparison of CPT with IFT needs two studies: a multi-study "
                         "run judges it on its index page. The verdicts are also in claims.json "

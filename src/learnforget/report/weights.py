@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
 from learnforget.analysis.spectrum import random_singular_values
 from learnforget.report.figures import DPI, FigureSkipped, FigureSpec, label_colors
@@ -85,15 +86,9 @@ def _tokens_at(frame: Frame, label: str, step: int) -> float:
 
 
 def _best_curve(frame: Frame, label: str, columns: list[str]) -> pd.DataFrame:
-    """``columns`` of ``label``'s best-LR checkpoints, averaged over seeds per step."""
-    best = best_lrs(frame).get(label)
-    cp = usable(frame.checkpoints)
-    if best is None or cp.empty:
-        return pd.DataFrame(columns=["step", "tokens", *columns])
-    rows = cp[(cp["label"] == label) & np.isclose(cp["lr"].astype(float), best)]
-    present = [c for c in columns if c in rows]
-    curve = rows.groupby("step", as_index=False)[["tokens", *present]].mean()
-    return curve.reindex(columns=["step", "tokens", *columns]).sort_values("step")
+    """``columns`` of ``label``'s best-LR checkpoints, averaged over seeds per step (the curve
+    the claims checklist reads)."""
+    return ClaimData(frame).curve(label).reindex(columns=["step", "tokens", *columns])
 
 
 # --- figure helpers -----------------------------------------------------------------------------
