@@ -113,13 +113,21 @@ def full_lora(full: list, r8: list, r64: list) -> Values:
             "lora-r64-all": sweep(r64, 1e-2, 1e-3)}
 
 
+# full FT learns and forgets more than LoRA r=8 and r=64 (all), r=64 closer to full FT
+PLAIN = full_lora(full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
+                  r64=[(0.08, 0.02), (0.16, 0.03)])
+
+
+@pytest.fixture(scope="module")
+def plain_frame(tmp_path_factory) -> Frame:
+    """``PLAIN`` without spectra or diversity."""
+    return frame_of(tmp_path_factory.mktemp("plain"), FULL_LORA, PLAIN)
+
+
 # --- 1 ----------------------------------------------------------------------------------------
 def test_claim_1_holds_when_full_learns_more_at_every_budget_and_rank_closes_the_gap(
-        tmp_path: Path) -> None:
-    frame = frame_of(tmp_path, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]))
-    claim = verdict_of(frame, 1)
+        plain_frame: Frame) -> None:
+    claim = verdict_of(plain_frame, 1)
     assert claim.verdict == HOLDS
     assert "full FT 0.2 vs LoRA r=8 (all) 0.12 at 8.19k tokens" in claim.evidence
     assert "r=8 0.08 → r=64 0.04" in claim.evidence  # gaps 0.20 − 0.12 and 0.20 − 0.16
@@ -329,11 +337,8 @@ def test_claim_6_orders_target_modules_and_compares_with_rank(tmp_path: Path) ->
         in claim.evidence
 
 
-def test_claim_6_is_not_testable_with_one_target_set(tmp_path: Path) -> None:
-    frame = frame_of(tmp_path, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]))
-    claim = verdict_of(frame, 6)
+def test_claim_6_is_not_testable_with_one_target_set(plain_frame: Frame) -> None:
+    claim = verdict_of(plain_frame, 6)
     assert claim.verdict == UNTESTABLE and "two or more target-module sets" in claim.missing
 
 
@@ -347,9 +352,7 @@ def _rank_study(out: Path, full_steps: list[dict[str, float]]) -> Frame:
     extra = {"full": full_steps,
              "lora-r8-all": [_spectrum_rows(3, 3, 3)] * 2,
              "lora-r64-all": [_spectrum_rows(9, 9, 10)] * 2}
-    return frame_of(out, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]), extra=extra)
+    return frame_of(out, FULL_LORA, PLAIN, extra=extra)
 
 
 def test_claim_7_holds_for_a_high_rank_rising_full_finetuning_update(tmp_path: Path) -> None:
@@ -376,11 +379,8 @@ def test_claim_7_does_not_hold_when_a_part_fails(tmp_path: Path, steps: list,
 
 
 def test_claim_7_is_not_testable_without_spectra_and_counts_matrices_with_them(
-        tmp_path: Path) -> None:
-    frame = frame_of(tmp_path, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]))
-    claim = verdict_of(frame, 7)
+        tmp_path: Path, plain_frame: Frame) -> None:
+    claim = verdict_of(plain_frame, 7)
     assert claim.verdict == UNTESTABLE and "evaluation.spectrum" in claim.missing
     frame = _rank_study(tmp_path / "b", [_spectrum_rows(18, 15, 25), _spectrum_rows(24, 18, 30)])
     full_runs = frame.runs[frame.runs["label"] == "full"]
@@ -400,9 +400,7 @@ def _diversity(distinct: float, similarity: float) -> dict[str, float]:
 def _diversity_study(out: Path, full: tuple, lora: tuple) -> Frame:
     extra = {"full": [{}, _diversity(*full)], "lora-r8-all": [{}, _diversity(*lora)],
              "lora-r64-all": [{}, _diversity(*lora)]}
-    return frame_of(out, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]), extra=extra,
+    return frame_of(out, FULL_LORA, PLAIN, extra=extra,
         base_extra={"diversity/mean_pairwise_similarity": 0.25})
 
 
@@ -418,11 +416,8 @@ def test_claim_8_compares_the_diversity_of_generations(tmp_path: Path) -> None:
     assert claim.verdict == FAILS
 
 
-def test_claim_8_is_not_testable_without_diversity_rows(tmp_path: Path) -> None:
-    frame = frame_of(tmp_path, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]))
-    claim = verdict_of(frame, 8)
+def test_claim_8_is_not_testable_without_diversity_rows(plain_frame: Frame) -> None:
+    claim = verdict_of(plain_frame, 8)
     assert claim.verdict == UNTESTABLE and "evaluation.diversity" in claim.missing
 
 
@@ -430,9 +425,7 @@ def test_claim_8_is_not_testable_without_diversity_rows(tmp_path: Path) -> None:
 def _intruder_study(out: Path, full: float, r8: float, r64: float) -> Frame:
     extra = {label: [{"spectrum/intruders": v}] * 2
              for label, v in (("full", full), ("lora-r8-all", r8), ("lora-r64-all", r64))}
-    return frame_of(out, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]), extra=extra)
+    return frame_of(out, FULL_LORA, PLAIN, extra=extra)
 
 
 @pytest.mark.parametrize(("full", "r8", "verdict"), [
@@ -453,11 +446,8 @@ def test_claim_9_is_not_testable_without_intruder_counts(tmp_path: Path) -> None
 
 
 # --- the verdict records ----------------------------------------------------------------------
-def test_verdicts_are_json_ready_and_name_the_claims(tmp_path: Path) -> None:
-    frame = frame_of(tmp_path, FULL_LORA, full_lora(
-        full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-        r64=[(0.08, 0.02), (0.16, 0.03)]))
-    records = json.loads(json.dumps([c.to_dict() for c in judge_claims(frame)]))
+def test_verdicts_are_json_ready_and_name_the_claims(plain_frame: Frame) -> None:
+    records = json.loads(json.dumps([c.to_dict() for c in judge_claims(plain_frame)]))
     assert [r["claim"] for r in records] == [CLAIMS[n] for n in range(1, 10)]
     assert all(r["verdict"] in (HOLDS, FAILS, UNTESTABLE) for r in records)
     for record in records:  # a tested claim shows numbers; an untested one says what is missing
