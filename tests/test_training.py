@@ -156,3 +156,33 @@ def test_micro_study_trains_full_and_lora_and_stores_rows(tmp_path: Path) -> Non
     before = len(store.measurements())
     assert [execute_run(study, run, tmp_path) for run in expand(study)] == ["finished"] * 2
     assert len(store.measurements()) == before
+
+
+def test_a_nan_loss_ends_the_run_as_diverged_and_the_study_goes_on(tmp_path: Path) -> None:
+    study = parse_study(micro_study())
+    full, lora = expand(study)
+    measure_base(study, tmp_path, log=lambda m: None)
+    # Poison the full run's base: a NaN in the final norm makes every logit NaN.
+    import learnforget.runner as runner_module
+
+    real_load_base = runner_module.load_base
+
+    def poisoned_load_base(spec, **kwargs):
+        loaded = real_load_base(spec, **kwargs)
+        with torch.no_grad():
+            loaded.model.model.norm.weight[0] = float("nan")
+        return loaded
+
+    runner_module.load_base = poisoned_load_base
+    try:
+        assert execute_run(study, full, tmp_path, log=lambda m: None) == "diverged"
+    finally:
+        runner_module.load_base = real_load_base
+    assert execute_run(study, lora, tmp_path, log=lambda m: None) == "finished"
+    store = Store(tmp_path / "results.sqlite")
+    runs = {r["run_id"]: r for r in store.runs()}
+    assert runs[full.run_id]["status"] == "diverged"
+    assert "loss nan" in runs[full.run_id]["error"]
+    assert store.checkpoint_steps(full.run_id) == []
+    # A diverged run is final: running the study again does not retry it.
+    assert execute_run(study, full, tmp_path, log=lambda m: None) == "diverged"

@@ -147,7 +147,8 @@ class Measurer:
         """(measurement rows, artifacts) for ``model``; diversity only when ``final``."""
         learning, forgetting = study_tasks(self.study)
         ev = self.study.evaluation
-        results, _ = evaluate(model, self.tokenizer, learning + forgetting, ev.limit,
+        names = [n for n in learning + forgetting if final or n not in ev.final_only]
+        results, _ = evaluate(model, self.tokenizer, names, ev.limit,
                               ev.batch_size, target=self.study.target, on_task=on_task)
         rows = [Measurement(task, metric, value)
                 for task, metrics in results.items() for metric, value in metrics.items()]
@@ -271,3 +272,7 @@ def validate_tasks(study: Study) -> None:
     learning, forgetting = study_tasks(study)
     for name in learning + forgetting:
         get_task(name, study.target)
+    for name in study.evaluation.final_only:
+        if name not in learning + forgetting:
+            raise UserError(f"evaluation.final_only names {name!r}, which is not one of the "
+                            f"study's tasks ({', '.join(learning + forgetting)})")

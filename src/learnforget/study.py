@@ -187,6 +187,10 @@ class EvaluationSpec(_Strict):
     learning: list[str] | None = Field(None, description="tasks; default from target domain")
     forgetting: list[str] | None = Field(None, description="tasks; default source_bpb, cloze")
     limit: int | None = Field(None, gt=0, description="items per task (a fixed seeded subset)")
+    final_only: list[str] = Field(
+        [], description="tasks measured only on the base and at each run's last checkpoint "
+        "(for costly tasks in time-boxed studies)"
+    )
     batch_size: int = Field(16, ge=1)
     spectrum: bool = Field(True, description="ΔW spectrum and intruders at every checkpoint")
     diversity: bool = Field(False, description="sampled generations at the final checkpoint")
