@@ -186,3 +186,27 @@ def test_a_nan_loss_ends_the_run_as_diverged_and_the_study_goes_on(tmp_path: Pat
     assert store.checkpoint_steps(full.run_id) == []
     # A diverged run is final: running the study again does not retry it.
     assert execute_run(study, full, tmp_path, log=lambda m: None) == "diverged"
+
+
+def test_a_task_added_later_is_measured_on_the_saved_checkpoints(tmp_path: Path) -> None:
+    first = parse_study(micro_study(methods=[{"kind": "lora", "lr": [5e-3], "r": [4]}]))
+    (run,) = expand(first)
+    measure_base(first, tmp_path, log=lambda m: None)
+    assert execute_run(first, run, tmp_path, log=lambda m: None) == "finished"
+    store = Store(tmp_path / "results.sqlite")
+    before = {(r["step"], r["task"], r["metric"]): r["value"] for r in store.measurements(run.run_id)}
+    assert not any(task == "source_cloze" for _, task, _ in before)
+
+    evaluation = {"learning": ["code_bpb"], "forgetting": ["source_bpb", "source_cloze"],
+                  "limit": 4}
+    second = parse_study(micro_study(methods=[{"kind": "lora", "lr": [5e-3], "r": [4]}],
+                                     evaluation=evaluation))
+    assert [r.run_id for r in expand(second)] == [run.run_id]  # evaluation is not in the id
+    measure_base(second, tmp_path, log=lambda m: None)
+    assert execute_run(second, run, tmp_path, log=lambda m: None) == "finished"
+    after = {(r["step"], r["task"], r["metric"]): r["value"] for r in store.measurements(run.run_id)}
+    for step in (3, 6):
+        assert 0.0 <= after[(step, "source_cloze", "acc")] <= 1.0
+        assert (step, "source_cloze", "acc_delta") in after
+    # Nothing was retrained: every earlier row is unchanged.
+    assert all(after[key] == value for key, value in before.items())

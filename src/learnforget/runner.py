@@ -142,12 +142,25 @@ class Measurer:
     base_values: dict[tuple[str, str], float]
     base_state: dict[str, torch.Tensor] | None = None
 
-    def __call__(self, model, on_task: Callable[[str], None] = lambda n: None,
-                 final: bool = True):
-        """(measurement rows, artifacts) for ``model``; diversity only when ``final``."""
+    def tasks(self, final: bool) -> set[str]:
+        """What is measured at a checkpoint (``spectrum`` and ``diversity`` included)."""
         learning, forgetting = study_tasks(self.study)
         ev = self.study.evaluation
-        names = [n for n in learning + forgetting if final or n not in ev.final_only]
+        names = {n for n in learning + forgetting if final or n not in ev.final_only}
+        if self.base_state is not None:
+            names.add("spectrum")
+        if ev.diversity and final:
+            names.add("diversity")
+        return names
+
+    def __call__(self, model, on_task: Callable[[str], None] = lambda n: None,
+                 final: bool = True, only: set[str] | None = None):
+        """(measurement rows, artifacts) for ``model``; final-only tasks and diversity only
+        when ``final``; just the tasks in ``only`` when given."""
+        learning, forgetting = study_tasks(self.study)
+        ev = self.study.evaluation
+        wanted = self.tasks(final) if only is None else self.tasks(final) & only
+        names = [n for n in learning + forgetting if n in wanted]
         results, _ = evaluate(model, self.tokenizer, names, ev.limit,
                               ev.batch_size, target=self.study.target, on_task=on_task)
         rows = [Measurement(task, metric, value)
@@ -155,11 +168,11 @@ class Measurer:
         rows += [Measurement(m.task, m.metric + "_delta", m.value - self.base_values[key])
                  for m in list(rows) if (key := (m.task, m.metric)) in self.base_values]
         artifacts: dict = {}
-        if self.base_state is not None:
+        if "spectrum" in wanted:
             spectrum_rows, spectra = measure_spectrum(model, self.base_state)
             rows += spectrum_rows
             artifacts["spectrum"] = spectra
-        if ev.diversity and final:
+        if "diversity" in wanted:
             on_task("diversity")
             summary, samples = self._diversity(model)
             rows += [Measurement("diversity", metric, value) for metric, value in summary.items()]
@@ -191,11 +204,14 @@ def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) ->
     store = Store(out / "results.sqlite")
     run_id = base_run_id(study)
     store.ensure_run(run_id, study.name, "base", "base", {"base": study.base.model_dump()})
-    if store.run_status(run_id) != "finished":
+    probe = Measurer(study, None, {})
+    done = {r["task"] for r in store.measurements(run_id)}
+    missing = probe.tasks(final=True) - done
+    if store.run_status(run_id) != "finished" or missing:
         log("measuring the base model")
         loaded = load_base(study.base, log=log)
         measurer = Measurer(study, loaded.tokenizer, {})
-        rows, _ = measurer(loaded.model, on_task=lambda n: log(f"  base: {n}"))
+        rows, _ = measurer(loaded.model, on_task=lambda n: log(f"  base: {n}"), only=missing)
         store.record_checkpoint(run_id, 0, 0, None, [(0, 0, m) for m in rows])
         store.set_status(run_id, "finished")
     values = {(r["task"], r["metric"]): r["value"] for r in store.measurements(run_id)}
@@ -211,7 +227,13 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
     run_id = run.run_id
     store.ensure_run(run_id, study.name, run.method.kind, run.label, run.model_dump(mode="json"))
     status = store.run_status(run_id)
-    if status in ("finished", "diverged"):
+    if status == "finished":
+        try:
+            complete_measurements(study, run, store, log)
+        finally:
+            store.close()
+        return status
+    if status == "diverged":
         store.close()
         return status
     torch.set_num_threads(study.training.threads)
@@ -265,6 +287,47 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         return "failed"
     finally:
         store.close()
+
+
+def complete_measurements(study: Study, run: RunConfig, store: Store,
+                          log: Callable[[str], None] = print) -> None:
+    """Measure what a finished run's checkpoints lack (a task added to the study after the run
+    trained), from the saved checkpoints."""
+    checkpoints = store.checkpoints(run.run_id)
+    if not checkpoints:
+        return
+    present: dict[int, set[str]] = {}
+    for row in store.measurements(run.run_id):
+        present.setdefault(row["step"], set()).add(row["task"])
+    has_state = study.evaluation.spectrum
+    probe = Measurer(study, None, {}, {} if has_state else None)
+    last = checkpoints[-1]["step"]
+    todo = {c["step"]: probe.tasks(c["step"] == last) - present.get(c["step"], set())
+            for c in checkpoints}
+    todo = {step: tasks for step, tasks in todo.items() if tasks}
+    if not todo:
+        return
+    log(f"run {run.run_id} ({run.label}): measuring {sorted(set().union(*todo.values()))} "
+        "on its saved checkpoints")
+    from learnforget.train import load_checkpoint_weights
+
+    base_values = {(r["task"], r["metric"]): r["value"]
+                   for r in store.measurements(base_run_id(study))}
+    loaded = load_base(run.base, log=log)
+    base_state = ({k: v.detach().to("cpu", copy=True)
+                   for k, v in loaded.model.state_dict().items() if v.ndim == 2}
+                  if has_state else None)
+    model = apply_method(loaded.model, run.method)
+    measurer = Measurer(study, loaded.tokenizer, base_values, base_state)
+    for checkpoint in checkpoints:
+        step, tokens = checkpoint["step"], checkpoint["tokens"]
+        folder = Path(checkpoint["path"] or "")
+        if step not in todo or not folder.is_dir():
+            continue
+        load_checkpoint_weights(model, folder)
+        rows, artifacts = measurer(model, final=step == last, only=todo[step])
+        store.add_measurements(run.run_id, [(step, tokens, m) for m in rows],
+                               {(step, kind): payload for kind, payload in artifacts.items()})
 
 
 def validate_tasks(study: Study) -> None:

@@ -167,6 +167,25 @@ class Store:
         ).fetchall()
         return [r["step"] for r in rows]
 
+    def checkpoints(self, run_id: str) -> list[dict]:
+        """The committed checkpoints of ``run_id`` (step, tokens, path), ascending."""
+        rows = self._db.execute(
+            "SELECT step, tokens, path FROM checkpoints WHERE run_id=? ORDER BY step", (run_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def add_measurements(self, run_id: str, rows: Iterable[tuple[int, int, Measurement]],
+                         artifacts: dict[tuple[int, str], object] | None = None) -> None:
+        """Add (or replace) rows of an existing checkpoint in one transaction."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, s, t, m.task, m.metric, _finite(m.value)) for s, t, m in rows],
+            )
+            for (step, kind), payload in (artifacts or {}).items():
+                db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)",
+                           (run_id, step, kind, json.dumps(payload)))
+
     def measurements(self, run_id: str | None = None) -> list[dict]:
         """Measurement rows (all, or one run's) as dicts, ordered by run, step, task, metric."""
         query = "SELECT * FROM measurements"
