@@ -194,7 +194,8 @@ def test_a_task_added_later_is_measured_on_the_saved_checkpoints(tmp_path: Path)
     measure_base(first, tmp_path, log=lambda m: None)
     assert execute_run(first, run, tmp_path, log=lambda m: None) == "finished"
     store = Store(tmp_path / "results.sqlite")
-    before = {(r["step"], r["task"], r["metric"]): r["value"] for r in store.measurements(run.run_id)}
+    before = {(r["step"], r["task"], r["metric"]): r["value"]
+              for r in store.measurements(run.run_id)}
     assert not any(task == "source_cloze" for _, task, _ in before)
 
     evaluation = {"learning": ["code_bpb"], "forgetting": ["source_bpb", "source_cloze"],
@@ -204,7 +205,8 @@ def test_a_task_added_later_is_measured_on_the_saved_checkpoints(tmp_path: Path)
     assert [r.run_id for r in expand(second)] == [run.run_id]  # evaluation is not in the id
     measure_base(second, tmp_path, log=lambda m: None)
     assert execute_run(second, run, tmp_path, log=lambda m: None) == "finished"
-    after = {(r["step"], r["task"], r["metric"]): r["value"] for r in store.measurements(run.run_id)}
+    after = {(r["step"], r["task"], r["metric"]): r["value"]
+             for r in store.measurements(run.run_id)}
     for step in (3, 6):
         assert 0.0 <= after[(step, "source_cloze", "acc")] <= 1.0
         assert (step, "source_cloze", "acc_delta") in after
