@@ -68,7 +68,8 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
         "{task.completed}/{task.total}"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     statuses: dict[str, str] = {}
     context = mp.get_context("spawn")
-    with context.Manager() as manager, Progress(*columns, console=console) as progress:
+    with context.Manager() as manager, Progress(*columns, console=console,
+                                                refresh_per_second=2) as progress:
         events = manager.Queue()
         bars = _Bars(progress)
         with ProcessPoolExecutor(max_workers=study.workers, mp_context=context) as pool:
@@ -77,7 +78,7 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
             pending = set(futures)
             while pending:
                 with contextlib.suppress(queue.Empty):
-                    bars.handle(events.get(timeout=0.2))
+                    bars.handle(events.get(timeout=0.5))
                 for future in [f for f in pending if f.done()]:
                     pending.discard(future)
                     run_id, status = future.result()

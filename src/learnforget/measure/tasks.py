@@ -117,15 +117,15 @@ def _math_em(limit: int | None, seed: int) -> list[GenerationItem]:
 BUILTIN_TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("source_bpb", "bpb", _source_bpb, ("bpb",), "bpb", False, 80,
+        Task("source_bpb", "bpb", _source_bpb, ("bpb",), "bpb", False, 50,
              "bits per byte on held-out English passages"),
         Task("source_cloze", "choice", _source_cloze, ("acc", "acc_norm"), "acc_norm", True, 500,
              "HellaSwag-like cloze: true continuation vs 3 from other passages"),
-        Task("code_bpb", "bpb", _code_bpb, ("bpb",), "bpb", False, 80,
+        Task("code_bpb", "bpb", _code_bpb, ("bpb",), "bpb", False, 50,
              "bits per byte on held-out standard-library Python"),
         Task("code_ift_bpb", "bpb", _code_ift_bpb, ("bpb",), "bpb", False, 200,
              "response bits per byte on held-out signature+docstring → body pairs"),
-        Task("math_bpb", "bpb", _math_bpb, ("bpb",), "bpb", False, 200,
+        Task("math_bpb", "bpb", _math_bpb, ("bpb",), "bpb", False, 150,
              "response bits per byte on held-out generated word problems"),
         Task("math_em", "gsm8k", _math_em,
              ("exact_match_strict", "exact_match_flexible", "majority_baseline"),
