@@ -118,7 +118,7 @@ def _check_shape(output: dict, tasks: list[str], limit: int) -> None:
 
 @pytest.mark.slow
 def test_cli_eval_json_on_the_five_benchmarks() -> None:
-    """About 4 minutes of CPU: two model loads, 60 likelihood items, 4 generations."""
+    """About 3 minutes of CPU: two model loads, 60 likelihood items, 4 generations."""
     choice = _cli_eval("hellaswag,arc_challenge,winogrande", 20)
     _check_shape(choice, ["hellaswag", "arc_challenge", "winogrande"], 20)
     assert set(choice["results"]["hellaswag"]) == {"acc", "acc_norm"}

@@ -6,6 +6,7 @@ training, scoring) never needs to know where a model came from.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from transformers.utils import logging as hf_logging
 
 from learnforget.builtin import builtin_folder
 from learnforget.errors import UserError
+from learnforget.smollm import resolve_model_alias
 from learnforget.study import BaseModelSpec
 
 hf_logging.disable_progress_bar()  # our own progress display is the one that counts
@@ -44,7 +46,7 @@ class ModelSource:
 
 def resolve_source(spec: BaseModelSpec, log: Callable[[str], None] = print) -> ModelSource:
     """Turn ``builtin:NAME``, a folder, a ``.gguf`` path or a hub id into a ``ModelSource``."""
-    model = spec.model
+    model = resolve_model_alias(spec.model)
     if model.startswith("builtin:"):
         return ModelSource(str(builtin_folder(model.split(":", 1)[1], log)))
     path = Path(model).expanduser()
@@ -61,8 +63,9 @@ def resolve_source(spec: BaseModelSpec, log: Callable[[str], None] = print) -> M
         return ModelSource(str(path.resolve()), spec.revision, spec.gguf_file)
     if model.count("/") != 1 or model.startswith(("/", ".", "~")):
         raise UserError(
-            f"base model {model!r} is neither builtin:tiny/builtin:micro, an existing folder or "
-            ".gguf file, nor a hub id of the form owner/name"
+            f"base model {model!r} is neither builtin:tiny/builtin:micro, "
+            "smollm2-135m-instruct-gguf, an existing folder or .gguf file, nor a hub id of the "
+            "form owner/name"
         )
     return ModelSource(model, spec.revision, spec.gguf_file)
 
@@ -107,10 +110,17 @@ def load_model(
         kwargs["attention_dropout"] = attention_dropout
     if device.startswith("device_map="):
         kwargs["device_map"] = device.split("=", 1)[1]
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # GGUF dequantisation draws its own progress bar
     try:
         model = AutoModelForCausalLM.from_pretrained(source.name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
         raise _hub_error(source, exc) from None
+    finally:
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
     if "device_map" not in kwargs:
         model.to(pick_device(device))
     return model
