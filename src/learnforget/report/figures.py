@@ -87,7 +87,8 @@ def _figure(ncols: int = 1, width: float = 6.4) -> tuple[Figure, list[Axes]]:
     return figure, list(axes)
 
 
-def _save(figure: Figure, out_dir: Path, name: str) -> Path:
+def save_figure(figure: Figure, out_dir: Path, name: str) -> Path:
+    """Write ``figure`` as ``out_dir/name.png`` at the report's resolution."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.png"
     figure.savefig(path, dpi=DPI)
@@ -109,7 +110,8 @@ def _kinds(frame: Frame) -> dict[str, str]:
     return frame.runs.drop_duplicates("label").set_index("label")["kind"].astype(str).to_dict()
 
 
-def _require(condition: bool, reason: str) -> None:
+def require(condition: bool, reason: str) -> None:
+    """Skip the figure (``FigureSkipped(reason)``) unless ``condition`` holds."""
     if not condition:
         raise FigureSkipped(reason)
 
@@ -118,7 +120,7 @@ def _require(condition: bool, reason: str) -> None:
 def _over_tokens(frame: Frame, out_dir: Path, column: str, name: str) -> Path:
     curves = mean_curves(frame).dropna(subset=[column])
     which = "learning" if column == "learn" else "forgetting"
-    _require(not curves.empty, f"no usable checkpoint has a {which} value yet")
+    require(not curves.empty, f"no usable checkpoint has a {which} value yet")
     colors, kinds = _colors(frame), _kinds(frame)
     figure, (ax,) = _figure()
     ax.axhline(0, color="black", lw=1, ls="--", label="base model")
@@ -136,7 +138,7 @@ def _over_tokens(frame: Frame, out_dir: Path, column: str, name: str) -> Path:
     ax.set_xlabel(TOKENS)
     ax.set_ylabel(f"{axis}\n({direction})")
     _legend(figure, ax)
-    return _save(figure, out_dir, name)
+    return save_figure(figure, out_dir, name)
 
 
 def learning_curves(frame: Frame, out_dir: Path) -> Path:
@@ -160,7 +162,7 @@ def _plane_axes(ax: Axes, frame: Frame) -> None:
 def tradeoff(frame: Frame, out_dir: Path) -> Path:
     """Learning vs forgetting of every checkpoint with the Pareto frontier (the paper's Fig. 4)."""
     cp = usable(frame.checkpoints).dropna(subset=["learn", "forget"])
-    _require(not cp.empty, "no usable checkpoint has both learning and forgetting values")
+    require(not cp.empty, "no usable checkpoint has both learning and forgetting values")
     colors, best = _colors(frame), best_lrs(frame)
     figure, (ax,) = _figure(width=7.2)
     _plane_axes(ax, frame)
@@ -182,14 +184,14 @@ def tradeoff(frame: Frame, out_dir: Path) -> Path:
             label="Pareto frontier", zorder=2)
     ax.set_title("Learning vs forgetting: every checkpoint (marker size = training tokens)")
     _legend(figure, ax)
-    return _save(figure, out_dir, "tradeoff")
+    return save_figure(figure, out_dir, "tradeoff")
 
 
 # --- 4: training loss --------------------------------------------------------------------------
 def training_loss(frame: Frame, out_dir: Path) -> Path:
     """Training loss vs training tokens, one line per run."""
     train = frame.train
-    _require("train/loss" in train and train["train/loss"].notna().any(),
+    require("train/loss" in train and train["train/loss"].notna().any(),
              "no training loss was logged")
     train = train.dropna(subset=["train/loss"])
     colors, best = _colors(frame), best_lrs(frame)
@@ -213,14 +215,14 @@ def training_loss(frame: Frame, out_dir: Path) -> Path:
     ax.set_xlabel(TOKENS)
     ax.set_ylabel("training loss, nats/token (lower = fits the target better)")
     _legend(figure, ax)
-    return _save(figure, out_dir, "training_loss")
+    return save_figure(figure, out_dir, "training_loss")
 
 
 # --- 5: LR sensitivity --------------------------------------------------------------------------
 def lr_sensitivity(frame: Frame, out_dir: Path) -> Path:
     """Final learning and forgetting vs learning rate per method, log x (the paper's Fig. 8)."""
     table = lr_table(frame).dropna(subset=["lr"])
-    _require(table["learn"].notna().any(), "no usable run has a final learning value")
+    require(table["learn"].notna().any(), "no usable run has a final learning value")
     colors, kinds, best = _colors(frame), _kinds(frame), best_lrs(frame)
     figure, axes = _figure(ncols=2, width=5.6)
     for ax, column, axis, direction in (
@@ -246,7 +248,7 @@ def lr_sensitivity(frame: Frame, out_dir: Path) -> Path:
     axes[0].set_title("Learning vs LR (★ best LR, × diverged/failed)")
     axes[1].set_title("Forgetting vs LR")
     _legend(figure, axes[0])
-    return _save(figure, out_dir, "lr_sensitivity")
+    return save_figure(figure, out_dir, "lr_sensitivity")
 
 
 # --- study-dependent extras ---------------------------------------------------------------------
@@ -264,7 +266,7 @@ def rank_by_module(frame: Frame, out_dir: Path) -> Path:
     finals = _final_at_best(frame)
     cells = {lab: PLAIN_LORA.match(lab) for lab in finals.index}
     cells = {lab: (m[2], int(m[1])) for lab, m in cells.items() if m}
-    _require(len(set(cells.values())) >= 2,
+    require(len(set(cells.values())) >= 2,
              "needs LoRA runs at two or more (rank, target modules) settings")
     ranks = sorted({r for _, r in cells.values()})
     targets = [t for t in ("attention", "mlp", "all") if t in {t for t, _ in cells.values()}]
@@ -291,7 +293,7 @@ def rank_by_module(frame: Frame, out_dir: Path) -> Path:
     axes[0].set_title("Learning by rank and target modules (best LR each)")
     axes[1].set_title("Forgetting by rank and target modules")
     axes[0].legend(fontsize=7)
-    return _save(figure, out_dir, "rank_by_module")
+    return save_figure(figure, out_dir, "rank_by_module")
 
 
 def _cell_label(cells: dict[str, tuple[str, int]], target: str, r: int) -> str | None:
@@ -317,7 +319,7 @@ def regularisation(frame: Frame, out_dir: Path) -> Path:
     runs = frame.runs
     regular = runs[runs["kind"].eq("full") & ((runs["weight_decay"].fillna(0) > 0)
                                               | (runs["attention_dropout"].fillna(0) > 0))]
-    _require(not regular.empty, "needs full finetuning runs with weight decay or dropout")
+    require(not regular.empty, "needs full finetuning runs with weight decay or dropout")
     ref = reference_label(frame)
     labels = [lab for lab in frame.labels
               if lab in set(regular["label"]) or lab == ref or _kinds(frame)[lab] == "lora"]
@@ -326,17 +328,17 @@ def regularisation(frame: Frame, out_dir: Path) -> Path:
     _plane_curves(ax, frame, labels)
     ax.set_title("Regularised full finetuning vs LoRA (best LR each; points = checkpoints)")
     _legend(figure, ax)
-    return _save(figure, out_dir, "regularisation")
+    return save_figure(figure, out_dir, "regularisation")
 
 
 def optimizers(frame: Frame, out_dir: Path) -> Path:
     """AdamW vs Lion per method family: final learning and forgetting at each best LR."""
-    _require({"adamw", "lion"} <= set(frame.runs["optimizer"].dropna()),
+    require({"adamw", "lion"} <= set(frame.runs["optimizer"].dropna()),
              "needs runs with both AdamW and Lion")
     finals = _final_at_best(frame)
     families = [lab for lab in frame.labels if not lab.endswith("-lion")
                 and lab in finals.index and f"{lab}-lion" in finals.index]
-    _require(bool(families), "no method was run (and measured) with both AdamW and Lion")
+    require(bool(families), "no method was run (and measured) with both AdamW and Lion")
     figure, axes = _figure(ncols=2, width=5.6)
     x = np.arange(len(families))
     for ax, column, axis, direction in (
@@ -354,7 +356,7 @@ def optimizers(frame: Frame, out_dir: Path) -> Path:
     axes[0].set_title("Learning: AdamW vs Lion (best LR each)")
     axes[1].set_title("Forgetting: AdamW vs Lion")
     axes[0].legend(fontsize=8)
-    return _save(figure, out_dir, "optimizers")
+    return save_figure(figure, out_dir, "optimizers")
 
 
 MAIN_FIGURES = [

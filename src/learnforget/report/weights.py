@@ -25,7 +25,13 @@ from matplotlib.figure import Figure
 from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
 from learnforget.analysis.spectrum import random_singular_values
-from learnforget.report.figures import DPI, FigureSkipped, FigureSpec, label_colors
+from learnforget.report.figures import (
+    DPI,
+    FigureSpec,
+    label_colors,
+    require,
+    save_figure,
+)
 from learnforget.report.frame import Frame, best_lrs, pretty_label, usable
 from learnforget.report.html import Section, escape, paragraph, table
 from learnforget.store import Store
@@ -98,16 +104,6 @@ def _figure(ncols: int, width: float, height: float = 4.6) -> tuple[Figure, list
     return figure, list(figure.subplots(1, ncols, squeeze=False)[0])
 
 
-def _save(figure: Figure, out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.png"
-    figure.savefig(path, dpi=DPI)
-    return path
-
-
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        raise FigureSkipped(reason)
 
 
 def rank_grid(seeds: list[list[dict]]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -137,7 +133,7 @@ def intruder_counts(seeds: list[list[dict]],
 def spectrum_heatmap(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
     """rank90 of ΔW per layer × module type, one panel per method at its best LR and final
     checkpoint (the paper's SVD summary), with the random baseline under each module name."""
-    _require(bool(spectra), "no ΔW spectrum was stored for a best-LR run")
+    require(bool(spectra), "no ΔW spectrum was stored for a best-LR run")
     grids, randoms = {}, {}
     for label in list(spectra)[:MAX_PANELS]:
         step, seeds = _final(spectra, label)
@@ -145,7 +141,7 @@ def spectrum_heatmap(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
         if not grid.empty:
             grids[(label, step)] = grid
             randoms.update(random)
-    _require(bool(grids), "the stored spectra name no layer")
+    require(bool(grids), "the stored spectra name no layer")
     modules = [m for m in MODULES if m in randoms] + sorted(set(randoms) - set(MODULES))
     layers = sorted({int(layer) for grid in grids.values() for layer in grid.index})
     figure, axes = _figure(len(grids), 3.4 if len(modules) > 4 else 2.6,
@@ -168,7 +164,7 @@ def spectrum_heatmap(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
         ax.set_xlabel("module (random matrix's rank90)", fontsize=7)
     axes[0].set_ylabel("layer")
     figure.colorbar(image, ax=axes, label="ΔW rank for 90% of Σσ²", shrink=0.8)
-    return _save(figure, out_dir, "spectrum_heatmap")
+    return save_figure(figure, out_dir, "spectrum_heatmap")
 
 
 def _tokens_label(frame: Frame, label: str, step: int) -> str:
@@ -183,7 +179,7 @@ def rank_over_tokens(frame: Frame, out_dir: Path) -> Path:
               if f"spectrum/rank90_{g}" in frame.checkpoints]
     if not groups and "spectrum/rank90" in frame.checkpoints:
         groups = [("all", "spectrum/rank90")]
-    _require(bool(groups), "no ΔW rank90 was measured")
+    require(bool(groups), "no ΔW rank90 was measured")
     colors = label_colors(frame.labels)
     figure, axes = _figure(len(groups), 5.4)
     drawn = False
@@ -204,9 +200,9 @@ def rank_over_tokens(frame: Frame, out_dir: Path) -> Path:
         ax.set_ylabel("directions for 90% of Σσ²")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    _require(drawn, "no best-LR checkpoint has a ΔW rank90")
+    require(drawn, "no best-LR checkpoint has a ΔW rank90")
     axes[0].legend(fontsize=7)
-    return _save(figure, out_dir, "rank_over_tokens")
+    return save_figure(figure, out_dir, "rank_over_tokens")
 
 
 def _shown_matrix(spectra: Spectra) -> dict | None:
@@ -224,9 +220,9 @@ def _shown_matrix(spectra: Spectra) -> dict | None:
 def matrix_spectrum(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
     """Singular values of ΔW of one matrix (each divided by its largest) for every method,
     beside W_base's and a random matrix's of the same shape, log scale."""
-    _require(bool(spectra), "no ΔW spectrum was stored for a best-LR run")
+    require(bool(spectra), "no ΔW spectrum was stored for a best-LR run")
     shown = _shown_matrix(spectra)
-    _require(shown is not None, "the stored spectra hold no singular values")
+    require(shown is not None, "the stored spectra hold no singular values")
     colors = label_colors(frame.labels)
     figure, (ax,) = _figure(1, 7.2)
     for label in spectra:
@@ -254,7 +250,7 @@ def matrix_spectrum(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
     ax.set_title(f"Spectrum of {shown['name']} {tuple(shown['shape'])} (● = rank90)", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(figure, out_dir, "matrix_spectrum")
+    return save_figure(figure, out_dir, "matrix_spectrum")
 
 
 def intruder_figure(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
@@ -275,7 +271,7 @@ def intruder_figure(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
             over_time = True
             axes[1].plot(curve["tokens"], curve["spectrum/intruders"], marker="o",
                          color=colors[label], label=pretty_label(label))
-    _require(swept or over_time, "no intruder similarities or counts were stored")
+    require(swept or over_time, "no intruder similarities or counts were stored")
     axes[0].axvline(0.5, color="grey", ls=":", label="ε = 0.5 (the usual threshold)")
     axes[0].set_xlabel("ε (a top-10 direction is an intruder when its best |cos| with W_base's "
                        "directions is below ε)", fontsize=7)
@@ -288,7 +284,7 @@ def intruder_figure(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=7)
-    return _save(figure, out_dir, "intruders")
+    return save_figure(figure, out_dir, "intruders")
 
 
 # --- diversity figure ----------------------------------------------------------------------------
@@ -313,7 +309,7 @@ def diversity_table(frame: Frame) -> pd.DataFrame:
 def diversity_figure(frame: Frame, out_dir: Path) -> Path:
     """Mean distinct samples per prompt and mean pairwise similarity per method (bars)."""
     data = diversity_table(frame)
-    _require(not data.empty, "diversity was not measured (evaluation.diversity: true)")
+    require(not data.empty, "diversity was not measured (evaluation.diversity: true)")
     colors = {**label_colors(frame.labels), "base": (0.5, 0.5, 0.5, 1.0)}
     names = ["base model" if lab == "base" else pretty_label(lab) for lab in data.index]
     figure, axes = _figure(2, 5.0)
@@ -334,7 +330,7 @@ def diversity_figure(frame: Frame, out_dir: Path) -> Path:
                      va="bottom")
         axes[0].set_ylim(0, per_prompt * 1.12)
     axes[1].set_ylim(0, 1)
-    return _save(figure, out_dir, "diversity")
+    return save_figure(figure, out_dir, "diversity")
 
 
 # --- sections -----------------------------------------------------------------------------------
