@@ -148,14 +148,17 @@ def load_base(
 
 
 def load_for_eval(spec: BaseModelSpec, adapter: str | None = None,
-                  log: Callable[[str], None] = print) -> LoadedBase:
-    """A base model, optionally with a PEFT adapter (folder or hub id) on top, ready to score."""
+                  log: Callable[[str], None] = print,
+                  adapter_revision: str | None = None) -> LoadedBase:
+    """A base model, optionally with a PEFT adapter (folder or hub id, at a hub branch/tag
+    ``adapter_revision``) on top, ready to score."""
     loaded = load_base(spec, log=log)
     if adapter:
         from peft import PeftModel
 
+        kwargs = {"revision": adapter_revision} if adapter_revision else {}
         try:
-            loaded.model = PeftModel.from_pretrained(loaded.model, adapter)
+            loaded.model = PeftModel.from_pretrained(loaded.model, adapter, **kwargs)
         except (OSError, ValueError) as exc:
             raise UserError(f"could not load adapter {adapter!r}: {exc}") from None
     loaded.model.eval()

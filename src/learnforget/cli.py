@@ -171,6 +171,7 @@ def eval_command(
     limit: int = typer.Option(None, min=1, help="items per task (a fixed, seeded subset)"),
     batch_size: int = typer.Option(8, min=1),
     revision: str = typer.Option(None, help="hub branch/tag/commit of --model"),
+    adapter_revision: str = typer.Option(None, help="hub branch/tag/commit of --adapter"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | device_map=auto"),
     as_json: bool = typer.Option(False, "--json", help="print {results, n} as JSON"),
@@ -184,7 +185,8 @@ def eval_command(
     for name in names:
         get_task(name)  # unknown names fail before the model loads
     loaded = load_for_eval(_model_spec(model, revision, dtype, device), adapter,
-                           log=lambda m: console.print(f"[dim]{m}[/dim]"))
+                           log=lambda m: console.print(f"[dim]{m}[/dim]"),
+                           adapter_revision=adapter_revision)
     results, counts = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
                                on_task=lambda n: console.print(f"[dim]scoring {n}[/dim]"))
     if as_json:
