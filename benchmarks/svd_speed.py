@@ -120,7 +120,9 @@ def main() -> None:
     print(f"threads {ARGS.threads}, torch {torch.__version__}, numpy {np.__version__}")
 
     ours_ranks = time_ours(pairs, device, intruder_k=0)
+    print(f"  learnforget spectrum, ranks only: {ours_ranks:.2f} s", flush=True)
     ours_full = time_ours(pairs, device, intruder_k=10)
+    print(f"  learnforget spectrum, with intruders: {ours_full:.2f} s", flush=True)
 
     for shape in shapes:
         # cached by the run above: the Gaussian baseline's ranks for this shape
@@ -141,7 +143,8 @@ def main() -> None:
         mean_vectors = sum(t[1] for t in times) / len(times)
         print(
             f"  numpy float64, {shape[0]}×{shape[1]}: {mean_ranks:.2f} s ranks "
-            f"+ {mean_vectors:.2f} s singular vectors per matrix ({len(subset)} measured)"
+            f"+ {mean_vectors:.2f} s singular vectors per matrix ({len(subset)} measured)",
+            flush=True,
         )
         naive_ranks += mean_ranks * len(names)
         naive_full += (mean_ranks + mean_vectors) * len(names)

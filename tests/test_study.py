@@ -9,7 +9,7 @@ import yaml
 
 from learnforget.errors import UserError
 from learnforget.plan import expand
-from learnforget.study import load_study, parse_study
+from learnforget.study import load_studies, load_study, parse_study
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -28,8 +28,17 @@ GOOD = {
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_study_is_valid(path: Path) -> None:
-    study = load_study(path)
-    assert expand(study), "an example study must plan at least one run"
+    for study in load_studies(path):
+        assert expand(study), "an example study must plan at least one run"
+
+
+def test_a_file_of_several_studies_needs_distinct_names(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(GOOD) + "---\n" + yaml.safe_dump(GOOD))
+    with pytest.raises(UserError, match="different names"):
+        load_studies(path)
+    with pytest.raises(UserError, match="holds 2 studies"):
+        load_study(path)
 
 
 def test_good_study_defaults_follow_the_paper() -> None:

@@ -212,3 +212,22 @@ def test_a_task_added_later_is_measured_on_the_saved_checkpoints(tmp_path: Path)
         assert (step, "source_cloze", "acc_delta") in after
     # Nothing was retrained: every earlier row is unchanged.
     assert all(after[key] == value for key, value in before.items())
+
+
+def test_eval_command_scores_a_checkpoint_adapter(lora_checkpoint: dict) -> None:
+    from typer.testing import CliRunner
+
+    from learnforget.cli import app
+
+    folder: Path = lora_checkpoint["folder"]
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    runner = CliRunner()
+    args = ["eval", "--model", base, "--tasks", "code_bpb,source_bpb", "--limit", "3", "--json"]
+    plain = runner.invoke(app, args)
+    tuned = runner.invoke(app, [*args, "--adapter", str(folder)])
+    assert plain.exit_code == 0 and tuned.exit_code == 0, plain.output + tuned.output
+    plain_json = json.loads(plain.stdout[plain.stdout.index("{"):])
+    tuned_json = json.loads(tuned.stdout[tuned.stdout.index("{"):])
+    assert plain_json["n"] == tuned_json["n"] == {"code_bpb": 3, "source_bpb": 3}
+    # Five LoRA steps on code: the adapter changes the code score, so it was really applied.
+    assert tuned_json["results"]["code_bpb"]["bpb"] != plain_json["results"]["code_bpb"]["bpb"]
