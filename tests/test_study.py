@@ -37,6 +37,8 @@ def test_a_file_of_several_studies_needs_distinct_names(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(GOOD) + "---\n" + yaml.safe_dump(GOOD))
     with pytest.raises(UserError, match="different names"):
         load_studies(path)
+    path.write_text(yaml.safe_dump(GOOD) + "---\n" + yaml.safe_dump({**GOOD, "name": "other"}))
+    assert [s.name for s in load_studies(path)] == ["t", "other"]
     with pytest.raises(UserError, match="holds 2 studies"):
         load_study(path)
 
