@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from learnforget.data.batches import BatchStream, pack_documents
 from learnforget.data.code import code_documents
@@ -160,6 +161,7 @@ def pretrain(
             log(f"pretraining step {step + 1}/{steps} loss {loss_value:.3f}")
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
+    hf_logging.disable_progress_bar()  # the log line above is the progress report
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     total_chars = sum(shares.values())
