@@ -20,6 +20,7 @@ extrapolated to all matrices by shape counts; the output says so. Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -39,6 +40,14 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=4096, help="hidden size (Llama-2-7B: 4096)")
     parser.add_argument(
         "--intermediate", type=int, default=11008, help="MLP size (Llama-2-7B: 11008)"
+    )
+    parser.add_argument(
+        "--solver", default=None, help="svd or gram (default: gram on CUDA, svd on CPU)"
+    )
+    parser.add_argument(
+        "--compare-solvers",
+        action="store_true",
+        help="first time each decomposition on one matrix of each shape and check they agree",
     )
     return parser.parse_args()
 
@@ -87,10 +96,63 @@ def time_ours(pairs: dict, device: str, intruder_k: int) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
-    spectrum_module.spectrum(pairs, intruder_k=intruder_k, device=device)
+    spectrum_module.spectrum(pairs, intruder_k=intruder_k, device=device, solver=ARGS.solver)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def _timed(function, *args) -> tuple[float, object]:
+    """(seconds, result) of one call, synchronising CUDA around it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = function(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def compare_solvers(pairs: dict, device: str) -> None:
+    """Per shape, on one ΔW: seconds of each way to get singular values on `device`, and whether
+    the rank for 90% of Σσ² agrees with the float32 SVD's."""
+    from learnforget.analysis import decompose
+
+    seen: set[tuple[int, int]] = set()
+    for w_base, w_tuned in pairs.values():
+        shape = tuple(w_base.shape)
+        if shape in seen:
+            continue
+        seen.add(shape)
+        delta = (w_tuned - w_base).to(device).unsqueeze(0)
+        _timed(decompose.singular_values, delta[:, :64, :64], "gram")  # warm-up (libraries load)
+        _timed(decompose.singular_values, delta[:, :64, :64], "svd")
+        tall = delta.mT if shape[0] < shape[1] else delta
+        ways = {
+            "torch.linalg.svdvals (default driver)": (torch.linalg.svdvals, tall),
+            "svd solver (float32 svdvals)": (decompose.singular_values, delta, "svd"),
+            "gram solver (float64 eigvalsh)": (decompose.singular_values, delta, "gram"),
+            "gram solver, vectors (float64 eigh)": (decompose.left_singular, delta, "gram"),
+            "svd solver, vectors (float32 svd)": (decompose.left_singular, delta, "svd"),
+        }
+        if device.startswith("cuda"):
+            gesvd = functools.partial(torch.linalg.svdvals, driver="gesvd")
+            ways["torch.linalg.svdvals driver=gesvd"] = (gesvd, tall)
+        results = {}
+        for label, (function, *args) in ways.items():
+            seconds, result = _timed(function, *args)
+            results[label] = result
+            print(f"  {shape[0]}×{shape[1]} {label}: {seconds:.3f} s", flush=True)
+        reference = results["svd solver (float32 svdvals)"][0].double()
+        gram = results["gram solver (float64 eigvalsh)"][0].double()
+        top = reference[: spectrum_module.STORED_SINGULAR_VALUES]
+        error = ((gram[: len(top)] - top).abs() / top).max().item()
+        print(
+            f"  {shape[0]}×{shape[1]} rank90 svd {spectrum_module.rank_for_variance(reference)}"
+            f" vs gram {spectrum_module.rank_for_variance(gram)}; largest relative difference of"
+            f" the top {len(top)} singular values {error:.1e}",
+            flush=True,
+        )
 
 
 def time_naive_one(w_base: torch.Tensor, w_tuned: torch.Tensor) -> tuple[float, float]:
@@ -117,8 +179,11 @@ def main() -> None:
         shapes.setdefault(tuple(base.shape), []).append(name)
     print(f"matrices: {len(pairs)} ({ARGS.layers} layers of hidden {ARGS.hidden}, ", end="")
     print(f"intermediate {ARGS.intermediate}), device {device}, ", end="")
-    print(f"threads {ARGS.threads}, torch {torch.__version__}, numpy {np.__version__}")
+    print(f"threads {ARGS.threads}, torch {torch.__version__}, numpy {np.__version__}, ", end="")
+    print(f"solver {ARGS.solver or ('gram' if device.startswith('cuda') else 'svd')}")
 
+    if ARGS.compare_solvers:
+        compare_solvers(pairs, device)
     ours_ranks = time_ours(pairs, device, intruder_k=0)
     print(f"  learnforget spectrum, ranks only: {ours_ranks:.2f} s", flush=True)
     ours_full = time_ours(pairs, device, intruder_k=10)
@@ -155,11 +220,11 @@ def main() -> None:
     )
 
     print(f"rank90 + random baseline ({len(pairs)} matrices):")
-    print(f"  learnforget spectrum, float32 batched: {ours_ranks:8.2f} s")
+    print(f"  learnforget spectrum, batched:     {ours_ranks:8.2f} s")
     print(f"  numpy float64 loop ({label}): {naive_ranks:8.2f} s")
     print(f"  speed-up: {naive_ranks / ours_ranks:.1f}×")
     print("rank90 + random baseline + intruders (k=10):")
-    print(f"  learnforget spectrum, float32 batched: {ours_full:8.2f} s")
+    print(f"  learnforget spectrum, batched:     {ours_full:8.2f} s")
     print(f"  numpy float64 loop ({label}): {naive_full:8.2f} s")
     print(f"  speed-up: {naive_full / ours_full:.1f}×")
     if hasattr(os, "getloadavg"):

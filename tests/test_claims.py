@@ -186,6 +186,22 @@ def test_claim_1_across_studies_compares_the_gaps_of_cpt_and_ift(tmp_path: Path)
     assert claim.verdict == UNTESTABLE and "code-cpt (CPT)" in claim.missing
 
 
+def test_claim_1_across_studies_pairs_studies_of_one_base_model(tmp_path: Path) -> None:
+    cpt = _gap_study(tmp_path / "a", "code", "cpt", 0.6)  # LoRA misses 40%
+    ift = _gap_study(tmp_path / "b", "math", "ift", 0.9)  # 10%, same base (builtin:micro)
+    other = _gap_study(tmp_path / "c", "math", "ift", 0.3)  # 70%, on another base
+    assert other.study is not None
+    other.study = other.study.model_copy(update={
+        "name": "math-ift-tiny",
+        "base": other.study.base.model_copy(update={"model": "builtin:tiny"})})
+    (claim,) = judge_claims_across([cpt, ift, other])
+    assert claim.verdict == HOLDS, claim
+    assert "math-ift-tiny" not in claim.evidence and "base model" not in claim.evidence
+    (claim,) = judge_claims_across([cpt, other])  # no IFT study on cpt's base: compared anyway
+    assert claim.verdict == FAILS
+    assert "differ in target domain and base model" in claim.evidence
+
+
 # --- 2 ----------------------------------------------------------------------------------------
 def test_claim_2_holds_when_lora_forgets_less_and_full_forgets_faster(tmp_path: Path) -> None:
     frame = frame_of(tmp_path, FULL_LORA, full_lora(

@@ -184,6 +184,42 @@ def test_intruder_similarity_matches_direct_svd(shape: tuple[int, int]) -> None:
     assert count_intruders(w_base, w_tuned, eps=0.5) == int((reference < 0.5).sum())
 
 
+@pytest.mark.parametrize("shape", [(96, 48), (48, 96), (64, 64)])
+def test_gram_solver_agrees_with_svd(shape: tuple[int, int]) -> None:
+    """The GPU default (float64 eigensolver on the Gram matrix) gives the SVD's numbers."""
+    generator = torch.Generator().manual_seed(2)
+    w_base = torch.randn(shape, generator=generator)
+    rows, cols = shape
+    planted = torch.randn(rows, 5, generator=generator) @ torch.randn(5, cols, generator=generator)
+    noise = torch.randn(shape, generator=generator)
+    pairs = {
+        "m.layers.0.q_proj.weight": (w_base, w_base + 0.7 * noise),
+        "m.layers.1.q_proj.weight": (w_base, w_base + 0.5 * planted),
+        "m.layers.2.q_proj.weight": (w_base, w_base.clone()),
+    }
+    by_svd = spectrum(pairs, solver="svd")
+    by_gram = spectrum(pairs, solver="gram")
+    for svd_item, gram_item in zip(by_svd, by_gram, strict=True):
+        assert gram_item.rank90 == svd_item.rank90
+        assert gram_item.rank90_sigma == svd_item.rank90_sigma
+        assert gram_item.intruders == svd_item.intruders
+        torch.testing.assert_close(
+            torch.tensor(gram_item.max_similarity),
+            torch.tensor(svd_item.max_similarity),
+            atol=1e-3,
+            rtol=0,
+        )
+        torch.testing.assert_close(
+            torch.tensor(gram_item.base_singular_values),
+            torch.tensor(svd_item.base_singular_values),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+    assert by_gram[1].rank90 <= 5 and by_gram[2].intruders == 0
+    with pytest.raises(ValueError, match="solver must be one of"):
+        spectrum(pairs, solver="qr")
+
+
 @pytest.mark.parametrize("use_rslora", [False, True])
 def test_lora_delta_rank_and_merge_equivalence(use_rslora: bool) -> None:
     model = tiny_llama()

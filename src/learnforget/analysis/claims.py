@@ -164,22 +164,40 @@ def _gap_narrows(s: ClaimData) -> Part:
     return Part(name, HOLDS if narrows else FAILS, "final gap to full FT " + "; ".join(lines))
 
 
+def _pair_studies(cpt: list[tuple], ift: list[tuple]) -> tuple[list[tuple], list[str]]:
+    """The (CPT, IFT) pairs to compare and what else differs within them. Prefers pairs that
+    share the base model and the target domain, then the base, then the domain, then any."""
+    all_pairs = [(c, i) for c in cpt for i in ift]
+    tiers = (
+        (lambda c, i: c[0] == i[0] and c[4] == i[4], []),
+        (lambda c, i: c[4] == i[4], ["target domain"]),
+        (lambda c, i: c[0] == i[0], ["base model"]),
+    )
+    for keep, differences in tiers:
+        pairs = [(c, i) for c, i in all_pairs if keep(c, i)]
+        if pairs:
+            return pairs, differences
+    return all_pairs, ["target domain", "base model"]
+
+
 def judge_claims_across(frames: Sequence[Frame]) -> list[ClaimVerdict]:
     """What needs several studies: claim 1's "the gap is larger in CPT than in IFT".
 
     The gap of a study is the share of full FT's final learning that its best LoRA misses
     (1 − best LoRA / full), a unitless number so that studies measured on different tasks
-    compare. Studies of one domain are compared with each other; when no domain has both
-    regimes, all CPT studies are compared with all IFT studies and the evidence says that the
-    domains differ. Holds when every CPT gap is larger than every IFT gap it is compared with."""
-    gaps: list[tuple[str, str, str, float]] = []  # (domain, regime, name, gap)
+    compare. A CPT study is compared with the IFT studies of its base model and target domain;
+    failing those, of its base model, then of its domain, then with all IFT studies, and the
+    evidence names what else differs. Holds when every CPT gap is larger than every IFT gap it
+    is compared with."""
+    gaps: list[tuple[str, str, str, float, str]] = []  # (domain, regime, name, gap, base)
     for frame in frames:
         if frame.study is None:
             continue
         share = _best_lora_share(ClaimData(frame))
         if math.isfinite(share):
             target = frame.study.target
-            gaps.append((target.domain, target.regime, frame.study.name, 1 - share))
+            base = frame.study.base.model
+            gaps.append((target.domain, target.regime, frame.study.name, 1 - share, base))
     cpt = [g for g in gaps if g[1] == "cpt"]
     ift = [g for g in gaps if g[1] == "ift"]
     text = (
@@ -198,16 +216,15 @@ def judge_claims_across(frames: Sequence[Frame]) -> list[ClaimVerdict]:
                 f"LoRA that learned (studies with a gap: {have})",
             )
         ]
-    same_domain = [(c, i) for c in cpt for i in ift if c[0] == i[0]]
-    pairs = same_domain or [(c, i) for c in cpt for i in ift]
+    pairs, differences = _pair_studies(cpt, ift)
     holds = all(c[3] > i[3] for c, i in pairs)
     evidence = "; ".join(
         f"{c[2]} (CPT) gap {c[3]:.0%} vs {i[2]} (IFT) {i[3]:.0%}" for c, i in pairs
     )
-    if not same_domain:
+    if differences:
         evidence += (
-            ". The studies differ in target domain as well as regime (the paper compares "
-            "within a domain), so the regime is not the only difference"
+            f". The studies differ in {' and '.join(differences)} as well as regime (the paper "
+            "compares within a domain and model), so the regime is not the only difference"
         )
     return [ClaimVerdict(1, text, HOLDS if holds else FAILS, evidence)]
 

@@ -7,7 +7,8 @@ eps. LoRA tends to create them, full finetuning hardly does. The definition (and
 k=10, eps=0.5) match PEFT's `peft.tuners.lora.intruders.reduce_intruder_dimension`, which only
 offers the mitigation, not a count, so the count is computed here.
 
-All functions take float tensors and compute in float32 on the tensors' device; the batched forms
+All functions take float tensors and compute on the tensors' device (float32 SVD on CPUs, a
+float64 eigensolver on GPUs: `learnforget.analysis.decompose`); the batched forms
 take stacks of equally shaped matrices, shape (batch, rows, cols), and decompose them in one call.
 """
 
@@ -15,26 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor
+
+from learnforget.analysis.decompose import left_singular
 
 DEFAULT_EPS_VALUES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _left_singular(weights: Tensor) -> tuple[Tensor, Tensor]:
-    """(left singular vectors as columns, singular values), descending, of each stacked matrix."""
-    weights = weights.to(torch.float32)
-    if weights.shape[-2] < weights.shape[-1]:
-        # LAPACK's SVD is 2-4x slower on wide matrices than on their tall transpose;
-        # W = U S Vh  <=>  Wᵀ = Vhᵀ S Uᵀ, so U of W is Vhᵀ of Wᵀ.
-        _, values, vh = torch.linalg.svd(weights.mT, full_matrices=False)
-        return vh.mT, values
-    u, values, _ = torch.linalg.svd(weights, full_matrices=False)
-    return u, values
-
-
 def similarity_and_base_spectrum_batched(
-    w_base: Tensor, w_tuned: Tensor, k: int = 10
+    w_base: Tensor, w_tuned: Tensor, k: int = 10, solver: str | None = None
 ) -> tuple[Tensor, Tensor]:
     """For stacks of equally shaped matrices: the largest |cos| of each of the top-k left singular
     vectors of each tuned matrix with any left singular vector of its base matrix, and the base
@@ -44,6 +34,7 @@ def similarity_and_base_spectrum_batched(
         w_base: base weights, shape (batch, rows, cols).
         w_tuned: finetuned weights, same shape.
         k: how many top singular directions of the tuned matrix to check (at most min(rows, cols)).
+        solver: "svd" or "gram" (`learnforget.analysis.decompose`); default by device.
 
     Returns:
         (similarity of shape (batch, k), values in [0, 1]; base singular values of shape
@@ -55,8 +46,8 @@ def similarity_and_base_spectrum_batched(
             f"and {tuple(w_tuned.shape)}"
         )
     k = min(k, min(w_base.shape[-2:]))
-    u_base, base_values = _left_singular(w_base)
-    u_tuned = _left_singular(w_tuned)[0][..., :k]
+    u_base, base_values = left_singular(w_base, solver)
+    u_tuned = left_singular(w_tuned, solver)[0][..., :k]
     # Columns of U are unit vectors, so the inner products are the cosines.
     cosines = u_tuned.transpose(-2, -1) @ u_base
     return cosines.abs().amax(dim=-1), base_values

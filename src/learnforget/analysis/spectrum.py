@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from learnforget.analysis import decompose
 from learnforget.analysis.intruders import similarity_and_base_spectrum_batched
 from learnforget.errors import UserError
 
@@ -237,7 +238,7 @@ def _unit_random_singular_values(rows: int, cols: int, seed: int, device: str) -
     generator = torch.Generator().manual_seed(seed)
     gaussian = torch.randn(rows, cols, generator=generator, dtype=torch.float32)
     gaussian /= torch.linalg.matrix_norm(gaussian)
-    return torch.linalg.svdvals(gaussian.to(device))
+    return decompose.singular_values(gaussian.to(device).unsqueeze(0))[0]
 
 
 def random_singular_values(
@@ -326,12 +327,15 @@ def spectrum(
     device: str | torch.device | None = None,
     max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS,
     random_seed: int = 0,
+    solver: str | None = None,
 ) -> list[MatrixSpectrum]:
     """Spectrum summary of every (W_base, W_tuned) pair, in the order given.
 
-    Computes in float32 on `device` (default: each base tensor's device). Matrices of one shape are
-    stacked, in chunks of at most `max_batch_elements` elements, and go through one
-    `torch.linalg.svdvals` call (and, for intruders, one `torch.linalg.svd` per side) per chunk.
+    Computes on `device` (default: each base tensor's device). Matrices of one shape are stacked,
+    in chunks of at most `max_batch_elements` elements, and decomposed in one call per chunk (and,
+    for intruders, one more per side) by `solver`: "svd" (float32 SVD, the default on CPUs) or
+    "gram" (float64 eigensolver on the Gram matrix, the default on GPUs); see
+    `learnforget.analysis.decompose`.
     `intruder_k=0` skips the intruder count (two full SVDs per matrix, the costliest part) and with
     it `max_similarity` and `base_singular_values`, which are by-products of those SVDs.
     """
@@ -357,8 +361,7 @@ def spectrum(
             base = torch.stack([pairs[n][0].to(target, torch.float32) for n in chunk])
             tuned = torch.stack([pairs[n][1].to(target, torch.float32) for n in chunk])
             delta = tuned - base
-            # Same singular values, but LAPACK is several times faster on the tall orientation.
-            values = torch.linalg.svdvals(delta.mT if rows < cols else delta)
+            values = decompose.singular_values(delta, solver)
             ranks_sq = _ranks_for_variance(values, threshold, 2).tolist()
             ranks_abs = _ranks_for_variance(values, threshold, 1).tolist()
             delta_norms = torch.linalg.matrix_norm(delta).tolist()
@@ -366,7 +369,7 @@ def spectrum(
             del delta
             if intruder_k > 0:
                 similarity, base_spectrum = similarity_and_base_spectrum_batched(
-                    base, tuned, intruder_k
+                    base, tuned, intruder_k, solver
                 )
                 intruders: list[int | None] = (similarity < intruder_eps).sum(dim=1).tolist()
                 similarities = similarity.cpu().tolist()
