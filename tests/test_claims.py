@@ -323,6 +323,20 @@ def test_claim_5_is_not_testable_when_the_best_lrs_are_at_their_sweeps_edges(
     assert "widen the sweeps of full FT, LoRA r=8 (all)" in claim.missing
 
 
+def test_claim_5_leaves_out_a_lora_trained_at_one_lr(tmp_path: Path) -> None:
+    # an extra grid axis (LoRA on attention at one LR) must not make the ratio inconclusive
+    methods = [{"kind": "full", "lr": [1e-4, 1e-3, 1e-2]},
+               {"kind": "lora", "r": [8], "lr": [3e-4, 1e-3, 3e-3, 1e-2]},
+               {"kind": "lora", "r": [8], "targets": ["attention"], "lr": [3e-3]}]
+    values = {"full": {lr: [(v / 2, 0.01), (v, 0.02)] for lr, v in {1e-4: 0.15, 1e-3: 0.2}.items()},
+              "lora-r8-all": {lr: [(v / 2, 0.01), (v, 0.02)]
+                              for lr, v in {3e-4: 0.02, 1e-3: 0.08, 3e-3: 0.16, 1e-2: 0.1}.items()},
+              "lora-r8-attention": {3e-3: [(0.05, 0.01), (0.1, 0.02)]}}
+    claim = verdict_of(frame_of(tmp_path, methods, values), 5)
+    assert claim.verdict == HOLDS, claim
+    assert "trained at one LR, not judged: LoRA r=8 (attention)" in claim.evidence
+
+
 # --- 6 ----------------------------------------------------------------------------------------
 MODULES = [{"kind": "full", "lr": [1e-3]},
            {"kind": "lora", "r": [8, 64], "targets": ["attention", "mlp", "all"], "lr": [1e-2]}]

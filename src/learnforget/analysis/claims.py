@@ -442,8 +442,10 @@ def claim_learning_rates(s: ClaimData, several: float = SEVERAL) -> ClaimVerdict
     if (missing := needs_pair(s, 5)) is not None:
         return missing
     full_low, full_high = _bounds(s, s.ref)
-    lines, states = [], []
-    for label in s.loras():
+    # A LoRA trained at one LR only (an extra axis of the grid) says nothing about its best LR.
+    swept = [label for label in s.loras() if len(s.lrs_tried(label)) >= 2]
+    lines, states = [], [] if swept else [UNTESTABLE]
+    for label in swept:
         low, high = _bounds(s, label)
         ratio = s.best[label] / s.best[s.ref]
         at_least = low / full_high if full_high < math.inf else 0.0
@@ -457,13 +459,16 @@ def claim_learning_rates(s: ClaimData, several: float = SEVERAL) -> ClaimVerdict
         )
     edges = [
         s.name(lab)
-        for lab in [s.ref, *s.loras()]
+        for lab in [s.ref, *swept]
         if math.isinf(_bounds(s, lab)[1]) or _bounds(s, lab)[0] == 0
-    ]
+    ] or ["a LoRA (train one at two or more LRs)"]
     rule = (
         f"; rule: ≥ {several:g}×, judged only when a best LR at the edge of its sweep "
         "cannot change the answer"
     )
+    single = [s.name(label) for label in s.loras() if label not in swept]
+    if single:
+        rule += f"; trained at one LR, not judged: {', '.join(single)}"
     evidence = "best LR " + "; ".join(lines) + rule
     if FAILS in states:
         main = Part("LoRA's best LR several times full FT's", FAILS, evidence, main=True)
