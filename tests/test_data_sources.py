@@ -15,6 +15,7 @@ import pytest
 
 from learnforget.data import code, english
 from learnforget.data import math as mathdata
+from learnforget.data.batches import split_for_sampling
 from learnforget.data.types import Pair
 
 # ---------------------------------------------------------------- English
@@ -266,3 +267,14 @@ def test_sources_are_identical_in_another_process() -> None:
         check=True,
     )
     assert other.stdout.strip() == here["digest"]
+
+
+def test_cpt_sampling_pieces_keep_the_text_and_cut_at_lines() -> None:
+    big = "".join(f"line {i} of a large file\n" for i in range(2000))
+    documents = [big, "small a\n", "small b\nsecond line\n"]
+    pieces = split_for_sampling(documents, max_chars=100)
+    assert "".join(pieces) == "".join(documents)
+    assert all(len(piece) <= 100 and piece.endswith("\n") for piece in pieces)
+    assert len(pieces) > 400 and "small a\n" in pieces
+    long_line = "x" * 250 + "\n"  # a line longer than the limit stays whole
+    assert split_for_sampling([long_line, "y\n"], max_chars=100) == [long_line, "y\n"]

@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 
 from learnforget.base import load_base
-from learnforget.data.batches import BatchStream, pack_documents, tokenize_pairs
+from learnforget.data.batches import (
+    BatchStream,
+    pack_documents,
+    split_for_sampling,
+    tokenize_pairs,
+)
 from learnforget.data.target import load_target
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
@@ -91,17 +96,17 @@ def _disk_cached(key: dict, build: Callable[[], object]) -> object:
 def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
     """The run's tokenized training data: packed CPT blocks or IFT examples.
 
-    CPT documents are taken in a fixed shuffled order (so a token budget takes a sample of the
-    whole corpus, the same for every run of the study) and tokenized only as far as the budget
-    reaches. Built-in corpora are cached on disk per tokenizer: preparing them costs more than
-    a short run."""
+    CPT documents are cut into pieces of a few thousand characters and taken in a fixed
+    shuffled order (so a token budget takes a sample of the whole corpus, the same for every run
+    of the study) and tokenized only as far as the budget reaches. Built-in corpora are cached
+    on disk per tokenizer: preparing them costs more than a short run."""
     seq_len = run.training.seq_len
 
     def build():
         data = load_target(run.target, 0, tokenizer)
         if data.regime == "ift":
             return tokenize_pairs(data.pairs, tokenizer, seq_len, render_prompt_for(tokenizer))
-        documents = list(data.documents)
+        documents = split_for_sampling(data.documents)
         random.Random(0).shuffle(documents)
         return pack_documents(documents, tokenizer, seq_len, max_tokens=_tokens_needed(run))
 
@@ -110,7 +115,7 @@ def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
         return build()
     needed = _tokens_needed(run) if run.target.regime == "cpt" else None
     key = {"tokenizer": fingerprint, "target": run.target.model_dump(mode="json"),
-           "seq_len": seq_len, "tokens": needed, "version": 1}
+           "seq_len": seq_len, "tokens": needed, "version": 2}
     return _disk_cached(key, build)
 
 

@@ -22,6 +22,34 @@ from learnforget.errors import UserError
 IGNORE_INDEX = -100
 
 
+SAMPLING_PIECE_CHARS = 4000
+
+
+def split_for_sampling(
+    documents: Sequence[str], max_chars: int = SAMPLING_PIECE_CHARS
+) -> list[str]:
+    """Each document cut at line breaks into pieces of at most ``max_chars`` characters (a line
+    longer than that is a piece of its own).
+
+    A CPT token budget is filled from documents in a shuffled order; with whole documents a
+    small budget is a handful of files, dominated by the largest (in the standard library,
+    ``tkinter/__init__.py`` alone is 59% of the first 100k tokens). Shuffling pieces instead
+    spreads the same budget over many files."""
+    pieces: list[str] = []
+    for document in documents:
+        piece: list[str] = []
+        size = 0
+        for line in document.splitlines(keepends=True):
+            if piece and size + len(line) > max_chars:
+                pieces.append("".join(piece))
+                piece, size = [], 0
+            piece.append(line)
+            size += len(line)
+        if piece:
+            pieces.append("".join(piece))
+    return pieces
+
+
 def pack_documents(
     documents: Sequence[str],
     tokenizer,
