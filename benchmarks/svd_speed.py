@@ -90,18 +90,6 @@ def build_pairs(
     return pairs
 
 
-def time_ours(pairs: dict, device: str, intruder_k: int) -> float:
-    """Seconds for `spectrum` (random-baseline cache cleared, weights start on the CPU)."""
-    spectrum_module._unit_random_singular_values.cache_clear()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    spectrum_module.spectrum(pairs, intruder_k=intruder_k, device=device, solver=ARGS.solver)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def _timed(function, *args) -> tuple[float, object]:
     """(seconds, result) of one call, synchronising CUDA around it."""
     if torch.cuda.is_available():
@@ -111,6 +99,15 @@ def _timed(function, *args) -> tuple[float, object]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start, result
+
+
+def time_ours(pairs: dict, device: str, intruder_k: int) -> float:
+    """Seconds for `spectrum` (random-baseline cache cleared, weights start on the CPU)."""
+    spectrum_module._unit_random_singular_values.cache_clear()
+    run = functools.partial(
+        spectrum_module.spectrum, intruder_k=intruder_k, device=device, solver=ARGS.solver
+    )
+    return _timed(run, pairs)[0]
 
 
 def compare_solvers(pairs: dict, device: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
 from learnforget.cli import app
@@ -67,3 +69,24 @@ def test_plan_command_lists_runs_with_parameters() -> None:
     for run in runs:
         assert run.run_id in result.output
     assert "20,000 tokens" in result.output
+
+
+@pytest.mark.parametrize(("name", "total", "share"), [("tiny", 2.10e6, 0.50),
+                                                       ("tiny-vocab1k", 1.31e6, 0.80)])
+def test_builtin_sizes_and_non_embedding_share(name: str, total: float, share: float) -> None:
+    """docs/study.md's sizes: tiny-vocab1k keeps tiny's body, so 80% of it is not embeddings."""
+    from transformers import LlamaForCausalLM
+
+    from learnforget.builtin import BUILTINS, builtin_model_config
+
+    spec = BUILTINS[name]
+    # builtin_model_config reads only len(tokenizer) and its EOS id
+    tokenizer = type("Vocabulary", (), {"__len__": lambda self: spec.vocab_size,
+                                        "eos_token_id": 0})()
+    config = builtin_model_config(spec, tokenizer)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    params = sum(p.numel() for p in model.parameters())
+    embeddings = model.get_input_embeddings().weight.numel() + model.lm_head.weight.numel()
+    assert params == pytest.approx(total, rel=0.01)
+    assert 1 - embeddings / params == pytest.approx(share, abs=0.01)

@@ -204,6 +204,17 @@ def measure_spectrum(model, base_state: dict[str, torch.Tensor]):
     return rows, [s.to_dict() for s in spectra]
 
 
+def _base_values(store: Store, study: Study) -> dict[tuple[str, str], float]:
+    """The base model's stored measurements, {(task, metric): value}."""
+    return {(r["task"], r["metric"]): r["value"] for r in store.measurements(base_run_id(study))}
+
+
+def _matrix_snapshot(model) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's 2-D weights: W_base for the ΔW spectrum."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            if v.ndim == 2}
+
+
 def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) -> dict:
     """Measure the untouched base model once (step 0 of run ``base-…``); returns its values."""
     store = Store(out / "results.sqlite")
@@ -219,7 +230,7 @@ def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) ->
         rows, _ = measurer(loaded.model, on_task=lambda n: log(f"  base: {n}"), only=missing)
         store.record_checkpoint(run_id, 0, 0, None, [(0, 0, m) for m in rows])
         store.set_status(run_id, "finished")
-    values = {(r["task"], r["metric"]): r["value"] for r in store.measurements(run_id)}
+    values = _base_values(store, study)
     store.close()
     return values
 
@@ -244,16 +255,12 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
     torch.set_num_threads(study.training.threads)
     torch.manual_seed(run.seed)
     try:
-        base_values = {(r["task"], r["metric"]): r["value"]
-                       for r in store.measurements(base_run_id(study))}
+        base_values = _base_values(store, study)
         dropout = run.method.attention_dropout if run.method.kind == "full" else None
         loaded = load_base(run.base, attention_dropout=dropout or None, log=log)
         stream = build_stream(run, loaded.tokenizer)
         steps = checkpoint_steps(run, stream)
-        base_state = None
-        if study.evaluation.spectrum:
-            base_state = {k: v.detach().to("cpu", copy=True)
-                          for k, v in loaded.model.state_dict().items() if v.ndim == 2}
+        base_state = _matrix_snapshot(loaded.model) if study.evaluation.spectrum else None
         model = apply_method(loaded.model, run.method)
         trainable, total = count_parameters(model)
         run_dir = out / "runs" / run_id
@@ -316,14 +323,10 @@ def complete_measurements(study: Study, run: RunConfig, store: Store,
         "on its saved checkpoints")
     from learnforget.train import load_checkpoint_weights
 
-    base_values = {(r["task"], r["metric"]): r["value"]
-                   for r in store.measurements(base_run_id(study))}
     loaded = load_base(run.base, log=log)
-    base_state = ({k: v.detach().to("cpu", copy=True)
-                   for k, v in loaded.model.state_dict().items() if v.ndim == 2}
-                  if has_state else None)
+    base_state = _matrix_snapshot(loaded.model) if has_state else None
     model = apply_method(loaded.model, run.method)
-    measurer = Measurer(study, loaded.tokenizer, base_values, base_state)
+    measurer = Measurer(study, loaded.tokenizer, _base_values(store, study), base_state)
     for checkpoint in checkpoints:
         step, tokens = checkpoint["step"], checkpoint["tokens"]
         folder = Path(checkpoint["path"] or "")

@@ -67,6 +67,20 @@ class Measurement:
     value: float | None
 
 
+def _write_rows(db: sqlite3.Connection, run_id: str, rows: Iterable[tuple[int, int, Measurement]],
+                artifacts: dict[tuple[int, str], object]) -> None:
+    """Insert (or replace) measurement rows (step, tokens, Measurement) and artifacts
+    {(step, kind): payload} of ``run_id`` inside the caller's transaction."""
+    db.executemany(
+        "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?)",
+        [(run_id, s, t, m.task, m.metric, _finite(m.value)) for s, t, m in rows],
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)",
+        [(run_id, step, kind, json.dumps(payload)) for (step, kind), payload in artifacts.items()],
+    )
+
+
 class Store:
     """A thin, explicit wrapper over the SQLite file (no ORM: four tables, a dozen queries)."""
 
@@ -146,15 +160,8 @@ class Store:
         """Commit a checkpoint with its measurements (and the training rows that led to it)
         in one transaction. ``rows`` are (step, tokens, Measurement); re-recording replaces."""
         with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?)",
-                [(run_id, s, t, m.task, m.metric, _finite(m.value)) for s, t, m in rows],
-            )
-            for kind, payload in (artifacts or {}).items():
-                db.execute(
-                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)",
-                    (run_id, step, kind, json.dumps(payload)),
-                )
+            _write_rows(db, run_id, rows,
+                        {(step, kind): payload for kind, payload in (artifacts or {}).items()})
             db.execute(
                 "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
                 (run_id, step, tokens, path, time.time()),
@@ -162,10 +169,7 @@ class Store:
 
     def checkpoint_steps(self, run_id: str) -> list[int]:
         """Steps of the checkpoints already committed for ``run_id``, ascending."""
-        rows = self._db.execute(
-            "SELECT step FROM checkpoints WHERE run_id=? ORDER BY step", (run_id,)
-        ).fetchall()
-        return [r["step"] for r in rows]
+        return [c["step"] for c in self.checkpoints(run_id)]
 
     def checkpoints(self, run_id: str) -> list[dict]:
         """The committed checkpoints of ``run_id`` (step, tokens, path), ascending."""
@@ -178,13 +182,7 @@ class Store:
                          artifacts: dict[tuple[int, str], object] | None = None) -> None:
         """Add (or replace) rows of an existing checkpoint in one transaction."""
         with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?)",
-                [(run_id, s, t, m.task, m.metric, _finite(m.value)) for s, t, m in rows],
-            )
-            for (step, kind), payload in (artifacts or {}).items():
-                db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)",
-                           (run_id, step, kind, json.dumps(payload)))
+            _write_rows(db, run_id, rows, artifacts or {})
 
     def measurements(self, run_id: str | None = None) -> list[dict]:
         """Measurement rows (all, or one run's) as dicts, ordered by run, step, task, metric."""

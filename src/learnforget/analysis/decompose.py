@@ -31,11 +31,12 @@ def resolve_solver(solver: str | None, device: torch.device | str) -> str:
     return solver
 
 
-def _gram_smaller_side(stack: Tensor) -> tuple[Tensor, bool]:
-    """(float64 Gram matrix of the smaller side, whether it is W·Wᵀ, i.e. rows ≤ cols)."""
+def _gram_smaller_side(stack: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """(the stack in float64, its Gram matrix of the smaller side, whether that is W·Wᵀ, i.e.
+    rows ≤ cols)."""
     wide = stack.shape[-2] <= stack.shape[-1]
     w = stack.to(torch.float64)
-    return (w @ w.mT if wide else w.mT @ w), wide
+    return w, (w @ w.mT if wide else w.mT @ w), wide
 
 
 def singular_values(stack: Tensor, solver: str | None = None) -> Tensor:
@@ -44,7 +45,7 @@ def singular_values(stack: Tensor, solver: str | None = None) -> Tensor:
     if solver == "svd":
         stack = stack.to(torch.float32)
         return torch.linalg.svdvals(stack.mT if stack.shape[-2] < stack.shape[-1] else stack)
-    gram, _ = _gram_smaller_side(stack)
+    _, gram, _ = _gram_smaller_side(stack)
     squared = torch.linalg.eigvalsh(gram).flip(-1)
     return squared.clamp_min(0).sqrt().to(torch.float32)
 
@@ -61,7 +62,7 @@ def left_singular(stack: Tensor, solver: str | None = None) -> tuple[Tensor, Ten
             return vh.mT, values
         u, values, _ = torch.linalg.svd(stack, full_matrices=False)
         return u, values
-    gram, wide = _gram_smaller_side(stack)
+    w, gram, wide = _gram_smaller_side(stack)
     squared, vectors = torch.linalg.eigh(gram)
     squared, vectors = squared.flip(-1), vectors.flip(-1)
     values = squared.clamp_min(0).sqrt()
@@ -69,6 +70,6 @@ def left_singular(stack: Tensor, solver: str | None = None) -> tuple[Tensor, Ten
         return vectors.to(torch.float32), values.to(torch.float32)
     # Tall: eigenvectors of WᵀW are the right singular vectors V, and U = W·V (columns
     # normalised, which keeps every column a unit vector even where σ is near zero).
-    u = stack.to(torch.float64) @ vectors
+    u = w @ vectors
     u = u / torch.linalg.vector_norm(u, dim=-2, keepdim=True).clamp_min(1e-300)
     return u.to(torch.float32), values.to(torch.float32)

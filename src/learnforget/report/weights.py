@@ -104,8 +104,6 @@ def _figure(ncols: int, width: float, height: float = 4.6) -> tuple[Figure, list
     return figure, list(figure.subplots(1, ncols, squeeze=False)[0])
 
 
-
-
 def rank_grid(seeds: list[list[dict]]) -> tuple[pd.DataFrame, dict[str, float]]:
     """(rank90 per layer × module, averaged over the seeds' matrix lists; the random baseline's
     rank90 per module). Matrices without a layer index are left out."""
