@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from learnforget.base import load_base
-from learnforget.methods import apply_method
+from learnforget.methods import apply_method, scoring_view
 from learnforget.plan import expand
 from learnforget.runner import build_stream, execute_run, measure_base
 from learnforget.store import Store
@@ -231,3 +231,34 @@ def test_eval_command_scores_a_checkpoint_adapter(lora_checkpoint: dict) -> None
     assert plain_json["n"] == tuned_json["n"] == {"code_bpb": 3, "source_bpb": 3}
     # Five LoRA steps on code: the adapter changes the code score, so it was really applied.
     assert tuned_json["results"]["code_bpb"]["bpb"] != plain_json["results"]["code_bpb"]["bpb"]
+
+
+@pytest.mark.parametrize("variant", [{}, {"use_dora": True}])
+def test_scoring_view_merges_lora_into_a_copy(variant: dict, tmp_path: Path) -> None:
+    # a trained LoRA (and DoRA) micro model: the merged copy computes the same logits, and the
+    # trained model's own weights are untouched, bit for bit
+    study = parse_study(micro_study(
+        methods=[{"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"], **variant}],
+        budgets={"steps": [3]}))
+    (run,) = expand(study)
+    model, _, _, _ = train_one(run, out=tmp_path)
+    model.eval()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    probe = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(input_ids=probe).logits
+        with scoring_view(model) as merged:
+            assert not isinstance(merged, PeftModel)
+            assert not any("lora_" in name for name, _ in merged.named_parameters())
+            got = merged(input_ids=probe).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    with scoring_view(model, max_bytes=1) as same:  # too large to copy: scored unmerged
+        assert same is model
+
+
+def test_scoring_view_leaves_full_finetuning_alone() -> None:
+    loaded = load_base(parse_study(micro_study()).base, log=lambda m: None)
+    with scoring_view(loaded.model) as same:
+        assert same is loaded.model

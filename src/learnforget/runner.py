@@ -29,7 +29,7 @@ from learnforget.data.target import load_target
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
 from learnforget.measure.tasks import default_tasks, get_task
-from learnforget.methods import apply_method, count_parameters
+from learnforget.methods import apply_method, count_parameters, scoring_view
 from learnforget.paths import cache_dir
 from learnforget.plan import RunConfig, config_hash
 from learnforget.store import Measurement, Store
@@ -166,8 +166,10 @@ class Measurer:
         ev = self.study.evaluation
         wanted = self.tasks(final) if only is None else self.tasks(final) & only
         names = [n for n in learning + forgetting if n in wanted]
-        results, _ = evaluate(model, self.tokenizer, names, ev.limit,
-                              ev.batch_size, target=self.study.target, on_task=on_task)
+        with scoring_view(model) as scored:
+            results, _ = evaluate(scored, self.tokenizer, names, ev.limit,
+                                  ev.batch_size, target=self.study.target, on_task=on_task)
+            diversity = self._diversity(scored, on_task) if "diversity" in wanted else None
         rows = [Measurement(task, metric, value)
                 for task, metrics in results.items() for metric, value in metrics.items()]
         rows += [Measurement(m.task, m.metric + "_delta", m.value - self.base_values[key])
@@ -177,16 +179,16 @@ class Measurer:
             spectrum_rows, spectra = measure_spectrum(model, self.base_state)
             rows += spectrum_rows
             artifacts["spectrum"] = spectra
-        if "diversity" in wanted:
-            on_task("diversity")
-            summary, samples = self._diversity(model)
+        if diversity is not None:
+            summary, samples = diversity
             rows += [Measurement("diversity", metric, value) for metric, value in summary.items()]
             artifacts["diversity_samples"] = samples
         return rows, artifacts
 
-    def _diversity(self, model):
+    def _diversity(self, model, on_task: Callable[[str], None]):
         from learnforget.measure.diversity import diversity_prompts, measure_diversity
 
+        on_task("diversity")
         ev = self.study.evaluation
         real_code = not self.study.base.model.startswith("builtin:")
         prompts = diversity_prompts(self.study.target, ev.diversity_prompts, real_code)

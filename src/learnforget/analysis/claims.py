@@ -4,9 +4,9 @@ testable (and then what is missing).
 ``judge_claims(frame)`` judges one study (a ``Frame`` from ``learnforget.report.frame``);
 ``judge_claims_across(frames)`` judges what needs several studies (claim 1's "the gap is larger
 in CPT than in IFT"). Every verdict carries the numbers behind it and the rule used. This module
-holds claims 1–6 (learning, forgetting, the trade-off curve, regularisation, learning rates,
-target modules); ``weight_claims`` holds 7–9 and ``claim_data`` what they share (the verdict
-rules are described there and in docs/report.md).
+holds claims 1, 2, 5 and 6 (learning, forgetting, learning rates, target modules);
+``curve_claims`` holds 3 and 4 (the learn–forget frontier), ``weight_claims`` 7–9, and
+``claim_data`` what they share (the verdict rules are described there and in docs/report.md).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ from learnforget.analysis.claim_data import (
     fmt,
     fmt_tokens,
     needs_pair,
-    untestable,
 )
-from learnforget.analysis.pareto import distance_to_front, frontier
+from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
 from learnforget.analysis.weight_claims import claim_delta_rank, claim_diversity, claim_intruders
-from learnforget.report.frame import TARGET_ORDER, Frame, lr_table, usable
+from learnforget.report.frame import TARGET_ORDER, Frame, lr_table
 
 __all__ = [
     "CLAIMS",
@@ -282,126 +281,6 @@ def claim_forgets_less(s: ClaimData) -> ClaimVerdict:
             else "a LoRA's slope is at least full FT's (see above)",
         )
     return combine(2, [main, grows, faster])
-
-
-# --- 3: one Pareto curve -----------------------------------------------------------------------
-def _frontier_of(frame: Frame, label: str) -> list[tuple[float, float]]:
-    """Frontier of a label's usable checkpoints at every LR, with the base model's (0, 0)."""
-    cp = usable(frame.checkpoints[frame.checkpoints["label"] == label])
-    cp = cp.dropna(subset=["learn", "forget"])
-    return frontier(
-        [(0.0, 0.0), *zip(cp["learn"].astype(float), cp["forget"].astype(float), strict=True)]
-    )
-
-
-def _lora_gaps(s: ClaimData, line: list[tuple[float, float]], labels: list[str]):
-    """[(label, tokens, gap)] of every best-LR checkpoint of ``labels`` against ``line``, and
-    how many checkpoints lie outside its learning range."""
-    gaps, outside = [], 0
-    for label in labels:
-        for row in s.curve(label).dropna(subset=["learn", "forget"]).itertuples():
-            gap = distance_to_front((float(row.learn), float(row.forget)), line)
-            if math.isfinite(gap):
-                gaps.append((label, float(row.tokens), gap))
-            else:
-                outside += 1
-    return gaps, outside
-
-
-def claim_one_curve(s: ClaimData, tolerance: float = PARETO_TOLERANCE) -> ClaimVerdict:
-    """Claim 3: every LoRA best-LR checkpoint within full FT's learning range lies within
-    ±``tolerance`` × full FT's forgetting range of full FT's frontier (all its LRs and the base
-    model) at equal learning."""
-    if (missing := needs_pair(s, 3)) is not None:
-        return missing
-    line = _frontier_of(s.frame, s.ref)
-    forgets = [p[1] for p in line]
-    spread = max(forgets) - min(forgets)
-    if spread <= 0:
-        return untestable(3, "full FT checkpoints that forgot (its forgetting range is zero)")
-    allowed = tolerance * spread
-    gaps, outside = _lora_gaps(s, line, s.loras())
-    if not gaps:
-        return untestable(
-            3,
-            f"LoRA checkpoints whose learning lies within full FT's frontier "
-            f"(0 … {fmt(max(p[0] for p in line))}); {outside} lie outside",
-        )
-    near = [g for g in gaps if abs(g[2]) <= allowed]
-    worst = max(gaps, key=lambda g: abs(g[2]))
-    evidence = (
-        f"rule: a LoRA checkpoint (best LR) is near the curve when its forgetting is "
-        f"within ±{tolerance:.0%} of full FT's forgetting range ({fmt(spread)}), i.e. "
-        f"±{fmt(allowed)}, of full FT's frontier (all its LRs and the base model) at equal "
-        f"learning. {len(near)} of {len(gaps)} are; largest gap {worst[2]:+.3g} "
-        f"({s.name(worst[0])} at {fmt_tokens(worst[1])} tokens; + = forgets more)"
-    )
-    if outside:
-        evidence += f"; {outside} outside full FT's learning range not judged"
-    return combine(
-        3,
-        [
-            Part(
-                "near full FT's frontier",
-                HOLDS if len(near) == len(gaps) else FAILS,
-                evidence,
-                main=True,
-            )
-        ],
-    )
-
-
-# --- 4: regularised full finetuning ------------------------------------------------------------
-def claim_beats_regularised(s: ClaimData) -> ClaimVerdict:
-    """Claim 4: every LoRA best-LR checkpoint within a regularised full-FT label's learning range
-    (weight decay or attention dropout > 0) forgets less than that label's frontier (all its LRs
-    and the base model) at equal learning."""
-    runs = s.frame.runs
-    regular = runs[
-        runs["kind"].eq("full")
-        & ((runs["weight_decay"].fillna(0) > 0) | (runs["attention_dropout"].fillna(0) > 0))
-    ]
-    labels = [lab for lab in s.frame.labels if lab in set(regular["label"]) and lab in s.best]
-    if not labels:
-        return untestable(
-            4,
-            "measured full-finetuning runs with weight decay or attention "
-            "dropout (e.g. weight_decay: [0.1] or attention_dropout: [0.1])",
-        )
-    loras = [lab for lab in s.frame.labels if s.kinds.get(lab) == "lora" and lab in s.best]
-    if not loras:
-        return untestable(4, "a measured LoRA run")
-    lines, judged, below = [], 0, 0
-    for label in labels:
-        same_opt = [lab for lab in loras if lab.endswith("-lion") == label.endswith("-lion")]
-        gaps, outside = _lora_gaps(s, _frontier_of(s.frame, label), same_opt)
-        if not gaps:
-            lines.append(f"vs {s.name(label)}: no LoRA checkpoint within its learning range")
-            continue
-        judged += len(gaps)
-        below += sum(g[2] < 0 for g in gaps)
-        lines.append(
-            f"vs {s.name(label)}: {sum(g[2] < 0 for g in gaps)} of {len(gaps)} LoRA "
-            f"checkpoints forget less at equal learning (gaps "
-            f"{min(g[2] for g in gaps):+.3g} … {max(g[2] for g in gaps):+.3g})"
-        )
-    if not judged:
-        return untestable(
-            4,
-            "LoRA checkpoints whose learning lies within the regularised runs' "
-            "learning range; " + "; ".join(lines),
-        )
-    return combine(
-        4,
-        [
-            Part(
-                "forgets less at equal learning",
-                HOLDS if below == judged else FAILS,
-                "; ".join(lines) + f" ({s.frame.forget_label})",
-                main=True,
-            )
-        ],
-    )
 
 
 # --- 5: learning rates ---------------------------------------------------------------------------

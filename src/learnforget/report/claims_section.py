@@ -34,7 +34,8 @@ INTRO = (
     "part (the last column says which). The evidence gives the numbers behind each verdict and "
     "the rule used; docs/report.md lists every rule. "
     f"Tolerances: 'several times' = {SEVERAL:g}×; 'near one curve' = within "
-    f"{PARETO_TOLERANCE:.0%} of full finetuning's forgetting range.")
+    f"{PARETO_TOLERANCE:.0%} of the forgetting full finetuning's frontier spans up to the "
+    "most learning a LoRA checkpoint reaches.")
 
 
 def verdict_cell(verdict: str) -> Cell:
