@@ -267,6 +267,70 @@ def test_choice_loglikelihoods_do_not_depend_on_batching(scoring_model, scoring_
         assert a[0] == pytest.approx(b[0], abs=1e-5) and a[1] == b[1]
 
 
+def _hand_loglikelihood(model, tokenizer, context: str, choice: str) -> float:
+    """log p(choice | context) from one forward pass over context + choice (no trailing
+    spaces in the contexts used here, so lm-eval's encoding is the plain split)."""
+    whole = _plain(tokenizer, context + choice)
+    n_context = len(_plain(tokenizer, context))
+    return float(_full_pass_log_probs(model, whole)[n_context - 1 :].sum())
+
+
+def test_choices_sharing_a_context_score_as_separate_sequences(
+    scoring_model, scoring_tokenizer
+) -> None:
+    # contexts of different lengths, 2–5 choices of very different lengths (one a single
+    # token), an item with one choice: the shared-context path (one pass per context, the
+    # cache copied per choice) must give each choice its own full-sequence log-likelihood
+    items = [
+        ChoiceItem("The cat bought", (" 12 apples", " books", " a", " red boxes for the old king"),
+                   0),
+        ChoiceItem("A farmer sold 7 small boats in the morning and", (" wrote", " painted"), 1),
+        ChoiceItem("My sister", (" carried 5 coins", " found"), 0),
+        ChoiceItem("Every student wrote 257 small", (" books",), 0),
+        ChoiceItem("Our team found", (" 3", " 4", " 5 red", " six", " the cat again"), 2),
+    ]
+    assert _plain(scoring_tokenizer, " a") and len(_plain(scoring_tokenizer, " a")) == 1
+    for batch_size in (1, 3, 16):
+        lls = choice_loglikelihoods(scoring_model, scoring_tokenizer, items, batch_size)
+        for item, scores in zip(items, lls, strict=True):
+            for choice, (ll, _) in zip(item.choices, scores, strict=True):
+                expected = _hand_loglikelihood(scoring_model, scoring_tokenizer, item.context,
+                                               choice)
+                assert ll == pytest.approx(expected, abs=1e-4), (batch_size, item.context, choice)
+
+
+class _NoPositionIds(torch.nn.Module):
+    """A causal LM whose forward takes no position ids or cache (as some custom models)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+class _IgnoresCache(_NoPositionIds):
+    """Takes a cache and position ids but ignores them: only the probe can tell."""
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return self.model(input_ids=input_ids, use_cache=True,
+                          attention_mask=attention_mask[:, -input_ids.shape[1]:])
+
+
+@pytest.mark.parametrize("wrapper", [_NoPositionIds, _IgnoresCache])
+def test_models_without_cache_support_are_scored_the_plain_way(
+    wrapper, scoring_model, scoring_tokenizer
+) -> None:
+    items = [ChoiceItem("The cat bought", (" 12 apples", " books"), 0),
+             ChoiceItem("My sister", (" wrote", " painted", " carried 5 coins"), 1)]
+    expected = choice_loglikelihoods(scoring_model, scoring_tokenizer, items)
+    got = choice_loglikelihoods(wrapper(scoring_model), scoring_tokenizer, items)
+    for a, b in zip(sum(expected, []), sum(got, []), strict=True):
+        assert a[0] == pytest.approx(b[0], abs=1e-4) and a[1] == b[1]
+
+
 # --- generation ----------------------------------------------------------------------------------
 
 PROMPTS = ["The cat", "My sister bought 5 red boxes for", "A", "Every student wrote 257 small"]

@@ -60,9 +60,10 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
         Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
-def run_studies(study_file: Path, out: Path | None) -> list[Path]:
-    """Validate every study of the file, then for each: measure the base, train every run,
-    write the report. One study goes to OUT, several to OUT/NAME each."""
+def run_studies(study_file: Path, out: Path | None, executor=None) -> list[Path]:
+    """Validate every study of the file, then for each: measure the base, train every run
+    (with ``executor``, an ``ExecutorChoice``; default local processes), write the report.
+    One study goes to OUT, several to OUT/NAME each."""
     from learnforget.study import load_studies
 
     studies = load_studies(study_file)
@@ -71,18 +72,18 @@ def run_studies(study_file: Path, out: Path | None) -> list[Path]:
 
         validate_tasks(study)
     if len(studies) == 1:
-        return [run_study(studies[0], out or Path("out") / studies[0].name)]
+        return [run_study(studies[0], out or Path("out") / studies[0].name, executor)]
     root = out or Path("out") / study_file.stem
-    outs = [run_study(study, root / study.name) for study in studies]
+    outs = [run_study(study, root / study.name, executor) for study in studies]
     from learnforget.report.index import write_index
 
     console.print(f"index of reports: {write_index(root, outs)}")
     return outs
 
 
-def run_study(study, out: Path) -> Path:
+def run_study(study, out: Path, executor=None) -> Path:
     """Measure the base, train and measure every run of one study, write its report."""
-    from learnforget.executors.local import run_all
+    from learnforget.executors import execute_runs
     from learnforget.plan import expand
     from learnforget.runner import measure_base
 
@@ -92,7 +93,7 @@ def run_study(study, out: Path) -> Path:
     started = time.time()
     console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
     measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    statuses = run_all(study, runs, out, console)
+    statuses = execute_runs(study, runs, out, console, executor)
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -108,9 +109,16 @@ def run_study(study, out: Path) -> Path:
 def run(
     study_file: Path = typer.Argument(..., help="the study YAML"),
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default out/NAME)"),
+    executor: str = typer.Option("local", help="local (processes on this machine) | ray"),
+    ray_address: str = typer.Option(
+        None, help="with --executor ray: a running cluster (auto, ray://HOST:10001); "
+                   "default: start Ray on this machine"),
+    gpus_per_run: float = typer.Option(0.0, help="with --executor ray: GPUs for each run"),
 ) -> None:
     """Train and measure every run of a study (resumes if run again), then write the report."""
-    run_studies(study_file, out)
+    from learnforget.executors import ExecutorChoice
+
+    run_studies(study_file, out, ExecutorChoice(executor, ray_address, gpus_per_run))
 
 
 @app.command()

@@ -238,10 +238,13 @@ def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) ->
 
 
 def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | None = None,
-                log: Callable[[str], None] = print) -> str:
-    """Train and measure one run, resuming if it was interrupted; returns its final status."""
+                log: Callable[[str], None] = print,
+                open_store: Callable[[], Store] | None = None) -> str:
+    """Train and measure one run, resuming if it was interrupted; returns its final status.
+    Results go to ``OUT/results.sqlite``, or to the store ``open_store()`` gives (the Ray
+    executor's proxy to a store on the driver)."""
     progress = progress or (lambda event: None)
-    store = Store(out / "results.sqlite")
+    store = open_store() if open_store is not None else Store(out / "results.sqlite")
     run_id = run.run_id
     store.ensure_run(run_id, study.name, run.method.kind, run.label, run.model_dump(mode="json"))
     status = store.run_status(run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import queue
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -60,18 +61,23 @@ class _Bars:
             self.progress.update(self.tasks[run_id], info=event["status"])
 
 
+@contextlib.contextmanager
+def progress_bars(console: Console) -> Iterator[_Bars]:
+    """Live progress bars (one per active run) on ``console``, fed by ``handle(event)``."""
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn(
+        "{task.completed}/{task.total}"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, refresh_per_second=2) as progress:
+        yield _Bars(progress)
+
+
 def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | None = None
             ) -> dict[str, str]:
     """Execute ``runs`` with ``study.workers`` processes; returns {run_id: status}."""
     console = console or Console(stderr=True)
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn(
-        "{task.completed}/{task.total}"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     statuses: dict[str, str] = {}
     context = mp.get_context("spawn")
-    with context.Manager() as manager, Progress(*columns, console=console,
-                                                refresh_per_second=2) as progress:
+    with context.Manager() as manager, progress_bars(console) as bars:
         events = manager.Queue()
-        bars = _Bars(progress)
         with ProcessPoolExecutor(max_workers=study.workers, mp_context=context) as pool:
             futures = [pool.submit(_worker, study.model_dump_json(), r.model_dump_json(),
                                    str(out), events) for r in runs]

@@ -183,15 +183,16 @@ def bits_per_byte_items(
     itself does not get it twice.
 
     A sequence longer than the context (``max_length``, default: the model's) is scored in
-    rolling windows with ``stride`` new tokens each (default: half the context): every token of
-    ``text`` is scored once, conditioned on at least ``max_length - stride`` preceding tokens.
-    ``stride=max_length`` gives non-overlapping windows, the cheapest (lm-eval's
-    ``loglikelihood_rolling``).
+    rolling windows with ``stride`` new tokens each: every token of ``text`` is scored once,
+    conditioned on at least ``max_length - stride`` preceding tokens. The default,
+    ``stride=max_length``, gives non-overlapping windows as lm-eval's ``loglikelihood_rolling``
+    does (the cheapest: each token is fed once); a smaller stride gives the tokens at a
+    window's start more context at the cost of feeding tokens again.
     """
     if max_length is None:
         max_length = context_length(model, tokenizer)
     if stride is None:
-        stride = max(1, max_length // 2)
+        stride = max_length
     if not 1 <= stride <= max_length:
         raise UserError(f"stride must be between 1 and max_length ({max_length}), got {stride}.")
     start = start_token_id(tokenizer)
@@ -284,7 +285,8 @@ def choice_loglikelihoods(
     """For each item and choice: (log-likelihood of the choice given the context, whether it is
     the greedy continuation), exactly as lm-eval-harness computes ``loglikelihood`` requests
     ``(context, choice)``. The choice string is the continuation as is (include its leading
-    space, if any). Contexts too long for the model are cut from the left."""
+    space, if any). Contexts too long for the model are cut from the left. Choices that share
+    a context are scored on one pass over it (``shared_context``)."""
     max_length = context_length(model, tokenizer)
     pairs: list[TokenPair] = []
     for item in items:
@@ -296,7 +298,14 @@ def choice_loglikelihoods(
                     "tokens of its own; make every choice non-empty."
                 )
             pairs.append((context_ids, continuation_ids))
-    flat = iter(_score_token_pairs(model, pairs, batch_size, max_length))
+    from learnforget.measure.shared_context import shared_context_scores
+
+    def plain(subset: Sequence[TokenPair]) -> list[tuple[float, bool]]:
+        return _score_token_pairs(model, subset, batch_size, max_length)
+
+    _check_batch_size(batch_size)
+    with _evaluating(model) as device:
+        flat = iter(shared_context_scores(model, pairs, batch_size, max_length, plain, device))
     return [[next(flat) for _ in item.choices] for item in items]
 
 

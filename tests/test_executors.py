@@ -1,0 +1,64 @@
+"""The Ray executor trains and measures a micro study exactly as the local process pool does,
+and its results store stays one SQLite file written by one actor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from learnforget.cli import run_study
+from learnforget.errors import UserError
+from learnforget.executors import ExecutorChoice
+from learnforget.store import Store
+from learnforget.study import parse_study
+
+MICRO = {
+    "name": "micro-executors",
+    "base": "builtin:micro",
+    "target": {"domain": "code", "regime": "cpt"},
+    "methods": [{"kind": "full", "lr": [1e-3]},
+                {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
+    "training": {"batch_size": 8, "seq_len": 64},
+    "budgets": {"steps": [3, 6]},
+    "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4},
+    "workers": 2,
+}
+
+
+def _numbers(out: Path) -> dict[tuple, float]:
+    """{(label, step, task, metric): value} of every measured number except timings."""
+    store = Store(out / "results.sqlite")
+    labels = {r["run_id"]: r["label"] for r in store.runs()}
+    rows = {(labels[m["run_id"]], m["step"], m["task"], m["metric"]): m["value"]
+            for m in store.measurements() if m["metric"] != "tokens_per_s"}
+    store.close()
+    return rows
+
+
+def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    study = parse_study(MICRO)
+    run_study(study, tmp_path / "local", ExecutorChoice("local"))
+    run_study(study, tmp_path / "ray", ExecutorChoice("ray"))
+    local, ray = _numbers(tmp_path / "local"), _numbers(tmp_path / "ray")
+    assert local.keys() == ray.keys()
+    assert {key[0] for key in local} == {"base", "full", "lora-r4-all"}
+    for key, value in local.items():
+        assert ray[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    store = Store(tmp_path / "ray" / "results.sqlite")
+    assert {r["label"]: r["status"] for r in store.runs()} == {
+        "base": "finished", "full": "finished", "lora-r4-all": "finished"}
+    assert [c["step"] for c in store.checkpoints(store.runs()[1]["run_id"])] == [3, 6]
+    store.close()
+    assert (tmp_path / "ray" / "report" / "index.html").exists()
+
+
+@pytest.mark.parametrize(("choice", "message"), [
+    ({"name": "slurm"}, "--executor must be one of local, ray"),
+    ({"name": "local", "ray_address": "auto"}, "apply to --executor ray only"),
+    ({"name": "ray", "gpus_per_run": -1}, "--gpus-per-run must be ≥ 0"),
+])
+def test_bad_executor_options_are_named(choice: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        ExecutorChoice(**choice)
