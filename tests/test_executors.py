@@ -36,8 +36,9 @@ def _numbers(out: Path) -> dict[tuple, float]:
     return rows
 
 
+@pytest.mark.slow  # Ray starts its worker processes slowly on a small shared machine (minutes)
 def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason="needs pip install 'learnforget[ray]'")
     study = parse_study(MICRO)
     run_study(study, tmp_path / "local", ExecutorChoice("local"))
     run_study(study, tmp_path / "ray", ExecutorChoice("ray"))
