@@ -121,11 +121,11 @@ def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console
             ) from exc
     statuses: dict[str, str] = {}
     try:
-        store = _store_actor(ray, out / "results.sqlite")
+        store = _store_actor(ray, out.resolve() / "results.sqlite")
         events = Queue()
         task = ray.remote(_ray_task).options(
             num_cpus=study.training.threads, num_gpus=gpus_per_run, max_retries=0)
-        pending = {task.remote(study.model_dump_json(), r.model_dump_json(), str(out),
+        pending = {task.remote(study.model_dump_json(), r.model_dump_json(), str(out.resolve()),
                                store, events): r for r in runs}
         with progress_bars(console) as bars:
             while pending:
