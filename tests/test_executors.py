@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_training import micro_study
 
 from learnforget.cli import run_study
 from learnforget.errors import UserError
@@ -13,17 +14,7 @@ from learnforget.executors import ExecutorChoice
 from learnforget.store import Store
 from learnforget.study import parse_study
 
-MICRO = {
-    "name": "micro-executors",
-    "base": "builtin:micro",
-    "target": {"domain": "code", "regime": "cpt"},
-    "methods": [{"kind": "full", "lr": [1e-3]},
-                {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
-    "training": {"batch_size": 8, "seq_len": 64},
-    "budgets": {"steps": [3, 6]},
-    "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4},
-    "workers": 2,
-}
+MICRO = micro_study(name="micro-executors", workers=2)  # a full-FT and a LoRA run
 
 
 def _numbers(out: Path) -> dict[tuple, float]:
@@ -36,7 +27,6 @@ def _numbers(out: Path) -> dict[tuple, float]:
     return rows
 
 
-@pytest.mark.slow  # Ray starts its worker processes slowly on a small shared machine (minutes)
 def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="needs pip install 'learnforget[ray]'")
     study = parse_study(MICRO)

@@ -56,8 +56,8 @@ def _context_pass(model, contexts: list[list[int]], device: torch.device):
     return out.logits[:, -1].float().log_softmax(-1), cache, mask
 
 
-def _score_batch(model, groups: list[tuple[list[int], list[list[int]]]], device: torch.device
-                 ) -> list[Scores]:
+def _score_batch(model, groups: list[tuple[list[int], list[list[int]]]], device: torch.device,
+                 cache_argument: str) -> list[Scores]:
     """Scores of every choice of ``groups`` [(context, [continuation, …])], one batch."""
     first_logp, cache, context_mask = _context_pass(model, [c for c, _ in groups], device)
     rows = [(g, cont) for g, (_, conts) in enumerate(groups) for cont in conts]
@@ -76,7 +76,7 @@ def _score_batch(model, groups: list[tuple[list[int], list[list[int]]]], device:
         out = model(input_ids=ids.to(device),
                     attention_mask=torch.cat([context_mask[index], mask], dim=1).to(device),
                     position_ids=positions.to(device), use_cache=True,
-                    **{_cache_argument(model): cache})
+                    **{cache_argument: cache})
         rest_logp = out.logits.float().log_softmax(-1)
     scores: list[Scores] = [[] for _ in groups]
     for row, (g, cont) in enumerate(rows):
@@ -113,11 +113,12 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
             batches[-1].append(group)
         else:
             batches.append([group])
+    cache_argument = _cache_argument(model)
     for number, batch in enumerate(batches):
         groups = [(list(context), [pairs[i][1] for i in members]) for context, members in batch]
         if number == 0:
             try:
-                scores = _score_batch(model, groups, device)
+                scores = _score_batch(model, groups, device, cache_argument)
             except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
                 return plain(pairs)  # the model cannot take a cache and position ids
             members = batch[0][1]
@@ -126,7 +127,7 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
                    for ours, theirs in zip(scores[0], reference, strict=True)):
                 return plain(pairs)
         else:
-            scores = _score_batch(model, groups, device)
+            scores = _score_batch(model, groups, device, cache_argument)
         for (_, members), group_scores in zip(batch, scores, strict=True):
             for i, score in zip(members, group_scores, strict=True):
                 results[i] = score
