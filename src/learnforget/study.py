@@ -39,15 +39,19 @@ class BaseModelSpec(_Strict):
     )
     revision: str | None = Field(None, description="hub branch, tag or commit (hub ids only)")
     gguf_file: str | None = Field(None, description="GGUF file name inside a hub repo or folder")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weight dtype the base is loaded and trained in")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | device_map=auto")
 
 
 class TargetSpec(_Strict):
     """What the finetuning should teach: a domain and a data regime."""
 
-    domain: Literal["code", "math", "custom"]
-    regime: Literal["ift", "cpt"]
+    domain: Literal["code", "math", "custom"] = Field(
+        description="code | math (built-in data and tasks) | custom (your data, in 'data')")
+    regime: Literal["ift", "cpt"] = Field(
+        description="ift (instruction finetuning: prompt/response pairs) | cpt (continued "
+        "pretraining: documents)")
     data: str | None = Field(
         None,
         description="custom data: a local .jsonl/.json/.parquet file or folder, a named dataset "
@@ -66,12 +70,13 @@ class TargetSpec(_Strict):
 class FullMethod(_Strict):
     """Full finetuning: every parameter trains (the paper's baseline)."""
 
-    kind: Literal["full"]
-    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)]
-    weight_decay: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)] = [0.0]
-    attention_dropout: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] = [
-        0.0
-    ]
+    kind: Literal["full"] = Field(description="full: every parameter trains")
+    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(
+        min_length=1, description="peak learning rate; a list sweeps it (one run each)")]
+    weight_decay: Annotated[list[Annotated[float, Field(ge=0)]], Field(
+        min_length=1, description="decoupled weight decay; a list sweeps it")] = [0.0]
+    attention_dropout: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(
+        min_length=1, description="dropout on attention probabilities; a list sweeps it")] = [0.0]
     train_embeddings: bool = Field(True, description="false freezes embeddings and LM head")
     optimizer: list[Literal["adamw", "lion"]] | None = Field(
         None, description="override the study's optimizer (a list compares optimizers)"
@@ -89,17 +94,23 @@ LoraInit = Literal["default", "gaussian", "pissa", "olora", "loftq"]
 class LoraMethod(_Strict):
     """LoRA through Hugging Face PEFT: ΔW = (α/r)·B·A on the chosen modules."""
 
-    kind: Literal["lora"]
-    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)]
-    r: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1)] = [16]
+    kind: Literal["lora"] = Field(description="lora: PEFT LoRA adapters on a frozen base")
+    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(
+        min_length=1, description="peak learning rate; a list sweeps it (one run each)")]
+    r: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(
+        min_length=1, description="LoRA rank; a list sweeps it")] = [16]
     alpha: float | None = Field(None, gt=0, description="LoRA α; default 2·r (the paper's)")
-    targets: Annotated[list[LoraTargets], Field(min_length=1)] = ["all"]
-    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: Annotated[list[LoraTargets], Field(
+        min_length=1, description="modules that get adapters: attention | mlp | all "
+        "(all linear layers); a list compares them")] = ["all"]
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
     use_rslora: bool = Field(False, description="scale by α/√r instead of α/r")
-    use_dora: bool = False
-    init: LoraInit = "default"
-    weight_decay: float = Field(0.0, ge=0)
-    optimizer: list[Literal["adamw", "lion"]] | None = None
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (PEFT use_dora)")
+    init: LoraInit = Field("default", description="adapter initialisation (PEFT "
+                           "init_lora_weights): default | gaussian | pissa | olora")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay")
+    optimizer: list[Literal["adamw", "lion"]] | None = Field(
+        None, description="override the study's optimizer (a list compares optimizers)")
 
     _lists = field_validator("lr", "r", "targets", "optimizer", mode="before")(
         classmethod(lambda cls, v: _as_list(v))
@@ -119,15 +130,16 @@ Method = Annotated[FullMethod | LoraMethod, Field(discriminator="kind")]
 class OptimizerSpec(_Strict):
     """The optimizer (decoupled weight decay in both)."""
 
-    name: Literal["adamw", "lion"] = "adamw"
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0)
+    name: Literal["adamw", "lion"] = Field("adamw", description="adamw | lion")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="(β1, β2)")
+    eps: float = Field(1e-8, gt=0, description="AdamW's ε (Lion has none)")
 
 
 class ScheduleSpec(_Strict):
     """Learning-rate schedule: warmup then cosine / constant / inverse square root."""
 
-    name: Literal["cosine", "constant", "inverse_sqrt"] = "cosine"
+    name: Literal["cosine", "constant", "inverse_sqrt"] = Field(
+        "cosine", description="shape after warmup: cosine | constant | inverse_sqrt")
     warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming up")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine ends at this share of lr")
 
@@ -139,7 +151,7 @@ class TrainingSpec(_Strict):
     grad_accum: int = Field(1, ge=1, description="micro-batches per step; batch_size % it == 0")
     seq_len: int = Field(256, ge=8, description="tokens per sequence (CPT block / IFT max)")
     seeds: list[int] = Field([0], min_length=1, description="one run per seed")
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     threads: int = Field(1, ge=1, description="torch threads per run process (CPU)")
 
     _lists = field_validator("seeds", mode="before")(classmethod(lambda cls, v: _as_list(v)))
@@ -156,9 +168,12 @@ class TrainingSpec(_Strict):
 class BudgetSpec(_Strict):
     """When checkpoints are taken. Exactly one of tokens, epochs or steps."""
 
-    tokens: list[Annotated[int, Field(gt=0)]] | None = None
-    epochs: list[Annotated[float, Field(gt=0)]] | None = None
-    steps: list[Annotated[int, Field(gt=0)]] | None = None
+    tokens: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="checkpoints in training tokens seen")
+    epochs: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="checkpoints in passes over the training data")
+    steps: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="checkpoints in optimizer steps")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BudgetSpec:
@@ -191,27 +206,29 @@ class EvaluationSpec(_Strict):
         [], description="tasks measured only on the base and at each run's last checkpoint "
         "(for costly tasks in time-boxed studies)"
     )
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="sequences per scoring forward pass")
     spectrum: bool = Field(True, description="ΔW spectrum and intruders at every checkpoint")
     diversity: bool = Field(False, description="sampled generations at the final checkpoint")
     diversity_prompts: int = Field(20, ge=1, description="prompts sampled for diversity")
     diversity_samples: int = Field(8, ge=2, description="samples per prompt")
-    diversity_temperature: float = Field(1.0, gt=0, le=2)
-    diversity_max_new_tokens: int = Field(96, ge=8)
+    diversity_temperature: float = Field(1.0, gt=0, le=2, description="sampling temperature")
+    diversity_max_new_tokens: int = Field(96, ge=8, description="tokens generated per sample")
 
 
 class Study(_Strict):
     """A whole study: base × target × methods grid × seeds, measured at each budget."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
-    base: BaseModelSpec
-    target: TargetSpec
-    methods: Annotated[list[Method], Field(min_length=1)]
-    optimizer: OptimizerSpec = OptimizerSpec()
-    schedule: ScheduleSpec = ScheduleSpec()
-    training: TrainingSpec = TrainingSpec()
-    budgets: BudgetSpec
-    evaluation: EvaluationSpec = EvaluationSpec()
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80,
+                      description="the study's name (letters, digits, _ . -); names OUT by default")
+    base: BaseModelSpec = Field(description="the model to finetune (a string is its 'model')")
+    target: TargetSpec = Field(description="the domain and regime to learn")
+    methods: Annotated[list[Method], Field(
+        min_length=1, description="the grid: each entry expands to one run per combination")]
+    optimizer: OptimizerSpec = Field(OptimizerSpec(), description="the optimizer of every run")
+    schedule: ScheduleSpec = Field(ScheduleSpec(), description="the learning-rate schedule")
+    training: TrainingSpec = Field(TrainingSpec(), description="batching and seeds")
+    budgets: BudgetSpec = Field(description="the checkpoints: exactly one of tokens, epochs, steps")
+    evaluation: EvaluationSpec = Field(EvaluationSpec(), description="what is measured")
     workers: int = Field(1, ge=1, description="runs trained side by side on this machine")
 
     @field_validator("base", mode="before")
