@@ -181,8 +181,12 @@ def get_task(name: str, target: TargetSpec | None = None) -> Task:
     benchmarks = _benchmark_tasks()
     if name in benchmarks:
         return benchmarks[name]
-    known = sorted(BUILTIN_TASKS) + ["target_bpb"] + sorted(benchmarks)
-    raise UserError(f"unknown task {name!r}; known tasks: {', '.join(known)}")
+    raise UserError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}")
+
+
+def task_names() -> list[str]:
+    """Every task name of the registry: the built-in tasks, ``target_bpb``, the benchmarks."""
+    return sorted(BUILTIN_TASKS) + ["target_bpb"] + sorted(_benchmark_tasks())
 
 
 def default_tasks(target: TargetSpec) -> tuple[list[str], list[str]]:
