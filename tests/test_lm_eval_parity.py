@@ -8,6 +8,7 @@ per-choice log-likelihood.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from learnforget.measure.items import ChoiceItem
 from learnforget.measure.scoring import choice_loglikelihoods, multiple_choice_scores
+from learnforget.measure.uncertainty import mean_stderr
 
 TASK_NAME = "learnforget_scoring_parity"
 
@@ -142,3 +144,18 @@ def test_acc_and_loglikelihoods_equal_lm_eval(
     results = output["results"][TASK_NAME]
     assert scores["acc"] == pytest.approx(results["acc,none"], abs=1e-12)
     assert scores["acc_norm"] == pytest.approx(results["acc_norm,none"], abs=1e-12)
+    # lm-eval's standard errors (sample std / sqrt(n) over items)
+    assert results["acc_stderr,none"] > 0 and results["acc_norm_stderr,none"] > 0
+    assert scores["acc_stderr"] == pytest.approx(results["acc_stderr,none"], abs=1e-12)
+    assert scores["acc_norm_stderr"] == pytest.approx(results["acc_norm_stderr,none"], abs=1e-12)
+
+
+def test_mean_stderr_is_lm_evals() -> None:
+    """The standard error of a mean is lm-eval's ``mean_stderr``, on 0/1 and on fractional
+    values (per-problem pass@k); NaN below two values, where lm-eval reports N/A."""
+    metrics = pytest.importorskip("lm_eval.api.metrics")
+    rng = random.Random(3)
+    for n in (2, 3, 17, 500):
+        for values in ([rng.random() < 0.3 for _ in range(n)], [rng.random() for _ in range(n)]):
+            assert mean_stderr(values) == pytest.approx(metrics.mean_stderr(values), abs=1e-15)
+    assert math.isnan(mean_stderr([1.0]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from itertools import product
 
 import pytest
@@ -24,6 +25,7 @@ from learnforget.measure.scoring import (
     _rolling_windows,
     bits_per_byte,
     bits_per_byte_items,
+    bits_per_byte_scores,
     choice_accuracy,
     choice_loglikelihoods,
     choice_predictions,
@@ -92,6 +94,35 @@ def test_bits_per_byte_is_the_aggregate_of_the_items(scoring_model, scoring_toke
     assert bits_per_byte(scoring_model, scoring_tokenizer, items) == pytest.approx(
         total_nll / total_bytes / math.log(2), rel=1e-12
     )
+
+
+def test_bpb_stderr_is_the_ratio_estimator_error_over_documents(
+    scoring_model, scoring_tokenizer
+) -> None:
+    # Hand computation: each document's bits from one full forward pass, then the delta-method
+    # standard error of sum(bits) / sum(bytes) over documents.
+    texts = [SENTENCE, "A farmer sold 7 coins.", "My sister wrote 300 letters before dinner."]
+    bits, sizes = [], []
+    for text in texts:
+        ids = [scoring_tokenizer.eos_token_id] + _plain(scoring_tokenizer, text)
+        bits.append(-float(_full_pass_log_probs(scoring_model, ids).sum()) / math.log(2))
+        sizes.append(len(text.encode("utf-8")))
+    n, ratio = len(texts), sum(bits) / sum(sizes)
+    mean_bytes = sum(sizes) / n
+    expected = math.sqrt(
+        sum((b - ratio * y) ** 2 for b, y in zip(bits, sizes, strict=True)) / (n * (n - 1))
+    ) / mean_bytes
+    items = [TextItem(text) for text in texts]
+    scores = bits_per_byte_scores(bits_per_byte_items(scoring_model, scoring_tokenizer, items))
+    assert set(scores) == {"bpb", "bpb_stderr"}
+    assert scores["bpb"] == pytest.approx(ratio, rel=1e-5)
+    assert scores["bpb_stderr"] == pytest.approx(expected, rel=1e-4)
+    assert 0 < scores["bpb_stderr"] < scores["bpb"]
+    # the value is bits_per_byte's, bit for bit
+    assert scores["bpb"] == bits_per_byte(scoring_model, scoring_tokenizer, items)
+    # one document: no spread to estimate
+    single = bits_per_byte_scores(bits_per_byte_items(scoring_model, scoring_tokenizer, items[:1]))
+    assert math.isnan(single["bpb_stderr"])
 
 
 def test_bits_per_byte_does_not_depend_on_batching(scoring_model, scoring_tokenizer) -> None:
@@ -226,7 +257,10 @@ def test_acc_and_acc_norm_by_hand() -> None:
         [(-8.0, False), (-3.0, False)],
     ]
     assert choice_predictions(items, loglikelihoods) == [(0, 1), (2, 2), (1, 0)]
-    assert choice_accuracy(items, loglikelihoods) == {"acc": 1.0, "acc_norm": 1 / 3}
+    # acc per item 1, 1, 1 (no spread); acc_norm 0, 1, 0: sample std sqrt(1/3), / sqrt(3)
+    assert choice_accuracy(items, loglikelihoods) == pytest.approx(
+        {"acc": 1.0, "acc_stderr": 0.0, "acc_norm": 1 / 3, "acc_norm_stderr": 1 / 3}
+    )
 
 
 def test_multiple_choice_scores_on_the_model(scoring_model, scoring_tokenizer) -> None:
@@ -247,12 +281,18 @@ def test_multiple_choice_scores_on_the_model(scoring_model, scoring_tokenizer) -
             )
         )
     assert any(acc != norm for acc, norm in predictions), "no item where acc and acc_norm differ"
-    expected = {
-        "acc": sum(p == i.label for (p, _), i in zip(predictions, items, strict=True)) / 3,
-        "acc_norm": sum(p == i.label for (_, p), i in zip(predictions, items, strict=True)) / 3,
+    correct = {
+        "acc": [int(p == i.label) for (p, _), i in zip(predictions, items, strict=True)],
+        "acc_norm": [int(p == i.label) for (_, p), i in zip(predictions, items, strict=True)],
     }
-    assert multiple_choice_scores(scoring_model, scoring_tokenizer, items) == expected
-    assert multiple_choice_scores(scoring_model, scoring_tokenizer, items, batch_size=1) == expected
+    expected = {}
+    for metric, values in correct.items():
+        expected[metric] = sum(values) / 3
+        expected[f"{metric}_stderr"] = statistics.stdev(values) / math.sqrt(3)
+    assert expected["acc_stderr"] + expected["acc_norm_stderr"] > 0, "no spread to check"
+    for batch_size in (16, 1):
+        scores = multiple_choice_scores(scoring_model, scoring_tokenizer, items, batch_size)
+        assert scores == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 def test_choice_loglikelihoods_do_not_depend_on_batching(scoring_model, scoring_tokenizer) -> None:
@@ -432,8 +472,11 @@ def test_gsm8k_scores_and_majority_baseline() -> None:
     completions = ["#### 18", "I think 3, no 4", "#### 1,000", "#### 5\nand then 6"]
     answers = ["18", "4", "1000", "6"]
     # strict: 18 right, none, 1000 right, 5 wrong; flexible: 18, 4, 1000 right, 6 right
-    assert gsm8k_scores(completions, answers) == {
+    # per item strict 1, 0, 1, 0: sample std sqrt(1/3), / sqrt(4); flexible 1, 1, 1, 1: 0
+    assert gsm8k_scores(completions, answers) == pytest.approx({
         "exact_match_strict": 0.5,
+        "exact_match_strict_stderr": math.sqrt(1 / 3) / 2,
         "exact_match_flexible": 1.0,
-    }
+        "exact_match_flexible_stderr": 0.0,
+    })
     assert majority_baseline(["3", "3", "1,000", "1000", "1000", "7"]) == pytest.approx(0.5)

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from learnforget.base import load_base
 from learnforget.methods import apply_method, scoring_view
 from learnforget.plan import expand
-from learnforget.runner import build_stream, execute_run, measure_base
+from learnforget.runner import base_run_id, build_stream, execute_run, measure_base
 from learnforget.store import Store
 from learnforget.study import parse_study
 from learnforget.train import train_loop
@@ -143,11 +143,18 @@ def test_micro_study_trains_full_and_lora_and_stores_rows(tmp_path: Path) -> Non
         for step in (3, 6):
             assert by_key[(step, "code_bpb", "bpb")] > 0
             assert (step, "source_bpb", "bpb_delta") in by_key
+            for task in ("code_bpb", "source_bpb"):  # uncertainty beside every score
+                assert 0 < by_key[(step, task, "bpb_stderr")] < by_key[(step, task, "bpb")]
+                assert by_key[(step, task, "n")] == 4
             assert by_key[(step, "train", "loss")] > 0
             assert by_key[(step, "spectrum", "matrices_changed")] >= 14
         assert runs[run.run_id]["status"] == "finished"
         assert runs[run.run_id]["finished_at"] >= runs[run.run_id]["started_at"]
         assert (tmp_path / "runs" / run.run_id / "checkpoint-6").is_dir()
+        assert not any(r["metric"] in ("bpb_stderr_delta", "n_delta") for r in rows)
+    base_rows = {(r["task"], r["metric"]): r["value"]
+                 for r in store.measurements(base_run_id(study))}
+    assert base_rows[("code_bpb", "n")] == 4 and base_rows[("code_bpb", "bpb_stderr")] > 0
     lora = next(r for r in expand(study) if r.method.kind == "lora")
     lora_rank = {r["step"]: r["value"] for r in store.measurements(lora.run_id)
                  if r["task"] == "spectrum" and r["metric"] == "rank90"}
@@ -229,8 +236,32 @@ def test_eval_command_scores_a_checkpoint_adapter(lora_checkpoint: dict) -> None
     plain_json = json.loads(plain.stdout[plain.stdout.index("{"):])
     tuned_json = json.loads(tuned.stdout[tuned.stdout.index("{"):])
     assert plain_json["n"] == tuned_json["n"] == {"code_bpb": 3, "source_bpb": 3}
+    for output in (plain_json, tuned_json):
+        for metrics in output["results"].values():
+            assert set(metrics) == {"bpb", "bpb_stderr"} and metrics["bpb_stderr"] > 0
     # Five LoRA steps on code: the adapter changes the code score, so it was really applied.
     assert tuned_json["results"]["code_bpb"]["bpb"] != plain_json["results"]["code_bpb"]["bpb"]
+
+
+def test_eval_command_reports_accuracy_with_its_stderr_and_item_count() -> None:
+    from typer.testing import CliRunner
+
+    from learnforget.cli import app
+
+    args = ["eval", "--model", "builtin:micro", "--tasks", "source_cloze", "--limit", "6"]
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    output = json.loads(as_json.stdout[as_json.stdout.index("{"):])
+    assert output["n"] == {"source_cloze": 6}
+    metrics = output["results"]["source_cloze"]
+    assert set(metrics) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
+    for metric in ("acc", "acc_norm"):  # 0/1 items: sample std / sqrt(n) = sqrt(p(1-p)/(n-1))
+        p = metrics[metric]
+        assert metrics[f"{metric}_stderr"] == pytest.approx((p * (1 - p) / 5) ** 0.5)
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    expected = f"{metrics['acc']:.4f} ± {metrics['acc_stderr']:.4f} (n=6)"
+    assert expected in text.stdout
 
 
 @pytest.mark.parametrize("variant", [{}, {"use_dora": True}])

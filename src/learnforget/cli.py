@@ -12,12 +12,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperCommand
 
 from learnforget.errors import UserError
-from learnforget.measure.tasks import task_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="What does finetuning teach a model, what does it make it forget, and "
                        "which method should you use?")
 console = Console(stderr=True)
@@ -176,8 +174,7 @@ def _model_spec(model: str, revision: str | None, dtype: str, device: str):
 @friendly
 def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="builtin:tiny, hub id, folder or .gguf"),
-    tasks: str = typer.Option("hellaswag,arc_challenge,winogrande",
-                              help="comma-separated, from: " + ", ".join(task_names())),
+    tasks: str = typer.Option("hellaswag,arc_challenge,winogrande", help="comma-separated"),
     adapter: str = typer.Option(None, help="a PEFT adapter folder or hub id on top of --model"),
     limit: int = typer.Option(None, min=1, help="items per task (a fixed, seeded subset)"),
     batch_size: int = typer.Option(8, min=1),
@@ -187,10 +184,14 @@ def eval_command(
     device: str = typer.Option("auto", help="auto | cpu | cuda | device_map=auto"),
     as_json: bool = typer.Option(False, "--json", help="print {results, n} as JSON"),
 ) -> None:
-    """Evaluate a model (or a checkpoint/adapter) on registry tasks, without training."""
+    """Evaluate a model (or a checkpoint/adapter) on registry tasks, without training: each
+    metric with its standard error over items (``<metric>_stderr``) and the item count."""
+    import math
+
     from learnforget.base import load_for_eval
     from learnforget.measure.evaluate import evaluate
     from learnforget.measure.tasks import get_task
+    from learnforget.measure.uncertainty import STDERR_SUFFIX, stderr_name
 
     names = _csv(tasks)
     for name in names:
@@ -200,15 +201,22 @@ def eval_command(
                            adapter_revision=adapter_revision)
     results, counts = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
                                on_task=lambda n: console.print(f"[dim]scoring {n}[/dim]"))
-    if as_json:
-        print(json.dumps({"results": results, "n": counts}, indent=2))
+    if as_json:  # an unknown standard error (one item) is null, not NaN
+        finite = {name: {metric: value if math.isfinite(value) else None
+                         for metric, value in metrics.items()}
+                  for name, metrics in results.items()}
+        print(json.dumps({"results": finite, "n": counts}, indent=2))
         return
     table = Table(title=f"{model}" + (f" + {adapter}" if adapter else ""))
-    for column in ("task", "items", "metric", "value"):
+    for column in ("task", "metric", "value ± stderr (n)"):
         table.add_column(column)
     for name, metrics in results.items():
         for metric, value in metrics.items():
-            table.add_row(name, str(counts[name]), metric, f"{value:.4f}")
+            if metric.endswith(STDERR_SUFFIX):
+                continue
+            stderr = metrics.get(stderr_name(metric))
+            spread = f" ± {stderr:.4f}" if stderr is not None and math.isfinite(stderr) else ""
+            table.add_row(name, metric, f"{value:.4f}{spread} (n={counts[name]})")
     Console().print(table)
 
 
@@ -280,21 +288,6 @@ def spectrum(
                       str(row["random_rank90"]), str(row["intruders"]),
                       f"{row.get('relative_change', 0):.4f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-
-
-class _PlainUsage(TyperCommand):
-    """A command whose usage line names its arguments in click's plain style (``STUDY_FILE``)
-    rather than typer's braces (``{study_file}``)."""
-
-    def collect_usage_pieces(self, ctx) -> list[str]:
-        """The usage pieces with braced argument names written plainly, in capitals."""
-        return [piece[1:-1].upper() if piece.startswith("{") and piece.endswith("}") else piece
-                for piece in super().collect_usage_pieces(ctx)]
-
-
-for _command in app.registered_commands:
-    if _command.cls in (None, TyperCommand):
-        _command.cls = _PlainUsage
 
 
 def _version(value: bool) -> None:

@@ -29,6 +29,7 @@ from learnforget.data.target import load_target
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
 from learnforget.measure.tasks import default_tasks, get_task
+from learnforget.measure.uncertainty import COUNT_METRIC, has_delta
 from learnforget.methods import apply_method, count_parameters, scoring_view
 from learnforget.paths import cache_dir
 from learnforget.plan import RunConfig, config_hash
@@ -167,13 +168,10 @@ class Measurer:
         wanted = self.tasks(final) if only is None else self.tasks(final) & only
         names = [n for n in learning + forgetting if n in wanted]
         with scoring_view(model) as scored:
-            results, _ = evaluate(scored, self.tokenizer, names, ev.limit,
-                                  ev.batch_size, target=self.study.target, on_task=on_task)
+            results, counts = evaluate(scored, self.tokenizer, names, ev.limit,
+                                       ev.batch_size, target=self.study.target, on_task=on_task)
             diversity = self._diversity(scored, on_task) if "diversity" in wanted else None
-        rows = [Measurement(task, metric, value)
-                for task, metrics in results.items() for metric, value in metrics.items()]
-        rows += [Measurement(m.task, m.metric + "_delta", m.value - self.base_values[key])
-                 for m in list(rows) if (key := (m.task, m.metric)) in self.base_values]
+        rows = task_rows(results, counts, self.base_values)
         artifacts: dict = {}
         if "spectrum" in wanted:
             spectrum_rows, spectra = measure_spectrum(model, self.base_state)
@@ -193,6 +191,21 @@ class Measurer:
         real_code = not self.study.base.model.startswith("builtin:")
         prompts = diversity_prompts(self.study.target, ev.diversity_prompts, real_code)
         return measure_diversity(model, self.tokenizer, prompts, ev)
+
+
+def task_rows(results: dict[str, dict[str, float]], counts: dict[str, int],
+              base_values: dict[tuple[str, str], float]) -> list[Measurement]:
+    """Measurement rows of scored tasks: every metric (``acc``, ``acc_stderr``, …), the item
+    count ``n``, and ``<metric>_delta`` = value − base value for each metric the base model has
+    (none for standard errors and counts: ``uncertainty.has_delta``)."""
+    rows = [Measurement(task, metric, value)
+            for task, metrics in results.items() for metric, value in metrics.items()]
+    rows += [Measurement(task, COUNT_METRIC, count) for task, count in counts.items()]
+    rows += [Measurement(m.task, m.metric + "_delta", m.value - base_values[key])
+             for m in list(rows)
+             if has_delta(m.metric) and (key := (m.task, m.metric)) in base_values
+             and m.value is not None and base_values[key] is not None]
+    return rows
 
 
 def measure_spectrum(model, base_state: dict[str, torch.Tensor]):

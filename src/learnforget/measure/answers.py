@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from learnforget.measure.uncertainty import mean_with_stderr
+
 STRICT_PATTERN = re.compile(r"#### (\-?[0-9\.\,]+)")
 FLEXIBLE_PATTERN = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 # lm-eval gsm8k's exact_match regexes_to_ignore, applied in this order.
@@ -58,21 +60,17 @@ def exact_match(prediction: str | None, answer: str) -> bool:
 
 def gsm8k_scores(completions: list[str], answers: list[str]) -> dict[str, float]:
     """``{"exact_match_strict", "exact_match_flexible"}``: the share of completions whose
-    strictly / flexibly extracted number equals the reference answer."""
+    strictly / flexibly extracted number equals the reference answer, each with its standard
+    error over items in ``<metric>_stderr`` (lm-eval's ``mean_stderr``)."""
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions for {len(answers)} answers")
     if not answers:
         raise ValueError("GSM8K scoring needs at least one completion")
-    strict = sum(
-        exact_match(extract_strict(c), a) for c, a in zip(completions, answers, strict=True)
-    )
-    flexible = sum(
-        exact_match(extract_flexible(c), a) for c, a in zip(completions, answers, strict=True)
-    )
-    return {
-        "exact_match_strict": strict / len(answers),
-        "exact_match_flexible": flexible / len(answers),
-    }
+    pairs = list(zip(completions, answers, strict=True))
+    return mean_with_stderr({
+        "exact_match_strict": [exact_match(extract_strict(c), a) for c, a in pairs],
+        "exact_match_flexible": [exact_match(extract_flexible(c), a) for c, a in pairs],
+    })
 
 
 def majority_baseline(answers: list[str]) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from learnforget.measure.items import ChoiceItem
 from learnforget.measure.tasks import Task, get_task, load_items
+from learnforget.measure.uncertainty import mean_with_stderr
 from learnforget.study import TargetSpec
 
 
@@ -22,12 +23,12 @@ def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> dic
         spans.append((len(flat), len(requests)))
         flat.extend(ChoiceItem(context=c, choices=(cont,), label=0) for c, cont in requests)
     scores = choice_loglikelihoods(model, tokenizer, flat, batch_size=batch_size)
-    correct = 0
+    correct = []
     for item, (start, count) in zip(items, spans, strict=True):
         lls = [scores[start + i][0][0] for i in range(count)]
-        correct += int(max(range(count), key=lls.__getitem__) == item.label)
-    acc = correct / len(items)
-    return {"acc": acc, "acc_norm": acc}
+        correct.append(int(max(range(count), key=lls.__getitem__) == item.label))
+    acc = mean_with_stderr({"acc": correct})
+    return {**acc, "acc_norm": acc["acc"], "acc_norm_stderr": acc["acc_stderr"]}
 
 
 def _max_new_tokens(model, tokenizer, task: Task, default: int) -> int:
@@ -66,15 +67,17 @@ def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int)
     samples = [{"task_id": i.meta["task_id"], "completion": c[0]}
                for i, c in zip(items, completions, strict=True)]
     result = score_completions(samples, ks=[1])
-    return {"pass@1": result["pass@1"]}
+    return {"pass@1": result["pass@1"], "pass@1_stderr": result["pass@1_stderr"]}
 
 
 def score_task(model, tokenizer, task: Task, items: list, batch_size: int = 16) -> dict:
-    """Every metric of ``task`` on ``items``."""
+    """Every metric of ``task`` on ``items``, each (but ``majority_baseline``) with its standard
+    error over items in ``<metric>_stderr`` (see ``uncertainty``)."""
     from learnforget.measure import scoring
 
     if task.kind == "bpb":
-        return {"bpb": scoring.bits_per_byte(model, tokenizer, items, batch_size=batch_size)}
+        per_item = scoring.bits_per_byte_items(model, tokenizer, items, batch_size=batch_size)
+        return scoring.bits_per_byte_scores(per_item)
     if task.kind == "choice":
         return scoring.multiple_choice_scores(model, tokenizer, items, batch_size=batch_size)
     if task.kind == "partial_choice":
@@ -94,7 +97,8 @@ def evaluate(
     target: TargetSpec | None = None,
     on_task: Callable[[str], None] = lambda name: None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """(results {task: {metric: value}}, item counts {task: n}) for ``task_names``."""
+    """(results {task: {metric: value}}, item counts {task: n}) for ``task_names``; the results
+    hold each metric's standard error beside it (``acc`` and ``acc_stderr``)."""
     results: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
     target_json = target.model_dump_json() if target is not None else None

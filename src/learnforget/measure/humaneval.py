@@ -20,6 +20,7 @@ from pathlib import Path
 from learnforget.errors import UserError
 from learnforget.measure.items import GenerationItem
 from learnforget.measure.sandbox import ExecutionResult, run_programs
+from learnforget.measure.uncertainty import mean_stderr, stderr_name
 
 # The stop sequences of the Codex paper (Chen et al. 2021, "Evaluating Large Language Models
 # Trained on Code", section 3.2): generation ends at the next top-level statement.
@@ -111,8 +112,10 @@ def evaluate_completions(
 
 
 def summarize(results: list[CompletionResult], ks: list[int]) -> dict:
-    """pass@k averaged over tasks (only for k no larger than the fewest samples of a task),
-    counts of outcomes, and per task ``{"n": samples, "c": passed}``."""
+    """pass@k averaged over tasks (only for k no larger than the fewest samples of a task) and
+    its standard error over tasks in ``pass@k_stderr`` (sample std of the per-task unbiased
+    estimates / sqrt(tasks); NaN for one task), counts of outcomes, and per task
+    ``{"n": samples, "c": passed}``."""
     _check_ks(ks)
     if not results:
         raise UserError("there are no samples to score")
@@ -127,6 +130,7 @@ def summarize(results: list[CompletionResult], ks: list[int]) -> dict:
         if k <= fewest:
             scores = [pass_at_k(t["n"], t["c"], k) for t in per_task.values()]
             summary[f"pass@{k}"] = sum(scores) / len(scores)
+            summary[stderr_name(f"pass@{k}")] = mean_stderr(scores)
     summary["n_tasks"] = len(per_task)
     summary["n_samples"] = len(results)
     summary["outcomes"] = {status: sum(r.status == status for r in results)

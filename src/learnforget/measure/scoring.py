@@ -30,6 +30,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from learnforget.errors import UserError
 from learnforget.measure.items import ChoiceItem, TextItem
+from learnforget.measure.uncertainty import mean_with_stderr, ratio_stderr
 
 _CONTEXT_LENGTH_ATTRIBUTES = ("n_positions", "max_position_embeddings", "n_ctx")
 _DEFAULT_CONTEXT_LENGTH = 2048  # lm-eval's fallback when nothing states a context length
@@ -234,10 +235,21 @@ def bits_per_byte(
     bytes (``sum nll / sum bytes / ln 2``): comparable across tokenizers. Details, windows and
     the start token: ``bits_per_byte_items``."""
     per_item = bits_per_byte_items(model, tokenizer, items, batch_size, max_length, stride)
+    return bits_per_byte_scores(per_item)["bpb"]
+
+
+def bits_per_byte_scores(per_item: Sequence[tuple[float, int]]) -> dict[str, float]:
+    """``{"bpb", "bpb_stderr"}`` from ``bits_per_byte_items``' (nll in nats, bytes) pairs:
+    ``sum nll / sum bytes / ln 2`` and the standard error of that ratio over items
+    (``uncertainty.ratio_stderr``, the bits of each item against its bytes)."""
     total_bytes = sum(n_bytes for _, n_bytes in per_item)
     if total_bytes == 0:
         raise UserError("bits per byte needs at least one item with non-empty text.")
-    return sum(nll for nll, _ in per_item) / total_bytes / math.log(2)
+    bits = [nll / math.log(2) for nll, _ in per_item]
+    return {
+        "bpb": sum(nll for nll, _ in per_item) / total_bytes / math.log(2),
+        "bpb_stderr": ratio_stderr(bits, [n_bytes for _, n_bytes in per_item]),
+    }
 
 
 # --- multiple choice (lm-eval's loglikelihood requests) ------------------------------------------
@@ -328,24 +340,25 @@ def choice_predictions(
 def choice_accuracy(
     items: list[ChoiceItem], loglikelihoods: list[list[tuple[float, bool]]]
 ) -> dict[str, float]:
-    """``{"acc", "acc_norm"}``: the share of items whose prediction (see
-    ``choice_predictions``) is the item's ``label``."""
+    """``{"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}``: the share of items whose
+    prediction (see ``choice_predictions``) is the item's ``label``, and its standard error over
+    items (lm-eval's ``mean_stderr``, see ``uncertainty``)."""
     if not items:
         raise UserError("multiple-choice scoring needs at least one item.")
     predictions = choice_predictions(items, loglikelihoods)
-    return {
-        "acc": sum(p == item.label for (p, _), item in zip(predictions, items, strict=True))
-        / len(items),
-        "acc_norm": sum(p == item.label for (_, p), item in zip(predictions, items, strict=True))
-        / len(items),
-    }
+    pairs = list(zip(predictions, items, strict=True))
+    return mean_with_stderr({
+        "acc": [p == item.label for (p, _), item in pairs],
+        "acc_norm": [p == item.label for (_, p), item in pairs],
+    })
 
 
 def multiple_choice_scores(
     model, tokenizer, items: list[ChoiceItem], batch_size: int = 16
 ) -> dict[str, float]:
-    """``{"acc": ..., "acc_norm": ...}`` with lm-eval's meaning: acc picks the choice of highest
-    log-likelihood; acc_norm the highest log-likelihood per character of the choice string."""
+    """``{"acc", "acc_norm"}`` with lm-eval's meaning, each with its ``_stderr``: acc picks the
+    choice of highest log-likelihood; acc_norm the highest log-likelihood per character of the
+    choice string."""
     return choice_accuracy(items, choice_loglikelihoods(model, tokenizer, items, batch_size))
 
 
