@@ -12,10 +12,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from learnforget.errors import UserError
+from learnforget.measure.tasks import task_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="What does finetuning teach a model, what does it make it forget, and "
                        "which method should you use?")
 console = Console(stderr=True)
@@ -174,7 +176,8 @@ def _model_spec(model: str, revision: str | None, dtype: str, device: str):
 @friendly
 def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="builtin:tiny, hub id, folder or .gguf"),
-    tasks: str = typer.Option("hellaswag,arc_challenge,winogrande", help="comma-separated"),
+    tasks: str = typer.Option("hellaswag,arc_challenge,winogrande",
+                              help="comma-separated, from: " + ", ".join(task_names())),
     adapter: str = typer.Option(None, help="a PEFT adapter folder or hub id on top of --model"),
     limit: int = typer.Option(None, min=1, help="items per task (a fixed, seeded subset)"),
     batch_size: int = typer.Option(8, min=1),
@@ -288,6 +291,21 @@ def spectrum(
                       str(row["random_rank90"]), str(row["intruders"]),
                       f"{row.get('relative_change', 0):.4f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+class _PlainUsage(TyperCommand):
+    """A command whose usage line names its arguments in click's plain style (``STUDY_FILE``)
+    rather than typer's braces (``{study_file}``)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        """The usage pieces with braced argument names written plainly, in capitals."""
+        return [piece[1:-1].upper() if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
+for _command in app.registered_commands:
+    if _command.cls in (None, TyperCommand):
+        _command.cls = _PlainUsage
 
 
 def _version(value: bool) -> None:
