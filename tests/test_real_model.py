@@ -74,8 +74,10 @@ def test_smollm2_scores_hellaswag_like_a_trained_model(smollm2) -> None:
     model, tokenizer = smollm2.model, smollm2.tokenizer
     results, counts = evaluate(model, tokenizer, ["hellaswag"], limit=10, batch_size=8)
     assert counts == {"hellaswag": 10}
-    assert set(results["hellaswag"]) == {"acc", "acc_norm"}
+    assert set(results["hellaswag"]) == {"acc", "acc_norm", "acc_stderr", "acc_norm_stderr"}
     assert results["hellaswag"]["acc_norm"] >= HELLASWAG_10_ACC_NORM_FLOOR
+    p = results["hellaswag"]["acc_norm"]  # 0/1 items: sample std / sqrt(n) = sqrt(p(1-p)/(n-1))
+    assert results["hellaswag"]["acc_norm_stderr"] == pytest.approx((p * (1 - p) / 9) ** 0.5)
     gold = [ChoiceItem(i.context, (i.choices[i.label],), 0) for i in load_items("hellaswag", 10, 0)]
     scores = choice_loglikelihoods(model, tokenizer, gold, batch_size=8)
     per_char = [s[0][0] / len(i.choices[0]) for i, s in zip(gold, scores, strict=True)]
@@ -121,9 +123,13 @@ def test_cli_eval_json_on_the_five_benchmarks() -> None:
     """About 3 minutes of CPU: two model loads, 60 likelihood items, 4 generations."""
     choice = _cli_eval("hellaswag,arc_challenge,winogrande", 20)
     _check_shape(choice, ["hellaswag", "arc_challenge", "winogrande"], 20)
-    assert set(choice["results"]["hellaswag"]) == {"acc", "acc_norm"}
+    assert set(choice["results"]["hellaswag"]) == {"acc", "acc_norm", "acc_stderr",
+                                                    "acc_norm_stderr"}
+    assert choice["results"]["hellaswag"]["acc_norm_stderr"] > 0
     assert choice["results"]["hellaswag"]["acc_norm"] >= HELLASWAG_20_ACC_NORM_FLOOR
     generation = _cli_eval("gsm8k,humaneval", 2)
     _check_shape(generation, ["gsm8k", "humaneval"], 2)
     assert {"exact_match_strict", "exact_match_flexible"} <= set(generation["results"]["gsm8k"])
-    assert set(generation["results"]["humaneval"]) == {"pass@1"}
+    assert {"exact_match_strict_stderr", "exact_match_flexible_stderr"} <= set(
+        generation["results"]["gsm8k"])
+    assert set(generation["results"]["humaneval"]) == {"pass@1", "pass@1_stderr"}
