@@ -43,6 +43,7 @@ TEMP_PREFIX = "learnforget-sandbox-"
 _DETAIL_CHARS = 600
 _MARKER_CAP = 64 * 1024
 _STOP_GRACE_S = 2.0
+_OPEN_FILES = 256  # RLIMIT_NOFILE of the program
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class SandboxIsolation:
     network: str
     processes: str
     user: str
+    landlock_abi: int = 0  # Landlock confining the program (0: none): 1+ files, 4+ TCP, 6+ signals
+    syscall_filter: bool = False  # a seccomp filter denies sockets, tracing, namespaces, mounts
 
     @property
     def network_namespace(self) -> bool:
@@ -144,7 +147,9 @@ def sandbox_isolation() -> SandboxIsolation:
         user = f"nobody (uid {uid})"
     else:
         user = "the calling user" + (" in a user namespace" if words.get("net") == "1" else "")
-    return SandboxIsolation(network=network, processes=processes, user=user)
+    return SandboxIsolation(network=network, processes=processes, user=user,
+                            landlock_abi=int(words.get("landlock", "0")),
+                            syscall_filter=words.get("seccomp") == "1")
 
 
 def _nobody_ids() -> tuple[int, int]:
@@ -196,6 +201,7 @@ def _execute(
             os.chown(workdir, uid, gid)
         config = {"marker_fd": write_end, "cpu_s": cpu_s, "memory_bytes": memory_mb << 20,
                   "file_size_bytes": file_size_mb << 20, "max_processes": nproc,
+                  "open_files": _OPEN_FILES,
                   "uid": uid, "gid": gid, "guard": guard, "namespaces": namespaces}
         env = {"PATH": "/usr/bin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"),
                "HOME": workdir, "TMPDIR": workdir}
