@@ -45,7 +45,7 @@ def test_ids_are_stable_and_depend_only_on_the_run() -> None:
 def test_plan_command_lists_runs_with_parameters() -> None:
     small = {**STUDY, "methods": [{"kind": "full", "lr": [1e-3], "train_embeddings": False},
                                   {"kind": "lora", "lr": [1e-3], "r": [8], "targets": "all"}],
-             "training": {"seeds": [0]}}
+             "training": {"seeds": [0], "seq_len": 128}}  # micro's context is 128
     runs = expand(parse_study(small))
     import yaml
 

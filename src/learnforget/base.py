@@ -6,7 +6,12 @@ training, scoring) never needs to know where a model came from.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import socket
+import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +23,13 @@ from transformers.utils import logging as hf_logging
 from learnforget.builtin import builtin_folder
 from learnforget.errors import UserError
 from learnforget.smollm import resolve_model_alias
-from learnforget.study import BaseModelSpec
+from learnforget.study import DEVICE_PATTERN, BaseModelSpec
 
 hf_logging.disable_progress_bar()  # our own progress display is the one that counts
 hf_logging.set_verbosity_error()
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_PROBE_TIMEOUT_S = 3.0  # how long to wait for the hub (or proxy) to accept a connection
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,11 @@ class ModelSource:
     name_or_path: str
     revision: str | None = None
     gguf_file: str | None = None
+    local_only: bool = False  # a hub id read from the local cache: the hub is out of reach
 
     def kwargs(self) -> dict:
         """Keyword arguments shared by the model's and the tokenizer's ``from_pretrained``."""
-        out: dict = {}
+        out: dict = {"local_files_only": True} if self.local_only else {}
         if self.revision:
             out["revision"] = self.revision
         if self.gguf_file:
@@ -67,14 +74,113 @@ def resolve_source(spec: BaseModelSpec, log: Callable[[str], None] = print) -> M
             "smollm2-135m-instruct-gguf, an existing folder or .gguf file, nor a hub id of the "
             "form owner/name"
         )
+    if hub_unreachable_reason() is not None:
+        if not _in_hub_cache(model, spec.revision, spec.gguf_file or "config.json"):
+            raise _offline_error(model, "model", "the local folder (or .gguf file)")
+        return ModelSource(model, spec.revision, spec.gguf_file, local_only=True)
     return ModelSource(model, spec.revision, spec.gguf_file)
 
 
+def _hub_address() -> tuple[str, int]:
+    """Host and port that a hub request connects to first: the HTTPS proxy when one is set,
+    else the hub endpoint (``HF_ENDPOINT``, default huggingface.co)."""
+    url = (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+           or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    default_port = 443 if parts.scheme == "https" else 80
+    return parts.hostname or "huggingface.co", parts.port or default_port
+
+
+@functools.lru_cache(maxsize=8)
+def _accepts_connections(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` accepts a TCP connection within ``timeout`` seconds (name lookup
+    included: it runs in a thread, since ``getaddrinfo`` has no timeout of its own)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def hub_unreachable_reason() -> str | None:
+    """None when the Hugging Face hub can be reached; otherwise why not, in words. Answers
+    within a few seconds (one TCP connection attempt), instead of the minute of retries a
+    download makes before failing."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    host, port = _hub_address()
+    if not _accepts_connections(host, port, HUB_PROBE_TIMEOUT_S):
+        return f"no connection to {host}:{port} within {HUB_PROBE_TIMEOUT_S:g} s"
+    return None
+
+
+def _in_hub_cache(repo_id: str, revision: str | None, filename: str) -> bool:
+    """Whether ``filename`` of the hub repo is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except ValueError:  # not a valid repo id
+        return False
+    return isinstance(found, str)
+
+
+def _offline_error(repo_id: str, what: str, local: str) -> UserError:
+    return UserError(
+        f"{what} {repo_id!r} is a hub id, but the Hugging Face hub is out of reach "
+        f"({hub_unreachable_reason()}) and it is not in the local cache: connect to the "
+        f"network, or download it once and give {local} instead")
+
+
+def check_device(device: str, option: str = "device") -> None:
+    """A ``UserError`` naming ``option`` unless ``device`` is a device this machine has."""
+    if not DEVICE_PATTERN.match(device):
+        raise UserError(f"{option} {device!r} is not a device: use auto, cpu, cuda, cuda:N, mps "
+                        "or device_map=auto")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{option} {device!r}: this machine has no CUDA GPU that PyTorch "
+                            f"can use; set {option} to cpu or auto")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= count:
+            raise UserError(f"{option} {device!r}: this machine has {count} CUDA GPU(s), "
+                            f"cuda:0 to cuda:{count - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{option} 'mps': this machine has no Apple GPU; set {option} to cpu "
+                        "or auto")
+
+
 def pick_device(device: str) -> str:
-    """``auto`` → cuda when available, else cpu; anything else as given."""
+    """``auto`` → cuda when available, else cpu; anything else as given, once
+    ``check_device`` has found it on this machine."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     return device
+
+
+def _unreadable_weights(where: str, exc: BaseException) -> UserError | None:
+    """A ``UserError`` for weights that cannot be read (truncated or corrupt files), or None
+    when ``exc`` is not about that."""
+    module = type(exc).__module__ or ""
+    text = str(exc)
+    corrupt = module.startswith("safetensors") or any(
+        part in text for part in ("deserializing header", "incomplete metadata",
+                                  "PytorchStreamReader", "unexpected EOF", "file too short"))
+    if not corrupt and not isinstance(exc, EOFError):
+        return None
+    detail = text.splitlines()[0] if text else type(exc).__name__
+    return UserError(f"the weights in {where} cannot be read ({detail}): the file is truncated "
+                     "or corrupt; copy it again, or give an earlier checkpoint")
 
 
 def _hub_error(source: ModelSource, exc: Exception) -> UserError:
@@ -112,17 +218,24 @@ def load_model(
         kwargs["device_map"] = device.split("=", 1)[1]
     quiet = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # GGUF dequantisation draws its own progress bar
+    if "device_map" not in kwargs:
+        device = pick_device(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(source.name_or_path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _hub_error(source, exc) from None
+    except Exception as exc:  # safetensors, torch and the hub raise many unrelated types
+        unreadable = _unreadable_weights(source.name_or_path, exc)
+        if unreadable is not None:
+            raise unreadable from None
+        if isinstance(exc, (OSError, ValueError)):
+            raise _hub_error(source, exc) from None
+        raise
     finally:
         if quiet is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = quiet
     if "device_map" not in kwargs:
-        model.to(pick_device(device))
+        model.to(device)
     return model
 
 
@@ -154,12 +267,58 @@ def load_for_eval(spec: BaseModelSpec, adapter: str | None = None,
     ``adapter_revision``) on top, ready to score."""
     loaded = load_base(spec, log=log)
     if adapter:
-        from peft import PeftModel
-
-        kwargs = {"revision": adapter_revision} if adapter_revision else {}
-        try:
-            loaded.model = PeftModel.from_pretrained(loaded.model, adapter, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"could not load adapter {adapter!r}: {exc}") from None
+        loaded.model = attach_adapter(loaded.model, adapter, adapter_revision, spec.model)
     loaded.model.eval()
     return loaded
+
+
+def load_weights(spec: BaseModelSpec, log: Callable[[str], None] = print) -> PreTrainedModel:
+    """Only the model of ``spec``, without a tokenizer (enough for weight analysis), in eval
+    mode."""
+    model = load_model(resolve_source(spec, log), spec.dtype, spec.device)
+    model.eval()
+    return model
+
+
+def attach_adapter(model: PreTrainedModel, adapter: str, revision: str | None = None,
+                   base_name: str = "the base model"):
+    """``model`` with the PEFT adapter ``adapter`` (a folder or hub id) on top; an adapter
+    that cannot be read, or was made for another base, is a ``UserError`` saying so."""
+    from peft import PeftModel
+
+    local = Path(adapter).expanduser()
+    if local.exists() and not (local / "adapter_config.json").is_file():
+        raise UserError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json); give "
+                        "a folder written by save_pretrained of a PEFT model")
+    if not local.exists() and hub_unreachable_reason() is not None and not _in_hub_cache(
+            adapter, revision, "adapter_config.json"):
+        raise _offline_error(adapter, "adapter", "the local adapter folder")
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        return PeftModel.from_pretrained(model, adapter, **kwargs)
+    except Exception as exc:  # peft, torch and safetensors raise many unrelated types
+        unreadable = _unreadable_weights(adapter, exc)
+        if unreadable is not None:
+            raise unreadable from None
+        text = str(exc)
+        if "size mismatch" in text or "not found in the base model" in text:
+            mismatch = next((line.strip() for line in text.splitlines()
+                             if "size mismatch" in line), text.splitlines()[0])
+            raise UserError(
+                f"adapter {adapter!r} was made for another base model than {base_name!r} "
+                f"({mismatch}); give the base it was trained on"
+                + _adapter_base_hint(local)) from None
+        if isinstance(exc, (OSError, ValueError)):
+            raise UserError(f"could not load adapter {adapter!r}: "
+                            f"{text.splitlines()[0] if text else type(exc).__name__}") from None
+        raise
+
+
+def _adapter_base_hint(folder: Path) -> str:
+    """`` (its adapter_config.json names X)`` when a local adapter records its base."""
+    try:
+        name = json.loads((folder / "adapter_config.json").read_text()).get(
+            "base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f" (its adapter_config.json names {name!r})" if name else ""

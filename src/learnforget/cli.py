@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -9,8 +10,10 @@ import time
 import warnings
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
@@ -25,19 +28,53 @@ console = Console(stderr=True)
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+DEBUG = {"traceback": False}  # set by the global --debug option
+
+
+def _error(message: str, status: int) -> typer.Exit:
+    """Print one error message (no traceback) and return the ``typer.Exit`` to raise."""
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False,
+                  soft_wrap=True)
+    return typer.Exit(status)
+
+
+def _os_error_message(exc: OSError) -> str:
+    """An ``OSError`` as one line naming the path and what to do."""
+    where = exc.filename or "a file"
+    if exc.errno == errno.ENOSPC:
+        return f"the disk holding {where} is full: free some space and run the command again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}: {exc.strerror}: choose a path you can write to, or fix its permissions"
+    return f"{where}: {exc.strerror or exc}: check the path"
+
+
 def friendly(func):
-    """Turn ``UserError`` into a message and exit status 2 instead of a traceback."""
+    """Turn ``UserError`` into a message and exit status 2 instead of a traceback; any other
+    failure is one line with exit status 1 (``--debug`` shows the traceback instead)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except UserError as exc:
-            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            if DEBUG["traceback"]:
+                raise
+            raise _error(str(exc), 2) from None
         except KeyboardInterrupt:
             console.print("interrupted: run the same command again to resume")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            if DEBUG["traceback"]:
+                raise
+            raise _error(_os_error_message(exc), 1) from None
+        except Exception as exc:
+            if DEBUG["traceback"]:
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise _error(f"unexpected {type(exc).__name__}: {first} (run again with --debug "
+                         "to see where, and report it)", 1) from None
 
     return wrapper
 
@@ -45,13 +82,16 @@ def friendly(func):
 @app.command()
 @friendly
 def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
-    """List the runs of a study: ids, trainable parameters and token budgets."""
+    """List the runs of a study: ids, trainable parameters and token budgets (after checking
+    task names, device, data and sequence length, as `run` does)."""
     from learnforget.plan import expand
     from learnforget.planinfo import summarize
+    from learnforget.preflight import check_study
     from learnforget.study import load_studies
 
     for study in load_studies(study_file):
         runs = expand(study)
+        check_study(study)
         table = Table(title=f"study {study.name}: {len(runs)} runs")
         for column in ("run id", "method", "lr", "optimizer", "seed", "trainable", "of total",
                        "budget"):
@@ -191,7 +231,7 @@ def eval_command(
     metric with its standard error over items (``<metric>_stderr``) and the item count."""
     import math
 
-    from learnforget.base import load_for_eval
+    from learnforget.base import check_device, load_for_eval
     from learnforget.measure.evaluate import evaluate
     from learnforget.measure.tasks import get_task
     from learnforget.measure.uncertainty import STDERR_SUFFIX, stderr_name
@@ -199,6 +239,7 @@ def eval_command(
     names = _csv(tasks)
     for name in names:
         get_task(name)  # unknown names fail before the model loads
+    check_device(device, "--device")
     loaded = load_for_eval(_model_spec(model, revision, dtype, device), adapter,
                            log=lambda m: console.print(f"[dim]{m}[/dim]"),
                            adapter_revision=adapter_revision)
@@ -238,7 +279,13 @@ def score_code(
         ks = [int(v) for v in _csv(k)]
     except ValueError:
         raise UserError(f"--k takes comma-separated integers, got {k!r}") from None
-    result = score_samples_file(samples, ks, timeout_s=timeout)
+    if samples.is_dir():
+        raise UserError(f"{samples} is a folder: give the JSONL file of samples")
+    try:
+        result = score_samples_file(samples, ks, timeout_s=timeout)
+    except UnicodeDecodeError:
+        raise UserError(f"{samples} is not a text file (not UTF-8): give a JSONL file with one "
+                        '{"task_id": ..., "completion": ...} object per line') from None
     if not per_task:
         result.pop("per_task", None)
     print(json.dumps(result, indent=2))
@@ -259,21 +306,21 @@ def spectrum(
     """ΔW between a base and a finetuned model or adapter: rank for 90% of variance vs a
     random matrix, and intruder dimensions, per changed matrix."""
     from learnforget.analysis.spectrum import spectrum_between, spectrum_json
-    from learnforget.base import load_for_eval, load_model, resolve_source
+    from learnforget.base import attach_adapter, check_device, load_weights
 
     if (tuned is None) == (adapter is None):
         raise UserError("give exactly one of --tuned MODEL or --adapter ADAPTER")
+    check_device(device, "--device")
     spec = _model_spec(base, None, "float32", "cpu")
-    base_model = load_for_eval(spec).model
+    base_model = load_weights(spec)  # weights only: ΔW needs no tokenizer
     base_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()
                   if v.ndim == 2}
     if adapter:
-        other = load_for_eval(spec, adapter).model
+        other = attach_adapter(base_model, adapter, base_name=base)
         result = spectrum_between(base_state, peft_model=other, threshold=threshold,
                                   intruder_k=intruder_k, intruder_eps=intruder_eps, device=device)
     else:
-        other = load_model(resolve_source(_model_spec(tuned, None, "float32", "cpu")), "float32",
-                           "cpu")
+        other = load_weights(_model_spec(tuned, None, "float32", "cpu"))
         result = spectrum_between(base_state, tuned=other, threshold=threshold,
                                   intruder_k=intruder_k, intruder_eps=intruder_eps, device=device)
     if not result:
@@ -318,5 +365,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="print the version and exit")) -> None:
+                                       help="print the version and exit"),
+          debug: bool = typer.Option(False, "--debug",
+                                     help="on an error, show the full traceback")) -> None:
     """What does finetuning teach a model, what does it make it forget, and which method?"""
+    DEBUG["traceback"] = debug

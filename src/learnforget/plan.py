@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from learnforget.errors import UserError
 from learnforget.study import (
     BaseModelSpec,
     BudgetSpec,
@@ -134,9 +135,11 @@ def _method_points(method: FullMethod | LoraMethod) -> list[MethodConfig]:
 
 
 def expand(study: Study) -> list[RunConfig]:
-    """Every run of the study, in grid order, without duplicates."""
+    """Every run of the study, in grid order. A run defined twice (a value repeated in a grid
+    list, or two ``methods`` entries that overlap) is a ``UserError`` naming both places."""
     runs: dict[str, RunConfig] = {}
-    for method in study.methods:
+    where: dict[str, int] = {}
+    for index, method in enumerate(study.methods):
         optimizers = method.optimizer or [study.optimizer.name]
         for point, opt_name, seed in itertools.product(
             _method_points(method), optimizers, study.training.seeds
@@ -152,5 +155,13 @@ def expand(study: Study) -> list[RunConfig]:
                 seed=seed,
                 budgets=study.budgets,
             )
-            runs.setdefault(run.run_id, run)
+            if run.run_id in runs:
+                first = where[run.run_id]
+                place = (f"methods[{index}] twice" if first == index
+                         else f"methods[{first}] and methods[{index}]")
+                raise UserError(
+                    f"{place} define the same run ({run.label}, lr {point.lr:g}, seed {seed}): "
+                    "remove the repeated value or entry")
+            runs[run.run_id] = run
+            where[run.run_id] = index
     return list(runs.values())

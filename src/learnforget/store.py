@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from learnforget.errors import UserError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -86,12 +88,31 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise UserError(f"{self.path} is a folder, not a results file: move it away "
+                            "(the next run recreates the store)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._check_integrity()
+        except sqlite3.DatabaseError as exc:
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise UserError(
+                f"{self.path} is not a readable results store ({exc}): it is corrupt or "
+                "truncated; move it away and run the study again (runs are trained afresh)"
+            ) from None
+
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` (reads every page: a truncated or damaged file fails here,
+        not in the middle of a study); a ``sqlite3.DatabaseError`` when it fails."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(problems[0])
 
     def close(self) -> None:
         """Close the connection."""

@@ -8,6 +8,8 @@ names the field, the value and what is allowed (see ``load_study``).
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from learnforget.errors import UserError
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|device_map=[\w.-]+)$")
+"""The device strings a study (and ``--device``) accepts."""
+
 
 class _Strict(BaseModel):
     """Base for every section: unknown fields are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True,
+                              allow_inf_nan=False)  # nan/inf: "should be a finite number"
 
 
 def _as_list(value: object) -> object:
@@ -43,6 +49,14 @@ class BaseModelSpec(_Strict):
         "float32", description="weight dtype the base is loaded and trained in")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | device_map=auto")
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError("unknown device; use auto, cpu, cuda, cuda:N, mps or "
+                             "device_map=auto")
+        return value
+
 
 class TargetSpec(_Strict):
     """What the finetuning should teach: a domain and a data regime."""
@@ -59,6 +73,9 @@ class TargetSpec(_Strict):
         "Empty = the built-in data of the domain.",
     )
     max_examples: int | None = Field(None, gt=0, description="cap on documents / pairs used")
+    text_field: str | None = Field(None, description="custom CPT data: the field with the text")
+    prompt_field: str | None = Field(None, description="custom IFT data: the prompt's field")
+    response_field: str | None = Field(None, description="custom IFT data: the response's field")
 
     @model_validator(mode="after")
     def _custom_needs_data(self) -> TargetSpec:
@@ -236,10 +253,29 @@ class Study(_Strict):
     def _base_shorthand(cls, value: object) -> object:
         return {"model": value} if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _budgets_distinct_steps(self) -> Study:
+        """CPT token budgets fall on whole steps of batch_size × seq_len packed tokens: two
+        budgets in one step would silently become one checkpoint."""
+        if self.budgets.unit != "tokens" or self.target.regime != "cpt":
+            return self
+        per_step = self.training.batch_size * self.training.seq_len
+        seen: dict[int, int] = {}
+        for tokens in self.budgets.values:
+            step = max(1, math.ceil(tokens / per_step))
+            if step in seen:
+                raise ValueError(
+                    f"budgets.tokens {seen[step]} and {int(tokens)} both fall on step {step} "
+                    f"({per_step} tokens per step = batch_size × seq_len); drop one or space "
+                    "them at least one step apart")
+            seen[step] = int(tokens)
+        return self
+
 
 def _describe_error(error: dict) -> str:
     """One line per pydantic error: the field path, the value given, and what is allowed."""
     loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    loc = loc or "study"
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
         return f"  {loc}: unknown field (check the spelling; docs/study.md lists every field)"
@@ -259,17 +295,62 @@ def parse_study(data: object, source: str = "study") -> Study:
         raise UserError(f"{source} is not a valid study:\n" + "\n".join(lines)) from None
 
 
-def load_studies(path: str | Path) -> list[Study]:
-    """Read and validate a study YAML file, which may hold several studies as YAML documents
-    separated by ``---`` (the demo has one per target); every problem becomes a ``UserError``."""
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML lets the last win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: let the base class report it
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on line {line} (first on line {first}): "
+                    "keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_text(path: Path) -> str:
+    """The study file's text, or a ``UserError`` saying why it cannot be one."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give the study's .yaml file (e.g. "
+                        "examples/micro.yaml)")
     if not path.is_file():
         raise UserError(f"study file {path} does not exist (examples/ has some to start from)")
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read study file {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8): give a study YAML file"
+                        ) from None
+    if "\x00" in text:
+        raise UserError(f"{path} is a binary file, not a study YAML file")
+    return text
+
+
+def load_studies(path: str | Path) -> list[Study]:
+    """Read and validate a study YAML file, which may hold several studies as YAML documents
+    separated by ``---`` (the demo has one per target); every problem becomes a ``UserError``.
+    A key given twice in one mapping is an error naming the key and its line."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        documents = [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader)  # noqa: S506
                      if d is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(f"{exc.context or ''} {exc.problem or ''}".split())
+        raise UserError(f"{path}{where} is not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {exc}") from None
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not documents:
         raise UserError(f"{path} is empty: a study file needs name, base, target, methods, "
                         "budgets (docs/study.md)")

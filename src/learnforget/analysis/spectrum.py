@@ -94,8 +94,9 @@ def changed_matrices(
     atol: float = 0.0,
     include_embeddings: bool = False,
 ) -> WeightPairs:
-    """Every 2-D weight present in both state dicts with the same shape that differs by more than
-    `atol` (max absolute difference): base-model name -> (W_base, W_tuned).
+    """Every 2-D weight that differs by more than `atol` (max absolute difference): base-model
+    name -> (W_base, W_tuned). Both models must have the same matrices with the same shapes
+    (embeddings aside, unless compared): a model of another depth or width is a `UserError`.
 
     Embeddings and the LM head are left out unless `include_embeddings`. Names are normalised to
     the base model's (PEFT/compile/DDP wrappers stripped). A tuned state that still holds unmerged
@@ -114,14 +115,13 @@ def changed_matrices(
             "the base and the tuned model share no 2-D weight names; check that the tuned model "
             "was finetuned from this base model"
         )
+    _check_same_layout(base_state, tuned_state, base_keys, tuned_keys, include_embeddings)
     pairs: WeightPairs = {}
     for key in common:
         name = normalize_name(base_keys[key])
         if not include_embeddings and is_embedding_name(name):
             continue
         w_base, w_tuned = base_state[base_keys[key]], tuned_state[tuned_keys[key]]
-        if w_base.shape != w_tuned.shape:
-            continue
         if atol == 0.0 and w_base.dtype == w_tuned.dtype:
             differs = not torch.equal(w_base, w_tuned.to(w_base.device))
         else:
@@ -130,6 +130,51 @@ def changed_matrices(
         if differs:
             pairs[name] = (w_base, w_tuned)
     return pairs
+
+
+def _layers_of(names: list[str]) -> str:
+    """``layers 2, 3`` (or the first names, when they are not in numbered layers)."""
+    layers = sorted({layer for layer in (parse_layer_and_module(n)[0] for n in names)
+                     if layer is not None})
+    if layers:
+        return "layers " + ", ".join(map(str, layers))
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _check_same_layout(
+    base_state: Mapping[str, Tensor],
+    tuned_state: Mapping[str, Tensor],
+    base_keys: dict[str, str],
+    tuned_keys: dict[str, str],
+    include_embeddings: bool,
+) -> None:
+    """A ``UserError`` when the two models' compared matrices differ in names (different depth
+    or architecture) or shapes: ΔW is only defined between two states of one model."""
+
+    def compared(keys: dict[str, str]) -> set[str]:
+        return {key for key, name in keys.items()
+                if include_embeddings or not is_embedding_name(normalize_name(name))}
+
+    base_only = sorted(compared(base_keys) - tuned_keys.keys())
+    tuned_only = sorted(compared(tuned_keys) - base_keys.keys())
+    if base_only or tuned_only:
+        sides = []
+        if base_only:
+            sides.append(f"only the base has {_layers_of(base_only)} ({len(base_only)} "
+                         f"matrices, e.g. {normalize_name(base_keys[base_only[0]])})")
+        if tuned_only:
+            sides.append(f"only the tuned model has {_layers_of(tuned_only)} "
+                         f"({len(tuned_only)} matrices, e.g. "
+                         f"{normalize_name(tuned_keys[tuned_only[0]])})")
+        raise UserError("the two models have different layers: " + "; ".join(sides)
+                        + ". ΔW needs the model that was finetuned from this base")
+    for key in sorted(compared(base_keys)):
+        w_base, w_tuned = base_state[base_keys[key]], tuned_state[tuned_keys[key]]
+        if w_base.shape != w_tuned.shape:
+            raise UserError(
+                f"{normalize_name(base_keys[key])} is {tuple(w_base.shape)} in the base but "
+                f"{tuple(w_tuned.shape)} in the tuned model: the two are different "
+                "architectures; ΔW needs the model that was finetuned from this base")
 
 
 def _lora_inits(peft_model: nn.Module) -> dict[str, Any]:

@@ -19,6 +19,7 @@ otherwise or ``text_field=`` is given). IFT pairs are ``prompt`` + ``response``,
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 Regime = Literal["cpt", "ift"]
+LOG = logging.getLogger(__name__)
+FIELD_SCAN_RECORDS = 1000
+"""Records read without the expected field(s) before the field is taken to be wrong."""
 
 
 @dataclass(frozen=True)
@@ -274,21 +278,41 @@ def load_documents(
 
 
 def _documents(opened: _Opened, field: str) -> Iterator[str]:
-    for number, record in enumerate(opened.records):
-        if field not in record:
-            if number == 0:
-                fix = "rename the field in the data, or set text_field to the field with the text"
-                raise _missing_fields(opened.label, list(record), repr(field), fix)
-            continue  # a sparse later record: nothing to train on
-        text = record[field]
-        if text is None:
-            continue
-        if not isinstance(text, str):
-            raise UserError(
-                f"{opened.label}, record {number}: {field!r} is {type(text).__name__}, not text."
-            )
-        if text.strip():
-            yield text
+    """The texts of the records; records without ``field`` are skipped and counted: a warning
+    gives their number, and an error is raised when no record has it."""
+    missing, read, first_fields = 0, 0, None
+    try:
+        for number, record in enumerate(opened.records):
+            read = number + 1
+            if field not in record:
+                missing += 1
+                first_fields = list(record) if first_fields is None else first_fields
+                if missing == read and read >= FIELD_SCAN_RECORDS:
+                    break
+                continue
+            text = record[field]
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise UserError(
+                    f"{opened.label}, record {number}: {field!r} is {type(text).__name__}, not "
+                    "text."
+                )
+            if text.strip():
+                yield text
+        if missing and missing == read:
+            fix = ("rename the field in the data, or set target.text_field to the field with "
+                   "the text")
+            raise _missing_fields(opened.label, first_fields or [], repr(field), fix)
+    finally:
+        _warn_skipped(opened.label, missing, read, repr(field))
+
+
+def _warn_skipped(label: str, missing: int, read: int, fields: str) -> None:
+    """Say how many records were skipped for lacking the field(s) (none: say nothing)."""
+    if 0 < missing < read:
+        LOG.warning("warning: %s: %d of %d records read have no %s field and were skipped",
+                    label, missing, read, fields)
 
 
 # ---------------------------------------------------------------------------- IFT pairs
@@ -374,26 +398,40 @@ def _pairs(
     tokenizer: PreTrainedTokenizerBase | None,
 ) -> Iterator[Pair]:
     prompt_field, response_field, use_messages = "", "", False
-    for number, record in enumerate(opened.records):
-        if number == 0:
-            prompt_field, response_field, use_messages = _pair_schema(opened.label, record, fields)
-        if use_messages:
-            try:
-                pair = pair_from_messages(record.get("messages") or [], tokenizer)
-            except ValueError as error:
-                raise UserError(f"{opened.label}, record {number}: {error}.") from error
-        else:
-            prompt, response = record.get(prompt_field), record.get(response_field)
-            if not isinstance(prompt, (str, type(None))) or not isinstance(
-                response, (str, type(None))
-            ):
-                raise UserError(
-                    f"{opened.label}, record {number}: {prompt_field!r} and {response_field!r} "
-                    "must be text."
-                )
-            pair = Pair(prompt or "", response) if response and response.strip() else None
-        if pair is not None:
-            yield pair
+    missing, read = 0, 0
+    try:
+        for number, record in enumerate(opened.records):
+            read = number + 1
+            if number == 0:
+                prompt_field, response_field, use_messages = _pair_schema(
+                    opened.label, record, fields)
+            wanted = ("messages",) if use_messages else (prompt_field, response_field)
+            if not all(name in record for name in wanted):
+                missing += 1
+                continue
+            pair = _pair_of(opened.label, number, record, prompt_field, response_field,
+                            use_messages, tokenizer)
+            if pair is not None:
+                yield pair
+    finally:
+        shown = "'messages'" if use_messages else f"{prompt_field!r} or {response_field!r}"
+        _warn_skipped(opened.label, missing, read, shown)
+
+
+def _pair_of(label: str, number: int, record: dict, prompt_field: str, response_field: str,
+             use_messages: bool, tokenizer: PreTrainedTokenizerBase | None) -> Pair | None:
+    """The pair of one record (None for an empty response)."""
+    if use_messages:
+        try:
+            return pair_from_messages(record.get("messages") or [], tokenizer)
+        except ValueError as error:
+            raise UserError(f"{label}, record {number}: {error}.") from error
+    prompt, response = record.get(prompt_field), record.get(response_field)
+    if not isinstance(prompt, (str, type(None))) or not isinstance(response, (str, type(None))):
+        raise UserError(
+            f"{label}, record {number}: {prompt_field!r} and {response_field!r} must be text."
+        )
+    return Pair(prompt or "", response) if response and response.strip() else None
 
 
 def _pair_schema(

@@ -46,10 +46,13 @@ def load_target(target: TargetSpec, seed: int = 0, tokenizer=None) -> TargetData
         from learnforget.data.loaders import load_documents, load_pairs
 
         if target.regime == "cpt":
-            docs = list(load_documents(target.data, limit_docs=cap))
+            docs = list(load_documents(target.data, limit_docs=cap,
+                                       text_field=target.text_field))
             return TargetData("cpt", [d for d in docs if not is_heldout(d)], [],
                               [d for d in docs if is_heldout(d)], [])
-        pairs = load_pairs(target.data, limit=cap, tokenizer=tokenizer)
+        pairs = load_pairs(target.data, limit=cap, tokenizer=tokenizer,
+                           prompt_field=target.prompt_field,
+                           response_field=target.response_field)
         train = [p for p in pairs if not is_heldout(p.prompt)]
         held = [p for p in pairs if is_heldout(p.prompt)]
         return TargetData("ift", [], train, [], held)
@@ -73,3 +76,14 @@ def load_target(target: TargetSpec, seed: int = 0, tokenizer=None) -> TargetData
         math_documents("test", 500, 0),
         math_ift_pairs("test", 500, 0),
     )
+
+
+def first_example(target: TargetSpec) -> str | Pair:
+    """The first document or pair of a custom target: opening the source and checking its
+    fields without reading it all (a missing file or field is a ``UserError`` here)."""
+    from learnforget.data.loaders import load_documents, load_pairs
+
+    if target.regime == "cpt":
+        return next(load_documents(target.data, text_field=target.text_field))
+    return load_pairs(target.data, limit=1, prompt_field=target.prompt_field,
+                      response_field=target.response_field)[0]
