@@ -4,7 +4,7 @@ Each program runs in its own subprocess tree (Linux only)::
 
     this process ── runner (python -I -S, new session, new network and PID namespaces)
                       └─ init (PID 1 of the new PID namespace, waits for the program)
-                           └─ program (uid ``nobody`` when we are root; rlimits; prelude)
+                           └─ program (uid ``nobody`` when root; rlimits; Landlock; seccomp)
 
 The runner is the trusted script ``sandbox_child.py``. It applies the limits itself instead of
 through ``subprocess``'s ``preexec_fn``, which Python documents as unsafe in the presence of
