@@ -31,8 +31,10 @@ from learnforget.measure.evaluate import evaluate
 from learnforget.measure.tasks import default_tasks, get_task
 from learnforget.measure.uncertainty import COUNT_METRIC, has_delta
 from learnforget.methods import apply_method, count_parameters, scoring_view
+from learnforget.outbase import keep_base
 from learnforget.paths import cache_dir
 from learnforget.plan import RunConfig, config_hash
+from learnforget.runfiles import RunFilesStore
 from learnforget.store import Measurement, Store
 from learnforget.study import Study
 from learnforget.train import STATE_FILE, train_loop
@@ -231,7 +233,9 @@ def _matrix_snapshot(model) -> dict[str, torch.Tensor]:
 
 
 def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) -> dict:
-    """Measure the untouched base model once (step 0 of run ``base-…``); returns its values."""
+    """Save the base into ``OUT/base`` (``outbase.keep_base``) and measure it once (step 0 of
+    run ``base-…``); returns its values."""
+    keep_base(study.base, out, log)
     store = Store(out / "results.sqlite")
     run_id = base_run_id(study)
     store.ensure_run(run_id, study.name, "base", "base", {"base": study.base.model_dump()})
@@ -260,6 +264,7 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
     store = open_store() if open_store is not None else Store(out / "results.sqlite")
     run_id = run.run_id
     store.ensure_run(run_id, study.name, run.method.kind, run.label, run.model_dump(mode="json"))
+    store = RunFilesStore(store, run, study.name, out)  # keeps OUT/runs/RUN_ID/run.json current
     status = store.run_status(run_id)
     if status == "finished":
         try:
