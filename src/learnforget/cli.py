@@ -85,14 +85,15 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
     """List the runs of a study: ids, trainable parameters and token budgets (after checking
     task names, device, data and sequence length, as `run` does)."""
     from learnforget.plan import expand
-    from learnforget.planinfo import summarize
+    from learnforget.planinfo import precision_warnings, summarize
     from learnforget.preflight import check_study
     from learnforget.study import load_studies
 
     for study in load_studies(study_file):
         runs = expand(study)
         check_study(study)
-        table = Table(title=f"study {study.name}: {len(runs)} runs")
+        table = Table(title=f"study {study.name}: {len(runs)} runs, "
+                      f"precision {runs[0].training.precision}")
         for column in ("run id", "method", "lr", "optimizer", "seed", "trainable", "of total",
                        "budget"):
             table.add_column(column)
@@ -100,6 +101,8 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
             table.add_row(s.run_id, s.label, f"{s.lr:g}", s.optimizer, str(s.seed),
                           f"{s.trainable:,}", f"{s.trainable / s.total:.1%}", s.budget)
         Console(width=None if sys.stdout.isatty() else 200).print(table)
+        for warning in precision_warnings(runs):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 def run_studies(study_file: Path, out: Path | None, executor=None) -> list[Path]:

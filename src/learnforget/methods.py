@@ -4,7 +4,8 @@
   frozen (a control: at tiny scale much of full finetuning's lead sits in the embeddings).
 - ``lora``: Hugging Face PEFT's LoRA on attention (q,k,v,o), MLP (gate,up,down) or all of them,
   with rsLoRA, DoRA and PEFT's initialisations (gaussian, PiSSA, OLoRA). Embeddings and head
-  stay frozen, as in the paper.
+  stay frozen, as in the paper. Adapter weights are float32 whatever the base's dtype (PEFT's
+  ``autocast_adapter_dtype``): a bf16 frozen base with fp32 adapters, as the paper trained.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def lora_config(method: MethodConfig, model: torch.nn.Module) -> LoraConfig:
 
 
 def apply_method(model: PreTrainedModel, method: MethodConfig) -> torch.nn.Module:
-    """The model to train: the base itself (full) or a ``PeftModel`` (LoRA)."""
+    """The model to train: the base itself (full) or a ``PeftModel`` (LoRA) whose adapter
+    weights are float32 even on a bf16/fp16 base."""
     if method.kind == "lora":
-        return get_peft_model(model, lora_config(method, model))
+        return get_peft_model(model, lora_config(method, model), autocast_adapter_dtype=True)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     if not method.train_embeddings:

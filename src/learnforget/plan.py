@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from learnforget.errors import UserError
+from learnforget.precision import resolve_precision, run_id_view
 from learnforget.study import (
     BaseModelSpec,
     BudgetSpec,
@@ -84,8 +85,9 @@ class RunConfig(BaseModel):
 
     @property
     def run_id(self) -> str:
-        """A stable 12-hex-digit id: sha256 of the canonical JSON of this config."""
-        return config_hash(self.model_dump(mode="json"))
+        """A stable 12-hex-digit id: sha256 of the canonical JSON of this config (without
+        ``training.precision`` where it is the behaviour from before that field existed)."""
+        return config_hash(run_id_view(self.model_dump(mode="json")))
 
     @property
     def label(self) -> str:
@@ -139,6 +141,7 @@ def expand(study: Study) -> list[RunConfig]:
     list, or two ``methods`` entries that overlap) is a ``UserError`` naming both places."""
     runs: dict[str, RunConfig] = {}
     where: dict[str, int] = {}
+    precision = resolve_precision(study.training.precision, study.base.device)
     for index, method in enumerate(study.methods):
         optimizers = method.optimizer or [study.optimizer.name]
         for point, opt_name, seed in itertools.product(
@@ -150,8 +153,10 @@ def expand(study: Study) -> list[RunConfig]:
                 method=point,
                 optimizer=study.optimizer.model_copy(update={"name": opt_name}),
                 schedule=study.schedule,
-                # seeds and threads do not define a run: one seed each, threads only speed
-                training=study.training.model_copy(update={"seeds": [seed], "threads": 1}),
+                # seeds and threads do not define a run: one seed each, threads only speed;
+                # precision ``auto`` is resolved here, so the id names what actually trains
+                training=study.training.model_copy(
+                    update={"seeds": [seed], "threads": 1, "precision": precision}),
                 seed=seed,
                 budgets=study.budgets,
             )

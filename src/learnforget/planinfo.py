@@ -15,6 +15,7 @@ from learnforget.builtin import BUILTINS, builtin_model_config
 from learnforget.errors import UserError
 from learnforget.methods import apply_method, count_parameters
 from learnforget.plan import RunConfig
+from learnforget.precision import MIXED, bf16_lost_update_threshold, uses_cuda
 from learnforget.study import BaseModelSpec
 
 
@@ -82,3 +83,31 @@ def summarize(runs: list[RunConfig]) -> list[RunSummary]:
         out.append(RunSummary(run.run_id, run.label, run.method.lr, run.seed,
                               run.optimizer.name, trainable, total, budget))
     return out
+
+
+def precision_warnings(runs: list[RunConfig]) -> list[str]:
+    """Warnings about the runs' ``training.precision``: bf16-pure full finetuning rounds small
+    updates away (with the weight magnitude from which each LR's steps are lost), and mixed
+    precision on a CPU costs time without saving any."""
+    warnings = []
+    pure = sorted({r.method.lr for r in runs
+                   if r.training.precision == "bf16-pure" and r.method.kind == "full"})
+    if pure:
+        limits = ", ".join(f"lr {lr:g}: |w| > {bf16_lost_update_threshold(lr):.2g}"
+                           for lr in pure)
+        warnings.append(
+            "training.precision bf16-pure keeps full finetuning's weights in bf16, which has 8 "
+            "significant bits: a step moves a weight by about the learning rate (exactly so on "
+            "AdamW's first step and with Lion), and a change below half the bf16 spacing at "
+            f"that weight is rounded away. Weights that ignore every step: {limits} (weights "
+            "drawn with the common initialisation std 0.02 have a median |w| of 0.013). Full "
+            "finetuning then learns less than it should; use bf16-mixed (fp32 master weights) "
+            "unless memory forces bf16-pure. LoRA's adapter weights stay fp32 either way.")
+    cpu_mixed = sorted({r.training.precision for r in runs
+                        if r.training.precision in MIXED and not uses_cuda(r.base.device)})
+    if cpu_mixed:
+        warnings.append(
+            f"training.precision {', '.join(cpu_mixed)} on a CPU: autocast there is slower "
+            "than fp32 (about 5x on builtin:micro) and saves no weight memory; fp32 is the "
+            "CPU default.")
+    return warnings

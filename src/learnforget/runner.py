@@ -37,7 +37,7 @@ from learnforget.plan import RunConfig, config_hash
 from learnforget.runfiles import RunFilesStore
 from learnforget.store import Measurement, Store
 from learnforget.study import Study
-from learnforget.train import STATE_FILE, train_loop
+from learnforget.train import STATE_FILE, train_loop, training_base_spec
 
 Progress = Callable[[dict], None]
 
@@ -280,7 +280,7 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
     try:
         base_values = _base_values(store, study)
         dropout = run.method.attention_dropout if run.method.kind == "full" else None
-        loaded = load_base(run.base, attention_dropout=dropout or None, log=log)
+        loaded = load_base(training_base_spec(run), attention_dropout=dropout or None, log=log)
         stream = build_stream(run, loaded.tokenizer)
         steps = checkpoint_steps(run, stream)
         base_state = _matrix_snapshot(loaded.model) if study.evaluation.spectrum else None
@@ -346,7 +346,7 @@ def complete_measurements(study: Study, run: RunConfig, store: Store,
         "on its saved checkpoints")
     from learnforget.train import load_checkpoint_weights
 
-    loaded = load_base(run.base, log=log)
+    loaded = load_base(training_base_spec(run), log=log)  # the dtypes training held
     base_state = _matrix_snapshot(loaded.model) if has_state else None
     model = apply_method(loaded.model, run.method)
     measurer = Measurer(study, loaded.tokenizer, _base_values(store, study), base_state)

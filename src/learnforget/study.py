@@ -46,7 +46,8 @@ class BaseModelSpec(_Strict):
     revision: str | None = Field(None, description="hub branch, tag or commit (hub ids only)")
     gguf_file: str | None = Field(None, description="GGUF file name inside a hub repo or folder")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="weight dtype the base is loaded and trained in")
+        "float32", description="weight dtype the base is loaded in for evaluation (and, under "
+        "a mixed training.precision, LoRA's frozen base); training.precision sets the rest")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | device_map=auto")
 
     @field_validator("device")
@@ -170,6 +171,10 @@ class TrainingSpec(_Strict):
     seeds: list[int] = Field([0], min_length=1, description="one run per seed")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     threads: int = Field(1, ge=1, description="torch threads per run process (CPU)")
+    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16-pure"] = Field(
+        "auto", description="auto (bf16-mixed on a CUDA device with bf16, else fp32) | fp32 | "
+        "bf16-mixed / fp16-mixed (fp32 master weights and optimizer states, bf16/fp16 autocast "
+        "compute) | bf16-pure (weights in bf16: small updates are rounded away)")
 
     _lists = field_validator("seeds", mode="before")(classmethod(lambda cls, v: _as_list(v)))
 

@@ -3,27 +3,48 @@
 One CPU process is the plain case; ``accelerate launch`` with an FSDP or DeepSpeed config runs
 the same loop on many devices. Checkpoints are taken at the study's budgets; at each one the
 caller's ``on_checkpoint`` measures the model and commits the rows (see ``runner.py``). A
-NaN/inf loss ends the run with status ``diverged``.
+NaN/inf loss ends the run with status ``diverged`` (except under ``fp16-mixed``, below).
+
+Precision (``training.precision``, see ``precision.py``) maps to accelerate's
+``mixed_precision``: trainable weights and optimizer states stay in float32 and the forward and
+backward run under autocast. Under ``fp16-mixed`` a gradient scaler skips a step whose
+gradients (or loss) overflow; skipped steps are counted (``train/skipped_steps``), and only a
+long run of them in a row is a divergence (the learning-rate schedule counts updates, not
+skipped steps). Checkpoints are measured without autocast, in the dtypes the weights are held
+in.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file
 
 from learnforget.data.batches import IGNORE_INDEX, BatchStream, split_batch
 from learnforget.optim import make_optimizer, make_scheduler
 from learnforget.plan import RunConfig
+from learnforget.precision import (
+    mixed_precision,
+    resolve_precision,
+    trainable_dtype,
+    training_dtype,
+)
 from learnforget.store import Measurement
+from learnforget.study import BaseModelSpec
 
 STATE_FILE = "trainer_state.pt"
+MAX_SKIPPED_IN_A_ROW = 40
+"""fp16-mixed: this many overflowing steps in a row end the run as diverged. Each skip halves
+the loss scale, so by then the scale is ~2^-24 of its start: the overflow is in the model."""
 
 
 @dataclass
@@ -86,6 +107,74 @@ def load_checkpoint_weights(model: torch.nn.Module, folder: Path) -> None:
         raise RuntimeError(f"checkpoint {folder} does not match the model: {missing} {unexpected}")
 
 
+def run_precision(run: RunConfig) -> str:
+    """The run's resolved ``training.precision`` (``auto`` resolved for this machine when the
+    run was built without ``plan.expand``)."""
+    return resolve_precision(run.training.precision, run.base.device)
+
+
+def training_base_spec(run: RunConfig) -> BaseModelSpec:
+    """The run's ``base`` section with the dtype its weights are loaded in for training
+    (float32 master weights under fp32 and the mixed precisions; see ``precision.py``)."""
+    dtype = training_dtype(run_precision(run), run.method.kind, run.base.dtype)
+    return run.base.model_copy(update={"dtype": dtype})
+
+
+def hold_weights(model: torch.nn.Module, precision: str) -> None:
+    """Put the model's weights in the dtypes ``precision`` trains them in: everything float32
+    under fp32; trainable weights float32 under a mixed precision (frozen ones as loaded); under
+    bf16-pure everything bf16 except LoRA's adapter weights, which PEFT keeps in float32."""
+    peft = hasattr(model, "peft_config")
+    for parameter in model.parameters():
+        if precision == "fp32":
+            wanted = torch.float32
+        elif precision == "bf16-pure":
+            wanted = None if (peft and parameter.requires_grad) else trainable_dtype(precision)
+        else:
+            wanted = torch.float32 if parameter.requires_grad else None
+        if wanted is not None and parameter.dtype != wanted:
+            parameter.data = parameter.data.to(wanted)
+
+
+def make_accelerator(precision: str, grad_accum: int, loss_scale: float | None = None
+                     ) -> Accelerator:
+    """An ``Accelerator`` with the run's ``mixed_precision`` (``loss_scale``: the fp16 gradient
+    scaler's initial scale, default PyTorch's 2^16).
+
+    accelerate keeps one precision per process; the state is reset so that runs of different
+    precisions can follow each other in one process. accelerate leaves fp16 autocast off on a
+    CPU; PyTorch supports it there (CPU autocast and ``GradScaler("cpu")``), so it is switched
+    on, and fp16-mixed means the same on every device."""
+    AcceleratorState._reset_state()
+    handlers = [GradScalerKwargs(init_scale=loss_scale)] if loss_scale is not None else []
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum,
+                              mixed_precision=mixed_precision(precision),
+                              kwargs_handlers=handlers)
+    if precision == "fp16-mixed" and accelerator.scaler is None \
+            and accelerator.device.type == "cpu":
+        kwargs = handlers[0].to_kwargs() if handlers else {}
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu", **kwargs)
+    return accelerator
+
+
+@contextmanager
+def plain_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` without the autocast wrapper that accelerate puts on its ``forward`` under a
+    mixed precision (kept under ``_original_forward``), for the block: checkpoints are measured
+    in the dtypes the weights are held in, as the base model is. Put back afterwards."""
+    wrapped = model.__dict__.get("forward")
+    original = model.__dict__.get("_original_forward")
+    if wrapped is None or original is None:
+        yield model
+        return
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
+
+
 def train_loop(
     model: torch.nn.Module,
     tokenizer,
@@ -96,16 +185,21 @@ def train_loop(
     on_checkpoint: Callable[[torch.nn.Module, int, int, Path, list], None],
     on_step: Callable[[int, int, float, float], None] = lambda *a: None,
     resume_step: int = 0,
+    loss_scale: float | None = None,
 ) -> LoopResult:
     """Train ``model`` to the last checkpoint step, calling ``on_checkpoint(model, step,
-    tokens, folder, train_rows)`` at each one; resume from the checkpoint at ``resume_step``."""
+    tokens, folder, train_rows)`` at each one; resume from the checkpoint at ``resume_step``.
+    ``loss_scale``: the initial scale of fp16-mixed's gradient scaler."""
     training = run.training
-    accelerator = Accelerator(gradient_accumulation_steps=training.grad_accum)
+    precision = run_precision(run)
+    accelerator = make_accelerator(precision, training.grad_accum, loss_scale)
+    scaler = accelerator.scaler
+    hold_weights(model, precision)
     total_steps = checkpoint_steps[-1]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, run.optimizer, run.method.lr, run.method.weight_decay)
     scheduler = make_scheduler(optimizer, total_steps, run.schedule)
-    tokens = 0
+    tokens = skipped = 0
     if resume_step:
         folder = run_dir / f"checkpoint-{resume_step}"
         load_checkpoint_weights(model, folder)
@@ -113,12 +207,17 @@ def train_loop(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         tokens = state["tokens"]
+        skipped = state.get("skipped", 0)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-    # The scheduler stays unprepared: it steps once per optimizer step whatever the world size.
+    # The scheduler stays unprepared: it steps once per optimizer update whatever the world size
+    # (not on a step the fp16 scaler skipped, as in transformers' Trainer).
     model, optimizer = accelerator.prepare(model, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     model.train()
     rows = TrainRows()
+    in_a_row = 0
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
     for step in range(resume_step, total_steps):
         batch = stream.batch(step)
@@ -135,26 +234,43 @@ def train_loop(
                 scale = training.grad_accum * world
                 loss = response_loss(logits, micro["labels"], n_targets) * scale
                 step_loss += loss.item() / scale
-                if not math.isfinite(step_loss):
+                if not math.isfinite(step_loss) and scaler is None:
                     return LoopResult("diverged", step, tokens, f"loss {step_loss} at step {step}")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, training.max_grad_norm)
                     optimizer.step()
-                    scheduler.step()
+                    if not optimizer.step_was_skipped:
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+        if optimizer.step_was_skipped:
+            skipped += 1
+            in_a_row += 1
+            if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                return LoopResult(
+                    "diverged", step, tokens,
+                    f"{in_a_row} fp16 steps in a row overflowed (loss {step_loss}, loss scale "
+                    f"{scaler.get_scale():g}) up to step {step}: the model diverged or its "
+                    "activations exceed fp16's range (bf16-mixed has fp32's range)")
+        else:
+            in_a_row = 0
         step_tokens = int(batch["attention_mask"].sum())
         tokens += step_tokens
-        window_loss += step_loss
-        window_steps += 1
+        if math.isfinite(step_loss):
+            window_loss += step_loss
+            window_steps += 1
         window_tokens += step_tokens
         elapsed = max(time.time() - window_start, 1e-9)
         on_step(step + 1, tokens, step_loss, window_tokens / elapsed)
         done = step + 1
         if done % 10 == 0 or done in checkpoint_steps:
-            rows.add(done, tokens, "loss", window_loss / window_steps)
+            if window_steps:
+                rows.add(done, tokens, "loss", window_loss / window_steps)
             rows.add(done, tokens, "tokens_per_s", window_tokens / elapsed)
             rows.add(done, tokens, "lr", scheduler.get_last_lr()[0])
+            if scaler is not None:
+                rows.add(done, tokens, "skipped_steps", skipped)
+                rows.add(done, tokens, "loss_scale", scaler.get_scale())
             window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
         if done in checkpoint_steps:
             folder = run_dir / f"checkpoint-{done}"
@@ -162,11 +278,13 @@ def train_loop(
             save_checkpoint(unwrapped, tokenizer, folder)
             torch.save(
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "tokens": tokens, "step": done, "rng": torch.get_rng_state()},
+                 "tokens": tokens, "step": done, "rng": torch.get_rng_state(),
+                 "skipped": skipped, "scaler": scaler.state_dict() if scaler else None},
                 folder / STATE_FILE,
             )
             model.eval()
-            on_checkpoint(unwrapped, done, tokens, folder, rows.take())
+            with plain_forward(unwrapped):
+                on_checkpoint(unwrapped, done, tokens, folder, rows.take())
             model.train()
             for older in checkpoint_steps:
                 old_state = run_dir / f"checkpoint-{older}" / STATE_FILE
