@@ -131,6 +131,37 @@ def test_fp16_mixed_skips_and_counts_overflowing_steps(tmp_path) -> None:
     assert all(math.isfinite(loss) for loss in losses)
 
 
+def test_fp16_mixed_resumes_with_its_loss_scale(tmp_path) -> None:
+    """Stopping at step 3 and resuming gives the uninterrupted run's weights and skip count:
+    the scaler's state travels with the checkpoint (a fresh 2^24 scale would skip again)."""
+    (run,) = expand(parse_study(study("fp16-mixed", {"kind": "full", "lr": [1e-3]}, [3, 8])))
+
+    def fresh():
+        torch.manual_seed(run.seed)
+        loaded = load_base(training_base_spec(run), log=lambda m: None)
+        return apply_method(loaded.model, run.method), loaded.tokenizer
+
+    finals = []
+    for stops in ([], [3]):
+        rows: list = []
+        model, tokenizer = fresh()
+        stream = build_stream(run, tokenizer)
+        out = tmp_path / f"stop{len(stops)}"
+        for stop in stops:  # train to the stop, then start again from a fresh model
+            train_loop(model, tokenizer, stream, run, [stop], out, lambda *a: None,
+                       loss_scale=2.0**24)
+            model, _ = fresh()
+        result = train_loop(model, tokenizer, stream, run, [3, 8], out,
+                            lambda m, s, t, f, r, rows=rows: rows.extend(r),
+                            resume_step=stops[-1] if stops else 0, loss_scale=2.0**24)
+        assert result.status == "finished"
+        skipped = {m.value for step, _, m in rows if step == 8 and m.metric == "skipped_steps"}
+        finals.append((skipped, {k: v.detach().clone() for k, v in model.named_parameters()}))
+    (skipped_a, weights_a), (skipped_b, weights_b) = finals
+    assert skipped_a == skipped_b and min(skipped_a) >= 1
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
 def test_lora_under_bf16_mixed_has_fp32_adapters_on_a_bf16_base(tmp_path) -> None:
     data = study("bf16-mixed", {"kind": "lora", "lr": [5e-3], "r": [4]}, [2], dtype="bfloat16")
     (run,) = expand(parse_study(data))

@@ -34,11 +34,12 @@ def uses_cuda(device: str) -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` → ``bf16-mixed`` on a CUDA device with bf16 support, else ``fp32``; any other
-    value as given."""
+    """``auto`` → ``bf16-mixed`` on a CUDA device with native bf16 (Ampere or newer; not the
+    slow emulation older GPUs offer), else ``fp32``; any other value as given."""
     if precision != "auto":
         return precision
-    if uses_cuda(device) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if uses_cuda(device) and torch.cuda.is_available() \
+            and torch.cuda.is_bf16_supported(including_emulation=False):
         return "bf16-mixed"
     return "fp32"
 
