@@ -14,18 +14,19 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import pandas as pd
 import pytest
 import torch
 
+from learnforget.analysis.frame import best_lrs, load_frame, method_name
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 from learnforget.analysis.recommend import frontier_note, recommend, verdict
 from learnforget.plan import RunConfig, expand
 from learnforget.report import figures as figs
 from learnforget.report.build import SECTION_BUILDERS, build_report
-from learnforget.report.frame import best_lrs, load_frame, pretty_label
 from learnforget.report.html import Section
 from learnforget.store import Measurement, Store
 from learnforget.study import Study, parse_study
@@ -232,12 +233,34 @@ def test_forget_mean_averages_accuracy_drops_when_the_first_task_is_accuracy(tmp
     assert frame.forget_label.startswith("mean accuracy lost vs base")
 
 
-def test_pretty_labels() -> None:
-    assert pretty_label("lora-r8-all") == "LoRA r=8 (all)"
-    assert pretty_label("lora-r64-mlp-dora-lion") == "LoRA r=64 (mlp, DoRA, Lion)"
-    assert pretty_label("full-frozen-emb-wd0.1") == "full finetuning (frozen embeddings, " \
-                                                     "weight decay 0.1)"
-    assert pretty_label("full-drop0.1") == "full finetuning (attention dropout 0.1)"
+def _method(**settings):
+    """A method's settings as ``method_name`` reads them (every column present)."""
+    fields = {"kind": "lora", "r": None, "alpha": None, "targets": None, "init": "default",
+              "use_rslora": False, "use_dora": False, "dropout": 0.0, "weight_decay": 0.0,
+              "attention_dropout": 0.0, "train_embeddings": True, "optimizer": "adamw"}
+    return SimpleNamespace(**{**fields, **settings})
+
+
+def test_method_names_come_from_settings_not_labels() -> None:
+    assert method_name(_method(r=8, targets="all")) == "LoRA r=8 (all)"
+    assert method_name(_method(r=64, targets="mlp", use_dora=True, optimizer="lion")) == \
+        "LoRA r=64 (mlp, DoRA, Lion)"
+    assert method_name(_method(r=8, targets="all", alpha=8.0, init="pissa", use_rslora=True)) \
+        == "LoRA r=8 (all, α=8, rsLoRA, pissa init)"
+    assert method_name(_method(kind="full", train_embeddings=False, weight_decay=0.1)) == \
+        "full finetuning (frozen embeddings, weight decay 0.1)"
+    assert method_name(_method(kind="full", attention_dropout=0.1)) == \
+        "full finetuning (attention dropout 0.1)"
+
+
+def test_frame_names_and_settings_come_from_the_stored_config(rich_out: Path) -> None:
+    frame = load_frame(rich_out)
+    methods = frame.methods
+    lion = methods.loc["lora-r8-attention-lion"]
+    assert (lion["kind"], lion["r"], lion["targets"], lion["optimizer"]) == \
+        ("lora", 8, "attention", "lion")
+    assert frame.name("lora-r8-attention-lion") == "LoRA r=8 (attention, Lion)"
+    assert pd.isna(methods.loc["full", "r"]) and methods.loc["full", "kind"] == "full"
 
 
 # --- verdict and recommendation -----------------------------------------------------------------
@@ -332,8 +355,23 @@ def test_html_is_self_contained_and_escapes_user_text(rich_report: Path, rich_ou
 
 def test_csv_traces_every_plotted_number(rich_report: Path, rich_out: Path) -> None:
     csv = pd.read_csv(rich_out / "measurements.csv")
-    assert list(csv.columns) == ["run_id", "label", "method", "lr", "r", "targets", "optimizer",
-                                 "seed", "status", "step", "tokens", "task", "metric", "value"]
+    assert list(csv.columns) == [
+        "study", "run_id", "label", "method", "r", "alpha", "targets", "init", "use_rslora",
+        "use_dora", "dropout", "weight_decay", "attention_dropout", "train_embeddings",
+        "optimizer", "lr", "seed", "status", "step", "tokens", "task", "metric", "value",
+        "stderr", "n", "unit", "derived_from"]
+    assert set(csv["study"]) == {"synthetic"}
+    text = pd.read_csv(rich_out / "measurements.csv", dtype=str)
+    for column in ("r", "seed", "step", "tokens"):  # integers written as integers: 8, not 8.0
+        assert not text[column].dropna().str.contains(".", regex=False).any(), column
+    lion = csv[csv["label"] == "lora-r8-attention-lion"].iloc[0]
+    assert (lion["method"], lion["r"], lion["targets"], lion["optimizer"]) == \
+        ("lora", 8, "attention", "lion")
+    bpb = csv[(csv["task"] == "code_bpb") & (csv["metric"] == "bpb")]
+    assert set(bpb["unit"]) == {"bits/byte"}
+    learn_rows = csv[(csv["task"] == "derived") & (csv["metric"] == "learn")]
+    assert set(learn_rows["derived_from"]) == {"code_bpb/bpb"}
+    assert set(learn_rows["unit"]) == {"bits/byte"}
     frame = load_frame(rich_out)
     derived = csv[(csv["task"] == "derived") & (csv["metric"] == "learn") & (csv["step"] > 0)]
     merged = derived.merge(frame.checkpoints[["run_id", "step", "learn"]], on=["run_id", "step"])
@@ -347,6 +385,25 @@ def test_csv_traces_every_plotted_number(rich_report: Path, rich_out: Path) -> N
     assert check["value"].to_numpy() == pytest.approx((base - check["value_bpb"]).to_numpy(),
                                                       nan_ok=True)
     assert {"train", "spectrum", "derived"} <= set(csv["task"])
+
+
+def test_csv_folds_standard_errors_and_counts_into_their_metric(tmp_path: Path) -> None:
+    study = make_study([{"kind": "full", "lr": [1e-3]}])
+
+    def errors(forget: float) -> list[Measurement]:
+        return [Measurement("source_cloze", "acc_norm_stderr", 0.02),
+                Measurement("source_cloze", "n", 500.0),
+                Measurement("code_bpb", "bpb_stderr", 0.01), Measurement("code_bpb", "n", 50.0)]
+
+    out = write_out(tmp_path, study, lambda run, step: (0.1 * step, 0.01 * step),
+                    extra_rows=errors)
+    build_report(out)
+    csv = pd.read_csv(out / "measurements.csv")
+    assert not csv["metric"].str.endswith("_stderr").any() and not csv["metric"].eq("n").any()
+    cloze = csv[(csv["task"] == "source_cloze") & (csv["metric"] == "acc_norm")]
+    assert set(cloze["stderr"]) == {0.02} and set(cloze["n"]) == {500}
+    learn = csv[(csv["task"] == "derived") & (csv["metric"] == "learn") & (csv["step"] == 8)]
+    assert learn["stderr"].item() == pytest.approx(0.01)
 
 
 def test_report_with_partial_data(tmp_path: Path) -> None:

@@ -1,44 +1,64 @@
 """What every claim of the checklist shares: the verdict record, the claims' texts and
-tolerances, how a claim's parts combine into one verdict, and ``ClaimData`` (a study's frame with
-each method's best LR and best-LR curves). The claims themselves are in
-``learnforget.analysis.claims`` (learning, forgetting, learning rates, modules) and
-``learnforget.analysis.weight_claims`` (ΔW rank, diversity, intruders).
+thresholds, how a claim's parts combine into one verdict, and ``ClaimData`` (a study's frame with
+each method's best LR, best-LR curves and which LoRA runs the paper's claims are judged on). The
+claims themselves are in ``learnforget.analysis.claims`` (learning, forgetting, learning rates,
+modules), ``curve_claims`` (the learn–forget frontier) and ``weight_claims`` (ΔW rank, diversity,
+intruders).
 
 How a verdict is reached (docs/report.md lists every rule):
 
 - Each method is taken at its best learning rate (``best_lrs``: most final learning), averaged
   over seeds per checkpoint; diverged and failed runs never count. "Full finetuning" is the
-  reference label (``reference_label``), "LoRA" every LoRA label trained with the same optimizer.
-- A claim has parts; one is its main part. A claim **does not hold** when any tested part fails,
-  it **holds** when its main part and every other testable part hold (untested parts are named
-  under ``missing``), and it is **not testable** when its main part cannot be tested.
-- Comparisons are strict: "at least as much" means ≥ at every budget, "smaller" means <, with no
-  tolerance beyond the ones named here (claims 3, 5, 7, 9).
+  reference label (``reference_label``). "LoRA" in claims 1–5 and 7–9 is the paper's LoRA
+  (``is_paper_lora``: all linear modules, default init, α = 2r, no rsLoRA or DoRA) trained with
+  the reference's optimizer; when a study has none on all linear modules, the plain LoRA on the
+  targets it has, and the verdict says so. Other targets and the variants are compared apart
+  (``variant_comparison``), never inside a verdict.
+- Every comparison of two measured values reads their standard errors
+  (``learnforget.analysis.uncertainty``): a difference within Z = 1.96 standard errors is
+  *within noise*. Without stored errors the plain comparison decides and the verdict says that
+  there is no noise estimate.
+- A claim has parts; one is its main part. A claim **does not hold** when any tested part fails;
+  it is **not testable** when its main part cannot be tested; it is **inconclusive** when a part
+  hinges on a difference within noise (or on a best LR at the edge of its sweep); otherwise it
+  **holds**. Each verdict says what would settle the parts that are not settled.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from learnforget.report.frame import Frame, best_lrs, pretty_label, reference_label, usable
+from learnforget.analysis.frame import (
+    Frame,
+    best_lrs,
+    is_paper_lora,
+    is_plain_lora,
+    reference_label,
+    usable,
+)
+from learnforget.analysis.uncertainty import as_float
 
-Verdict = Literal["holds", "does not hold", "not testable"]
+Verdict = Literal["holds", "does not hold", "inconclusive", "not testable"]
 HOLDS: Verdict = "holds"
 FAILS: Verdict = "does not hold"
+INCONCLUSIVE: Verdict = "inconclusive"
 UNTESTABLE: Verdict = "not testable"
+VERDICTS: tuple[Verdict, ...] = (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE)
 
-SEVERAL = 2.0  # claims 5 and 7: "several times" = at least twice
+SEVERAL = 2.0  # claim 5 (IFT): "several times" = at least twice (the paper reports 4–10×)
+CPT_SIMILAR = 4.0  # claim 5 (CPT): best LRs within 4× (the paper: 1× code, 4× math)
+FAR_MORE = 10.0  # claim 7: the paper's full-FT ΔW needs 10–100× the LoRA ranks it studies
+RISE = 0.10  # claim 7 without per-matrix spectra: a rise must exceed 10% of the first value
 PARETO_TOLERANCE = 0.10  # claim 3: share of full finetuning's forgetting range
+SEED_NOISE = 2.0  # claim 3: the band is at least this many seed standard deviations
 HIGH_EARLY = 0.5  # claim 7: the first checkpoint's rank90 reaches half of the final one
 MIN_INTRUDERS = 1.0  # claim 9: "creates intruders" = at least one per matrix on average
 FEW_INTRUDERS = 0.5  # claim 9: "few" = at most half of low-rank LoRA's count
-PLAIN_LORA = re.compile(r"^lora-r(\d+)-(attention|mlp|all)(-lion)?$")
 
 CLAIMS: dict[int, str] = {
     1: "Full finetuning learns at least as much as LoRA at every budget (each at its best LR); "
@@ -46,7 +66,8 @@ CLAIMS: dict[int, str] = {
     2: "LoRA forgets less; forgetting grows with training for both, faster for full finetuning.",
     3: "All checkpoints lie near one learning–forgetting curve.",
     4: "At equal learning, LoRA forgets less than full finetuning with weight decay or dropout.",
-    5: "LoRA's best LR is several times full finetuning's, and LoRA is more sensitive to the LR.",
+    5: "In IFT LoRA's best LR is several times full finetuning's (in CPT about the same), and "
+    "LoRA is more sensitive to the LR.",
     6: "Target modules: all > MLP > attention; the modules matter more than the rank.",
     7: "Full finetuning's ΔW needs far more rank for 90% of its variance than the LoRA rank; it "
     "is high early, rises with training and is higher in MLP than in attention.",
@@ -58,13 +79,16 @@ CLAIMS: dict[int, str] = {
 @dataclass(frozen=True)
 class ClaimVerdict:
     """One claim judged: its number (paper.md's list), short text, verdict, the numbers behind
-    the verdict (one line per part) and what is missing to test the rest."""
+    the verdict (one line per part), what is missing to test the rest, what would settle the
+    parts that are inconclusive, and which runs stand for "LoRA" (``scope``)."""
 
     number: int
     claim: str
     verdict: Verdict
     evidence: str
     missing: str = ""
+    settle: str = ""
+    scope: str = ""
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the fields."""
@@ -73,34 +97,49 @@ class ClaimVerdict:
 
 @dataclass(frozen=True)
 class Part:
-    """One part of a claim: its verdict, the numbers behind it, what is missing to test it, and
-    whether it is the claim's main part."""
+    """One part of a claim: its verdict, the numbers behind it, what is missing to test it, what
+    would settle it when inconclusive, and whether it is the claim's main part."""
 
     name: str
     verdict: Verdict
     evidence: str = ""
     missing: str = ""
     main: bool = False
+    settle: str = ""
 
 
-def combine(number: int, parts: list[Part]) -> ClaimVerdict:
+def combine(number: int, parts: list[Part], scope: str = "") -> ClaimVerdict:
     """The claim's verdict from its parts (rule in the module docstring)."""
     tested = [p for p in parts if p.verdict != UNTESTABLE]
     if any(p.verdict == FAILS for p in tested):
         verdict = FAILS
     elif not tested or any(p.main and p.verdict == UNTESTABLE for p in parts):
         verdict = UNTESTABLE
+    elif any(p.verdict == INCONCLUSIVE for p in tested):
+        verdict = INCONCLUSIVE
     else:
         verdict = HOLDS
     evidence = "\n".join(f"{p.name} — {p.verdict}: {p.evidence}" for p in tested)
     missing = [f"{p.name}: {p.missing}" for p in parts if p.verdict == UNTESTABLE and p.missing]
     missing += [p.missing for p in tested if p.missing]
-    return ClaimVerdict(number, CLAIMS[number], verdict, evidence, "; ".join(missing))
+    settle = [f"{p.name}: {p.settle}" for p in parts if p.settle]
+    return ClaimVerdict(number, CLAIMS[number], verdict, evidence, "; ".join(missing),
+                        "; ".join(settle), scope)
 
 
-def untestable(number: int, missing: str) -> ClaimVerdict:
+def untestable(number: int, missing: str, scope: str = "") -> ClaimVerdict:
     """Claim ``number`` not testable, for want of ``missing``."""
-    return ClaimVerdict(number, CLAIMS[number], UNTESTABLE, "", missing)
+    return ClaimVerdict(number, CLAIMS[number], UNTESTABLE, "", missing, "", scope)
+
+
+def tri_state(results: list[bool | None]) -> Verdict:
+    """One verdict from several comparisons: any False fails, else any None (within noise) is
+    inconclusive, else holds."""
+    if any(r is False for r in results):
+        return FAILS
+    if any(r is None for r in results):
+        return INCONCLUSIVE
+    return HOLDS
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -121,37 +160,73 @@ def fmt_tokens(value: float) -> str:
 @dataclass
 class ClaimData:
     """A study's frame with what every claim reads: the best LR of each label, the reference
-    (full finetuning) label, label kinds and best-LR curves (cached)."""
+    (full finetuning) label, each label's structured settings, the LoRA labels the claims are
+    judged on, and best-LR curves (cached)."""
 
     frame: Frame
     best: dict[str, float] = field(init=False)
     ref: str | None = field(init=False)
+    methods: pd.DataFrame = field(init=False)
     kinds: dict[str, str] = field(init=False)
     _curves: dict[str, pd.DataFrame] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.best = best_lrs(self.frame)
         self.ref = reference_label(self.frame)
-        runs = self.frame.runs
-        self.kinds = runs.drop_duplicates("label").set_index("label")["kind"].astype(str).to_dict()
+        self.methods = self.frame.methods
+        self.kinds = self.methods["kind"].astype(str).to_dict()
 
     @property
-    def lion(self) -> bool:
-        """Whether the reference was trained with Lion (its label ends in ``-lion``)."""
-        return bool(self.ref and self.ref.endswith("-lion"))
+    def optimizer(self) -> str | None:
+        """The reference's optimizer (LoRA is compared with full FT trained the same way)."""
+        return str(self.methods.at[self.ref, "optimizer"]) if self.ref else None
+
+    def _same_optimizer(self, label: str) -> bool:
+        return self.optimizer is None or self.methods.at[label, "optimizer"] == self.optimizer
 
     def loras(self) -> list[str]:
-        """LoRA labels with a best LR, trained with the reference's optimizer, display order."""
-        return [
-            lab
-            for lab in self.frame.labels
-            if self.kinds.get(lab) == "lora"
-            and lab in self.best
-            and lab.endswith("-lion") == self.lion
-        ]
+        """Every LoRA label with a best LR trained with the reference's optimizer (variants
+        and every target set included), in display order."""
+        return [lab for lab in self.frame.labels
+                if self.kinds.get(lab) == "lora" and lab in self.best and self._same_optimizer(lab)]
+
+    def plain_loras(self) -> list[str]:
+        """``loras()`` that are the paper's LoRA on any target set (claim 6)."""
+        return [lab for lab in self.loras() if is_plain_lora(self.methods.loc[lab])]
+
+    def judged(self) -> list[str]:
+        """The LoRA labels claims 1–5 and 7–9 are judged on: the paper's LoRA (all linear
+        modules) when the study has it, otherwise the plain LoRA on the targets it has."""
+        paper = [lab for lab in self.loras() if is_paper_lora(self.methods.loc[lab])]
+        return paper or self.plain_loras()
+
+    def others(self) -> list[str]:
+        """LoRA labels left out of the verdicts (other targets, variants, other optimizers)."""
+        judged = set(self.judged())
+        return [lab for lab in self.frame.labels
+                if self.kinds.get(lab) == "lora" and lab not in judged]
+
+    @property
+    def scope(self) -> str:
+        """Which runs stand for "LoRA" in the verdicts, in words."""
+        judged = self.judged()
+        if not judged:
+            return ""
+        names = ", ".join(self.name(lab) for lab in judged)
+        if all(is_paper_lora(self.methods.loc[lab]) for lab in judged):
+            text = f"LoRA = the paper's configuration: {names}"
+        else:
+            text = (f"LoRA = {names}: this study has no LoRA on all linear modules (the paper's "
+                    "configuration), so the claims are judged on the targets it has")
+        left = self.others()
+        if left:
+            text += f"; compared apart, not judged: {', '.join(self.name(lab) for lab in left)}"
+        return text
 
     def curve(self, label: str) -> pd.DataFrame:
-        """Usable checkpoints of ``label`` at its best LR, averaged over seeds per step."""
+        """Usable checkpoints of ``label`` at its best LR, averaged over seeds per step: values
+        are means, ``*_se`` columns the standard error of the mean (√Σse² / k), ``seeds`` the
+        number of runs and ``learn_sd`` / ``forget_sd`` the spread across seeds (NaN for one)."""
         if label not in self._curves:
             cp = usable(self.frame.checkpoints)
             best = self.best.get(label)
@@ -159,8 +234,7 @@ class ClaimData:
                 (cp["label"] == label)
                 & np.isclose(cp["lr"].astype(float), best if best is not None else np.nan)
             ]
-            curve = rows.groupby("step", as_index=False).mean(numeric_only=True)
-            self._curves[label] = curve.sort_values("step").reset_index(drop=True)
+            self._curves[label] = seed_means(rows)
         return self._curves[label]
 
     def final(self, label: str, column: str = "learn") -> pd.Series | None:
@@ -174,20 +248,70 @@ class ClaimData:
     def value(self, label: str, column: str) -> float:
         """``column`` at ``label``'s last best-LR checkpoint holding it (NaN when none)."""
         row = self.final(label, column)
-        return math.nan if row is None else float(row[column])
+        return math.nan if row is None else as_float(row[column])
+
+    def error(self, label: str, column: str) -> float:
+        """The standard error of ``value(label, column)`` (NaN when not stored)."""
+        row = self.final(label, column)
+        se_column = se_column_of(column)
+        if row is None or se_column not in row.index:
+            return math.nan
+        return as_float(row[se_column])
 
     def lrs_tried(self, label: str) -> list[float]:
         """Every LR the study ran for ``label``, whatever the runs' status."""
         runs = self.frame.runs
         return sorted(set(runs.loc[runs["label"] == label, "lr"].dropna().astype(float)))
 
+    def r(self, label: str) -> int | None:
+        """The LoRA rank of ``label`` (None for other methods)."""
+        value = self.methods.at[label, "r"] if label in self.methods.index else None
+        return None if value is None or pd.isna(value) else int(value)
+
+    def targets(self, label: str) -> str | None:
+        """The LoRA target set of ``label`` (None for other methods)."""
+        value = self.methods.at[label, "targets"] if label in self.methods.index else None
+        return None if value is None or pd.isna(value) else str(value)
+
     def name(self, label: str) -> str:
         """Readable method name."""
-        return "full FT" if label == "full" else pretty_label(label)
+        return "full FT" if label == "full" else self.frame.name(label)
+
+    @property
+    def no_noise_estimate(self) -> bool:
+        """Whether the store holds no standard errors for learning and forgetting."""
+        cp = self.frame.checkpoints
+        return cp.empty or (cp["learn_se"].isna().all() and cp["forget_se"].isna().all())
+
+
+def se_column_of(column: str) -> str:
+    """The standard-error column of a value column (``learn`` → ``learn_se``,
+    ``task/metric`` → ``task/metric_stderr``)."""
+    return f"{column}_stderr" if "/" in column else f"{column}_se"
+
+
+def seed_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Checkpoint rows averaged over seeds per step (see ``ClaimData.curve``)."""
+    if rows.empty:
+        return pd.DataFrame(columns=["step", "tokens", "learn", "forget", "seeds"])
+    numeric = rows.select_dtypes(include="number").columns.difference(["step"])
+    numeric = [c for c in numeric if c != "seed"]
+    groups = rows.groupby("step")
+    curve = groups[numeric].mean()
+    errors = [c for c in numeric if c.endswith("_se") or c.endswith("_stderr")]
+    if errors:
+        squares = rows[errors].astype(float) ** 2
+        counts = squares.groupby(rows["step"]).count().astype(float).replace(0.0, np.nan)
+        curve[errors] = np.sqrt(squares.groupby(rows["step"]).sum(min_count=1)) / counts
+    curve["seeds"] = groups["run_id"].nunique()
+    for column in ("learn", "forget"):
+        curve[f"{column}_sd"] = groups[column].std(ddof=1) if column in rows else np.nan
+    return curve.reset_index().sort_values("step").reset_index(drop=True)
 
 
 def needs_pair(s: ClaimData, number: int) -> ClaimVerdict | None:
     """A not-testable verdict when the study lacks a measured full FT or LoRA method."""
-    if s.ref is None or not s.loras():
-        return untestable(number, "a measured full-finetuning run and a measured LoRA run")
+    if s.ref is None or not s.judged():
+        return untestable(number, "a measured full-finetuning run and a measured LoRA run (the "
+                          "paper's: default init, no rsLoRA or DoRA)", s.scope)
     return None

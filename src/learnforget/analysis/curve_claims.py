@@ -11,7 +11,9 @@ from typing import NamedTuple
 from learnforget.analysis.claim_data import (
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     PARETO_TOLERANCE,
+    SEED_NOISE,
     ClaimData,
     ClaimVerdict,
     Part,
@@ -19,10 +21,12 @@ from learnforget.analysis.claim_data import (
     fmt,
     fmt_tokens,
     needs_pair,
+    tri_state,
     untestable,
 )
+from learnforget.analysis.frame import Frame, usable
 from learnforget.analysis.pareto import distance_to_front, frontier
-from learnforget.report.frame import Frame, usable
+from learnforget.analysis.uncertainty import Difference, Z, diff_se
 
 
 # --- 3: one Pareto curve -----------------------------------------------------------------------
@@ -42,6 +46,12 @@ class Gap(NamedTuple):
     tokens: float
     learn: float
     gap: float
+    se: float = math.nan  # the gap's standard error (the checkpoint's and the frontier's)
+
+    def below(self) -> bool | None:
+        """Whether the checkpoint forgets less than the frontier: True / False when resolved
+        beyond noise, None within it (the plain sign without an error estimate)."""
+        return Difference(0.0, self.gap, self.se).exceeds()
 
 
 def _lora_gaps(
@@ -54,7 +64,9 @@ def _lora_gaps(
         for row in s.curve(label).dropna(subset=["learn", "forget"]).itertuples():
             gap = distance_to_front((float(row.learn), float(row.forget)), line)
             if math.isfinite(gap):
-                gaps.append(Gap(label, float(row.tokens), float(row.learn), gap))
+                se = float(getattr(row, "forget_se", math.nan))
+                gaps.append(Gap(label, float(row.tokens), float(row.learn), gap,
+                                diff_se(se, se)))
             else:
                 outside += 1
     return gaps, outside
@@ -65,52 +77,74 @@ def _frontier_forgetting_at(line: list[tuple[float, float]], learn: float) -> fl
     return -distance_to_front((learn, 0.0), line)
 
 
+def seed_noise(s: ClaimData, labels: list[str]) -> tuple[float, int]:
+    """The pooled standard deviation of forgetting across seeds (√ of the mean variance over
+    every best-LR checkpoint of ``labels`` run with two or more seeds) and how many checkpoints
+    it pools; (NaN, 0) when every checkpoint has one seed."""
+    variances = []
+    for label in labels:
+        curve = s.curve(label)
+        if "forget_sd" in curve:
+            rows = curve[(curve["seeds"] >= 2) & curve["forget_sd"].notna()]
+            variances += list(rows["forget_sd"].astype(float) ** 2)
+    if not variances:
+        return math.nan, 0
+    return math.sqrt(sum(variances) / len(variances)), len(variances)
+
+
 def claim_one_curve(s: ClaimData, tolerance: float = PARETO_TOLERANCE) -> ClaimVerdict:
-    """Claim 3: every LoRA best-LR checkpoint within full FT's learning range lies within
-    ±``tolerance`` × the forgetting that full FT's frontier (all its LRs and the base model)
-    spans over the learning the judged LoRA checkpoints reach, at equal learning.
+    """Claim 3: every judged LoRA best-LR checkpoint within full FT's learning range lies near
+    full FT's frontier (all its LRs and the base model) at equal learning: within a band of
+    ±max(``tolerance`` × the forgetting that frontier spans over the learning the judged LoRA
+    checkpoints reach, ``SEED_NOISE`` × the seeds' pooled standard deviation of forgetting).
+    With one seed there is no noise estimate and the verdict says so.
 
     The band is tied to the part of the frontier LoRA is compared with: a full-FT LR that
     overshoots (far more learning or forgetting than any LoRA reaches) must not widen it."""
     if (missing := needs_pair(s, 3)) is not None:
         return missing
     line = _frontier_of(s.frame, s.ref)
-    gaps, outside = _lora_gaps(s, line, s.loras())
+    gaps, outside = _lora_gaps(s, line, s.judged())
     if not gaps:
         return untestable(
             3,
             f"LoRA checkpoints whose learning lies within full FT's frontier "
             f"(0 … {fmt(max(p[0] for p in line))}); {outside} lie outside",
+            s.scope,
         )
     reach = max(g.learn for g in gaps)
     spread = _frontier_forgetting_at(line, reach) - line[0][1]
     if spread <= 0:
         return untestable(
-            3, f"full FT checkpoints that forgot at the learning LoRA reaches (≤ {fmt(reach)})"
+            3, f"full FT checkpoints that forgot at the learning LoRA reaches (≤ {fmt(reach)})",
+            s.scope,
         )
-    allowed = tolerance * spread
+    noise, pooled = seed_noise(s, [s.ref, *s.judged()])
+    allowed = max(tolerance * spread, SEED_NOISE * noise if math.isfinite(noise) else 0.0)
     near = [g for g in gaps if abs(g.gap) <= allowed]
     worst = max(gaps, key=lambda g: abs(g.gap))
+    if math.isfinite(noise):
+        floor = (f"{SEED_NOISE:g} × the seeds' standard deviation of forgetting ({fmt(noise)}, "
+                 f"pooled over {pooled} checkpoints)")
+        settle = ""
+    else:
+        floor = "no noise estimate: every checkpoint has one seed"
+        settle = "two or more seeds per run give the band its noise floor"
     evidence = (
         f"rule: a LoRA checkpoint (best LR) is near the curve when its forgetting is within "
-        f"±{tolerance:.0%} of the forgetting full FT's frontier (all its LRs and the base "
+        f"±max({tolerance:.0%} of the forgetting full FT's frontier (all its LRs and the base "
         f"model) spans up to the most learning a LoRA checkpoint reaches ({fmt(spread)} at "
-        f"{fmt(reach)} learned), i.e. ±{fmt(allowed)}, of that frontier at equal learning. "
-        f"{len(near)} of {len(gaps)} are; largest gap {worst.gap:+.3g} "
+        f"{fmt(reach)} learned); {floor}), i.e. ±{fmt(allowed)}, of that frontier at equal "
+        f"learning. {len(near)} of {len(gaps)} are; largest gap {worst.gap:+.3g} "
         f"({s.name(worst.label)} at {fmt_tokens(worst.tokens)} tokens; + = forgets more)"
     )
     if outside:
         evidence += f"; {outside} outside full FT's learning range not judged"
     return combine(
         3,
-        [
-            Part(
-                "near full FT's frontier",
-                HOLDS if len(near) == len(gaps) else FAILS,
-                evidence,
-                main=True,
-            )
-        ],
+        [Part("near full FT's frontier", HOLDS if len(near) == len(gaps) else FAILS, evidence,
+              main=True, settle=settle)],
+        s.scope,
     )
 
 
@@ -131,37 +165,46 @@ def claim_beats_regularised(s: ClaimData) -> ClaimVerdict:
             "measured full-finetuning runs with weight decay or attention "
             "dropout (e.g. weight_decay: [0.1] or attention_dropout: [0.1])",
         )
-    loras = [lab for lab in s.frame.labels if s.kinds.get(lab) == "lora" and lab in s.best]
-    if not loras:
-        return untestable(4, "a measured LoRA run")
-    lines, judged, below = [], 0, 0
+    judged_loras = s.judged()
+    if not judged_loras:
+        return untestable(4, "a measured LoRA run (the paper's: default init, no rsLoRA or DoRA)")
+    optimizer = s.methods["optimizer"]
+    lines, results = [], []
     for label in labels:
-        same_opt = [lab for lab in loras if lab.endswith("-lion") == label.endswith("-lion")]
+        same_opt = [lab for lab in judged_loras if optimizer[lab] == optimizer[label]]
         gaps, outside = _lora_gaps(s, _frontier_of(s.frame, label), same_opt)
         if not gaps:
             lines.append(f"vs {s.name(label)}: no LoRA checkpoint within its learning range")
             continue
-        judged += len(gaps)
-        below += sum(g.gap < 0 for g in gaps)
+        readings = [g.below() for g in gaps]
+        results += readings
+        noisy = sum(r is None for r in readings)
         lines.append(
-            f"vs {s.name(label)}: {sum(g.gap < 0 for g in gaps)} of {len(gaps)} LoRA "
-            f"checkpoints forget less at equal learning (gaps "
-            f"{min(g.gap for g in gaps):+.3g} … {max(g.gap for g in gaps):+.3g})"
+            f"vs {s.name(label)}: {sum(r is True for r in readings)} of {len(gaps)} LoRA "
+            f"checkpoints forget less at equal learning"
+            + (f", {noisy} within noise" if noisy else "")
+            + f" (gaps {min(g.gap for g in gaps):+.3g} … {max(g.gap for g in gaps):+.3g})"
         )
-    if not judged:
+    if not results:
         return untestable(
             4,
             "LoRA checkpoints whose learning lies within the regularised runs' "
             "learning range; " + "; ".join(lines),
+            s.scope,
         )
+    verdict = tri_state(results)
     return combine(
         4,
         [
             Part(
                 "forgets less at equal learning",
-                HOLDS if below == judged else FAILS,
-                "; ".join(lines) + f" ({s.frame.forget_label})",
+                verdict,
+                "; ".join(lines) + f" ({s.frame.forget_label}; a gap within {Z} standard "
+                "errors is within noise)"
+                + ("; no standard errors stored" if s.no_noise_estimate else ""),
                 main=True,
+                settle="more items or seeds" if verdict == INCONCLUSIVE else "",
             )
         ],
+        s.scope,
     )

@@ -22,6 +22,7 @@ import difflib
 import itertools
 import math
 import re
+import statistics
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -78,6 +79,8 @@ def diversity_summary(samples_per_prompt: list[list[str]]) -> dict[str, float]:
     Returns:
         prompts: number of prompts; samples: total samples;
         mean_distinct: mean number of exactly distinct samples per prompt;
+        mean_distinct_stderr: its standard error over prompts (sample std / √prompts; NaN
+        for one prompt);
         distinct_fraction: all distinct samples / all samples;
         mean_pairwise_similarity: mean over prompts (with ≥ 2 samples) of the mean pair similarity;
         distinct_2: mean over prompts of distinct-2 of that prompt's samples.
@@ -91,6 +94,8 @@ def diversity_summary(samples_per_prompt: list[list[str]]) -> dict[str, float]:
         "prompts": float(len(prompts)),
         "samples": float(total),
         "mean_distinct": sum(distinct) / len(prompts),
+        "mean_distinct_stderr": statistics.stdev(distinct) / math.sqrt(len(prompts))
+        if len(prompts) >= 2 else math.nan,
         "distinct_fraction": sum(distinct) / total,
         "mean_pairwise_similarity": _mean([mean_pairwise_similarity(s) for s in prompts]),
         "distinct_2": _mean([distinct_n(s, 2) for s in prompts]),

@@ -1,7 +1,7 @@
 """What the study concludes: a verdict per method (against full finetuning) and which finetuning
 to use for a goal.
 
-Both read a ``Frame`` (``learnforget.report.frame``): ``learn`` is higher = learned more,
+Both read a ``Frame`` (``learnforget.analysis.frame``): ``learn`` is higher = learned more,
 ``forget`` is higher = forgot more, both relative to the base model. Runs that diverged or failed
 never count.
 """
@@ -14,15 +14,14 @@ from typing import Literal
 
 import pandas as pd
 
-from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
-from learnforget.report.frame import (
+from learnforget.analysis.frame import (
     Frame,
     best_lrs,
     lr_table,
-    pretty_label,
     reference_label,
     usable,
 )
+from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 
 Goal = Literal["learn", "balanced", "retain"]
 GOALS: tuple[Goal, ...] = ("learn", "balanced", "retain")
@@ -85,7 +84,7 @@ def verdict(frame: Frame) -> list[VerdictRow]:
     table = lr_table(frame)
     best = best_lrs(frame)
     ref = reference_label(frame)
-    ref_name = "full finetuning" if ref == "full" else pretty_label(ref or "full")
+    ref_name = "full finetuning" if ref in (None, "full") else frame.name(ref)
     kinds = frame.runs.drop_duplicates("label").set_index("label")["kind"]
     at_best = {label: table[(table["label"] == label) & (table["lr"] == lr)].iloc[0]
                for label, lr in best.items()}
@@ -104,7 +103,7 @@ def verdict(frame: Frame) -> list[VerdictRow]:
         forget = _float(chosen["forget"]) if chosen is not None else math.nan
         learn_share, forget_share = _share(learn, ref_learn), _share(forget, ref_forget)
         is_ref = label == ref
-        name = pretty_label(label)
+        name = frame.name(label)
         gap = math.nan if is_ref else distance_to_front((learn, forget), ref_line)
         sentence = ("the reference for the shares" if is_ref else
                     _sentence(name, ref_name, learn_share, forget_share, ref_learn, ref_forget))
@@ -125,6 +124,7 @@ class Recommendation:
 
     goal: Goal
     label: str | None  # None when nothing can be recommended (reason says why)
+    name: str  # the readable method name, from its settings ("" when nothing is recommended)
     lr: float | None
     r: int | None
     targets: str | None
@@ -134,11 +134,8 @@ class Recommendation:
     forget: float
     reason: str
     frontier_note: str
-
-    @property
-    def name(self) -> str:
-        """The readable method name (empty when nothing is recommended)."""
-        return pretty_label(self.label) if self.label else ""
+    step: int | None = None  # the checkpoint's training step
+    checkpoint: str | None = None  # its folder, when the run kept it
 
 
 def _candidates(frame: Frame) -> pd.DataFrame:
@@ -155,15 +152,15 @@ def frontier_note(frame: Frame) -> str:
     labels = [lab for lab in frame.labels if lab in set(front["label"])]
     kinds = set(front["kind"])
     if len(labels) == 1 and cp["label"].nunique() > 1:
-        return (f"Every frontier point is {pretty_label(labels[0])}: it dominates the other "
+        return (f"Every frontier point is {frame.name(labels[0])}: it dominates the other "
                 "methods (at no learning level does another method forget less).")
     if len(labels) == 1:
-        return f"Only {pretty_label(labels[0])} was measured, so it is the whole frontier."
+        return f"Only {frame.name(labels[0])} was measured, so it is the whole frontier."
     if len(kinds) == 1 and cp["kind"].nunique() > 1:
         family = "LoRA" if kinds == {"lora"} else "full finetuning"
         return (f"The frontier is made only of {family} checkpoints "
-                f"({', '.join(pretty_label(lab) for lab in labels)}).")
-    return ("The frontier mixes methods: " + ", ".join(pretty_label(lab) for lab in labels)
+                f"({', '.join(frame.name(lab) for lab in labels)}).")
+    return ("The frontier mixes methods: " + ", ".join(frame.name(lab) for lab in labels)
             + " — each is best for some trade-off.")
 
 
@@ -195,7 +192,7 @@ def recommend(frame: Frame, goal: Goal = "balanced") -> Recommendation:
     if cp.empty or cp["learn"].max() <= 0:
         reason = ("no usable measured checkpoint" if cp.empty else
                   f"no checkpoint improved on the base model ({frame.learn_label} ≤ 0)")
-        return Recommendation(goal, None, None, None, None, None, None, math.nan, math.nan,
+        return Recommendation(goal, None, "", None, None, None, None, None, math.nan, math.nan,
                               f"Nothing to recommend: {reason}.", note)
     best_learn = float(cp["learn"].max())
     if goal == "learn":
@@ -215,10 +212,13 @@ def recommend(frame: Frame, goal: Goal = "balanced") -> Recommendation:
         reason = (f"Forgets least among checkpoints reaching at least {RETAIN_SHARE:.0%} of the "
                   f"best learning: {_describe(row, frame)}.")
     return Recommendation(
-        goal=goal, label=str(row["label"]), lr=_opt(row["lr"], float), r=_opt(row["r"], int),
+        goal=goal, label=str(row["label"]), name=frame.name(str(row["label"])),
+        lr=_opt(row["lr"], float), r=_opt(row["r"], int),
         targets=row["targets"] if isinstance(row["targets"], str) else None,
         run_id=str(row["run_id"]), tokens=float(row["tokens"]), learn=float(row["learn"]),
-        forget=float(row["forget"]), reason=reason, frontier_note=note)
+        forget=float(row["forget"]), reason=reason, frontier_note=note,
+        step=int(row["step"]),
+        checkpoint=str(row["checkpoint"]) if isinstance(row.get("checkpoint"), str) else None)
 
 
 def _pct_of(value: float, scale: float) -> str:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from learnforget.analysis.frame import Frame, final_rows, load_frame
 from learnforget.analysis.recommend import GOALS, frontier_note, recommend, verdict
 from learnforget.report import figures as figs
 from learnforget.report.claims_section import claims_section
-from learnforget.report.frame import Frame, final_rows, load_frame, pretty_label
+from learnforget.report.csv_table import write_measurements_csv
 from learnforget.report.html import (
     Cell,
     FigureRef,
@@ -35,11 +36,6 @@ from learnforget.report.html import (
     table,
 )
 from learnforget.report.weights import diversity_section, weights_section
-from learnforget.store import Store
-
-CSV_COLUMNS = ["run_id", "label", "method", "lr", "r", "targets", "optimizer", "seed", "status",
-               "step", "tokens", "task", "metric", "value"]
-DERIVED = ("learn", "forget", "forget_mean")
 
 
 @dataclass
@@ -194,7 +190,7 @@ def runs_section(ctx: ReportContext) -> Section:
             *(final.get(o.column) for o in tasks)]
         error = str(run.error).strip().splitlines()[-1][:300] if isinstance(run.error, str) \
             and run.error.strip() else None
-        rows.append([run.run_id, pretty_label(run.label), Cell(number(run.lr, 3), True),
+        rows.append([run.run_id, frame.name(run.label), Cell(number(run.lr, 3), True),
                      run.optimizer, None if pd.isna(run.seed) else int(run.seed), run.status,
                      *[_plain(v) for v in values], error])
     return Section("Runs", table(headers, rows))
@@ -229,32 +225,6 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     runs_section,
     how_to_read_section,
 ]
-
-
-# --- the CSV ------------------------------------------------------------------------------------
-def write_measurements_csv(out: Path, frame: Frame) -> Path:
-    """``OUT/measurements.csv``: every stored measurement joined with its run's settings, plus
-    the derived ``learn``/``forget``(/``forget_mean``) of each checkpoint as task ``derived``."""
-    store = Store(out / "results.sqlite")
-    try:
-        rows = pd.DataFrame(store.measurements(),
-                            columns=["run_id", "step", "tokens", "task", "metric", "value"])
-    finally:
-        store.close()
-    runs = frame.runs.rename(columns={"kind": "method"})
-    info = ["run_id", "label", "method", "lr", "r", "targets", "optimizer", "seed", "status"]
-    cp = pd.concat([frame.checkpoints, frame.base.to_frame().T], ignore_index=True)
-    derived = cp.melt(id_vars=["run_id", "step", "tokens"],
-                      value_vars=[c for c in DERIVED if c in cp], var_name="metric")
-    derived = derived.assign(task="derived")
-    everything = pd.concat([rows, derived], ignore_index=True).merge(runs[info], on="run_id",
-                                                                     how="left")
-    is_base = everything["label"].isna()
-    everything.loc[is_base, ["label", "method", "status"]] = ["base", "base", "finished"]
-    everything = everything.sort_values(["run_id", "step", "task", "metric"], kind="stable")
-    path = out / "measurements.csv"
-    everything[CSV_COLUMNS].to_csv(path, index=False)
-    return path
 
 
 # --- the report ---------------------------------------------------------------------------------

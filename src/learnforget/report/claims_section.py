@@ -9,33 +9,45 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from learnforget.analysis.claims import (
+    CPT_SIMILAR,
     FAILS,
+    FAR_MORE,
     HOLDS,
+    INCONCLUSIVE,
     PARETO_TOLERANCE,
     SEVERAL,
     ClaimVerdict,
+    count_verdicts,
     judge_claims,
 )
-from learnforget.report.frame import Frame
-from learnforget.report.html import Cell, Section, escape, paragraph, table
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.uncertainty import Z
+from learnforget.analysis.variants import variant_comparison
+from learnforget.report.html import Cell, Section, escape, number, paragraph, table
 from learnforget.report.weights import best_run_ids, load_artifacts
 
 if TYPE_CHECKING:  # build.py imports this module, so the context is only a type here
     from learnforget.report.build import ReportContext
 
-VERDICT_COLORS = {HOLDS: "#1e7b34", FAILS: "#b03a2e"}  # "not testable" in grey
+VERDICT_COLORS = {HOLDS: "#1e7b34", FAILS: "#b03a2e", INCONCLUSIVE: "#b7791f"}  # untested grey
 UNTESTED_COLOR = "#777777"
 
 INTRO = (
     "Each of the paper's nine claims (what a faithful reproduction must show) judged on this "
-    "study's measurements, each method at its best learning rate. A claim holds only when its "
-    "main part and every other part the study can test hold; it does not hold when any tested "
-    "part fails; it is not testable when the study lacks the runs or measurements for its main "
-    "part (the last column says which). The evidence gives the numbers behind each verdict and "
-    "the rule used; docs/report.md lists every rule. "
-    f"Tolerances: 'several times' = {SEVERAL:g}×; 'near one curve' = within "
-    f"{PARETO_TOLERANCE:.0%} of the forgetting full finetuning's frontier spans up to the "
-    "most learning a LoRA checkpoint reaches.")
+    "study's measurements, each method at its best learning rate. \"LoRA\" is the paper's LoRA "
+    "(all linear modules, default init, α = 2r, no rsLoRA or DoRA) unless the study has none; "
+    "the scope line of each claim says which runs stand for it, and other targets and variants "
+    "are compared apart below the table. A claim does not hold when any tested part fails; it "
+    "is not testable when the study lacks the runs or measurements for its main part; it is "
+    f"inconclusive when a part hinges on a difference within noise ({Z} standard errors of the "
+    "difference, from the stored standard errors) or on a best LR at the edge of its sweep; "
+    "otherwise it holds. The evidence gives the numbers behind each verdict with their "
+    "uncertainty and the rule used; the last column says what would settle the rest; "
+    "docs/report.md lists every rule. "
+    f"Thresholds: best-LR ratio ≥ {SEVERAL:g}× in IFT, within {CPT_SIMILAR:g}× in CPT; ΔW rank "
+    f"≥ {FAR_MORE:g}× the LoRA rank; 'near one curve' = within {PARETO_TOLERANCE:.0%} of the "
+    "forgetting full finetuning's frontier spans up to the most learning a LoRA checkpoint "
+    "reaches, or two seed standard deviations when the study has seeds.")
 
 
 def verdict_cell(verdict: str) -> Cell:
@@ -49,11 +61,54 @@ def multiline(text: str) -> Cell:
     return Cell("<br>".join(escape(line) for line in text.splitlines()) or "—")
 
 
+def _claim_cell(v: ClaimVerdict) -> Cell:
+    """The claim's text with its scope (which runs stand for LoRA) below it."""
+    scope = f'<br><span class="muted">{escape(v.scope)}</span>' if v.scope else ""
+    return Cell(escape(v.claim) + scope)
+
+
+def _settle_cell(v: ClaimVerdict) -> Cell:
+    """What is missing to test the claim and what would settle its inconclusive parts."""
+    lines = [text for text in (v.missing, v.settle) if text]
+    return multiline("\n".join(lines)) if lines else Cell("—")
+
+
 def claims_table(verdicts: Sequence[ClaimVerdict]) -> str:
-    """The checklist as an HTML table: number, claim, verdict, evidence, what is missing."""
-    rows = [[v.number, v.claim, verdict_cell(v.verdict), multiline(v.evidence),
-             v.missing or "—"] for v in verdicts]
-    return table(["#", "claim", "verdict", "evidence", "missing to test the rest"], rows)
+    """The checklist as an HTML table: number, claim (with its scope), verdict, evidence, and
+    what would test or settle the rest."""
+    rows = [[v.number, _claim_cell(v), verdict_cell(v.verdict), multiline(v.evidence),
+             _settle_cell(v)] for v in verdicts]
+    return table(["#", "claim", "verdict", "evidence", "what would test or settle it"], rows)
+
+
+def summary_line(verdicts: Sequence[ClaimVerdict]) -> str:
+    """``holds: 4; does not hold: 2; inconclusive: 1; not testable: 2`` (states with none
+    left out)."""
+    return "; ".join(f"{state}: {n}" for state, n in count_verdicts(verdicts).items() if n)
+
+
+def _with_se(value: float, se: float) -> str:
+    text = number(value, 3)
+    return f"{text} ± {number(Z * se, 2)}" if se == se else text  # NaN: no error stored
+
+
+def variants_table(frame: Frame) -> str:
+    """Other target sets and LoRA variants beside the reference and the judged LoRA ("" when
+    the study has none)."""
+    table_rows = variant_comparison(frame)
+    if table_rows.empty:
+        return ""
+    rows = [[r.name, r.role, Cell(number(r.best_lr, 3), True),
+             Cell(_with_se(r.learn, r.learn_se), True), Cell(_with_se(r.forget, r.forget_se), True),
+             Cell(number(r.learn_share, 2), True), Cell(number(r.forget_share, 2), True),
+             Cell(number(r.rank90, 3), True), Cell(number(r.intruders, 3), True)]
+            for r in table_rows.itertuples()]
+    return (paragraph("Other target sets and LoRA variants — not part of the verdicts above. "
+                      "Each method at its best LR and last checkpoint; learning and forgetting "
+                      f"± {Z} standard errors, and as shares of full finetuning's.", "sentence")
+            + table(["method", "role", "best LR", f"learn ({frame.learn_label})",
+                     f"forget ({frame.forget_label})", "learn / full FT", "forget / full FT",
+                     "ΔW rank90", "intruders / matrix"], rows))
 
 
 def claims_record(frame: Frame, verdicts: Sequence[ClaimVerdict]) -> dict:
@@ -77,11 +132,9 @@ def claims_section(ctx: ReportContext) -> Section:
     run_ids = {run_id for ids in best_run_ids(ctx.frame).values() for run_id in ids}
     verdicts = judge_claims(ctx.frame, load_artifacts(ctx.out, "spectrum", run_ids))
     write_claims_json(ctx.out, ctx.frame, verdicts)
-    counts = {verdict: sum(v.verdict == verdict for v in verdicts)
-              for verdict in (HOLDS, FAILS, "not testable")}
-    summary = "; ".join(f"{verdict}: {n}" for verdict, n in counts.items() if n)
-    body = (paragraph(INTRO) + paragraph(f"The nine claims — {summary}.", "sentence")
-            + claims_table(verdicts)
+    body = (paragraph(INTRO)
+            + paragraph(f"The nine claims — {summary_line(verdicts)}.", "sentence")
+            + claims_table(verdicts) + variants_table(ctx.frame)
             + paragraph("Claim 1's comparison of CPT with IFT needs two studies: a multi-study "
                         "run judges it on its index page. The verdicts are also in claims.json "
                         "beside the report folder.", "muted"))

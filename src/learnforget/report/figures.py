@@ -8,7 +8,6 @@ drawn from any thread or process without a display. A method keeps its colour in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +18,20 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from learnforget.analysis.pareto import frontier
-from learnforget.report.frame import (
+from learnforget.analysis.frame import (
+    METHOD_COLUMNS,
     Frame,
     best_lrs,
+    is_plain_lora,
     lr_table,
     mean_curves,
-    pretty_label,
     reference_label,
     usable,
 )
+from learnforget.analysis.pareto import frontier
 
 DPI = 150
 FAINT = 0.25  # alpha of the non-best learning rates
-PLAIN_LORA = re.compile(r"^lora-r(\d+)-(attention|mlp|all)$")
 TOKENS = "training tokens"
 
 
@@ -131,7 +130,7 @@ def _over_tokens(frame: Frame, out_dir: Path, column: str, name: str) -> Path:
             ax.plot([0, *group["tokens"]], [0, *group[column]], color=colors[label],
                     marker=_marker(kinds.get(label, "")), lw=2 if best else 1,
                     alpha=1 if best else FAINT,
-                    label=f"{pretty_label(label)}, lr={lr:g}" if best else None)
+                    label=f"{frame.name(label)}, lr={lr:g}" if best else None)
     axis = frame.learn_label if column == "learn" else frame.forget_label
     direction = "higher = learned more" if column == "learn" else "higher = forgot more"
     ax.set_title(f"{which.capitalize()} vs {TOKENS} (best LR per method; others faint)")
@@ -177,7 +176,7 @@ def tradeoff(frame: Frame, out_dir: Path) -> Path:
             ax.scatter(part["learn"], part["forget"], s=15 + 110 * part["tokens"] / largest,
                        color=colors[label], marker=_marker(str(rows["kind"].iloc[0])),
                        alpha=alpha, edgecolors="black", linewidths=0.4,
-                       label=pretty_label(label) if alpha == 0.9 and len(part) else None)
+                       label=frame.name(label) if alpha == 0.9 and len(part) else None)
     ax.scatter([0], [0], marker="*", s=160, color="black", label="base model", zorder=3)
     line = frontier([(0.0, 0.0), *zip(cp["learn"], cp["forget"], strict=True)])
     ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=1.5, ls="-",
@@ -205,9 +204,9 @@ def training_loss(frame: Frame, out_dir: Path) -> Path:
             broken = status in ("diverged", "failed")
             name = None
             if few:
-                name = f"{pretty_label(label)}, lr={lr:g}" + (f" ({status})" if broken else "")
+                name = f"{frame.name(label)}, lr={lr:g}" + (f" ({status})" if broken else "")
             elif is_best and not named:
-                name, named = pretty_label(label), True
+                name, named = frame.name(label), True
             ax.plot(group["tokens"], group["train/loss"], color=colors[label],
                     lw=1.6 if is_best else 1, alpha=1 if is_best else 0.5,
                     ls=":" if broken else "-", label=name)
@@ -233,7 +232,7 @@ def lr_sensitivity(frame: Frame, out_dir: Path) -> Path:
             rows = table[table["label"] == label].sort_values("lr")
             measured = rows.dropna(subset=[column])
             ax.plot(measured["lr"], measured[column], color=colors[label],
-                    marker=_marker(kinds.get(label, "")), label=pretty_label(label))
+                    marker=_marker(kinds.get(label, "")), label=frame.name(label))
             if label in best:
                 pick = measured[np.isclose(measured["lr"], best[label])]
                 ax.scatter(pick["lr"], pick[column], marker="*", s=200, color=colors[label],
@@ -264,13 +263,16 @@ def _final_at_best(frame: Frame) -> pd.DataFrame:
 def rank_by_module(frame: Frame, out_dir: Path) -> Path:
     """Final learning and forgetting per LoRA (target modules, rank) at each best LR."""
     finals = _final_at_best(frame)
-    cells = {lab: PLAIN_LORA.match(lab) for lab in finals.index}
-    cells = {lab: (m[2], int(m[1])) for lab, m in cells.items() if m}
+    methods = frame.methods
+    ref = reference_label(frame)
+    optimizer = methods.at[ref, "optimizer"] if ref in methods.index else "adamw"
+    cells = {lab: (str(methods.at[lab, "targets"]), int(methods.at[lab, "r"]))
+             for lab in finals.index if lab in methods.index
+             and is_plain_lora(methods.loc[lab]) and methods.at[lab, "optimizer"] == optimizer}
     require(len(set(cells.values())) >= 2,
              "needs LoRA runs at two or more (rank, target modules) settings")
     ranks = sorted({r for _, r in cells.values()})
     targets = [t for t in ("attention", "mlp", "all") if t in {t for t, _ in cells.values()}]
-    ref = reference_label(frame)
     figure, axes = _figure(ncols=2, width=5.6)
     width = 0.8 / len(targets)
     colors = {"attention": "tab:blue", "mlp": "tab:green", "all": "tab:purple"}
@@ -285,7 +287,7 @@ def rank_by_module(frame: Frame, out_dir: Path) -> Path:
                    width, color=colors[target], label=f"LoRA on {target}")
         if ref is not None and ref in finals.index:
             ax.axhline(finals.loc[ref, column], color="firebrick", ls="--",
-                       label=f"{pretty_label(ref)} (reference)")
+                       label=f"{frame.name(ref)} (reference)")
         ax.set_xticks(np.arange(len(ranks)), [f"r={r}" for r in ranks])
         ax.set_xlabel("LoRA rank")
         ax.set_ylabel(f"final {axis}\n({direction})")
@@ -310,7 +312,7 @@ def _plane_curves(ax: Axes, frame: Frame, labels: list[str]) -> None:
         if rows.empty:
             continue
         ax.plot([0, *rows["learn"]], [0, *rows["forget"]], color=colors[label],
-                marker=_marker(kinds.get(label, "")), label=pretty_label(label))
+                marker=_marker(kinds.get(label, "")), label=frame.name(label))
     ax.scatter([0], [0], marker="*", s=160, color="black", label="base model", zorder=3)
 
 
@@ -331,13 +333,27 @@ def regularisation(frame: Frame, out_dir: Path) -> Path:
     return save_figure(figure, out_dir, "regularisation")
 
 
+def optimizer_pairs(frame: Frame, labels: list[str]) -> dict[str, str]:
+    """{AdamW label: Lion label} for the methods among ``labels`` run with both optimizers
+    (every other setting equal)."""
+    methods = frame.methods.loc[[lab for lab in labels if lab in frame.methods.index]]
+    settings = [c for c in METHOD_COLUMNS if c != "optimizer"]
+
+    def key(label: str) -> tuple:
+        return tuple(str(methods.at[label, c]) for c in settings)
+
+    lion = {key(lab): lab for lab in methods.index if methods.at[lab, "optimizer"] == "lion"}
+    return {lab: lion[key(lab)] for lab in frame.labels if lab in methods.index
+            and methods.at[lab, "optimizer"] == "adamw" and key(lab) in lion}
+
+
 def optimizers(frame: Frame, out_dir: Path) -> Path:
     """AdamW vs Lion per method family: final learning and forgetting at each best LR."""
     require({"adamw", "lion"} <= set(frame.runs["optimizer"].dropna()),
              "needs runs with both AdamW and Lion")
     finals = _final_at_best(frame)
-    families = [lab for lab in frame.labels if not lab.endswith("-lion")
-                and lab in finals.index and f"{lab}-lion" in finals.index]
+    pairs = optimizer_pairs(frame, list(finals.index))
+    families = list(pairs)
     require(bool(families), "no method was run (and measured) with both AdamW and Lion")
     figure, axes = _figure(ncols=2, width=5.6)
     x = np.arange(len(families))
@@ -347,9 +363,9 @@ def optimizers(frame: Frame, out_dir: Path) -> Path:
     ):
         ax.bar(x - 0.2, [finals.loc[f, column] for f in families], 0.4, color="tab:blue",
                label="AdamW")
-        ax.bar(x + 0.2, [finals.loc[f"{f}-lion", column] for f in families], 0.4,
+        ax.bar(x + 0.2, [finals.loc[pairs[f], column] for f in families], 0.4,
                color="tab:orange", label="Lion")
-        ax.set_xticks(x, [pretty_label(f) for f in families], rotation=20, ha="right",
+        ax.set_xticks(x, [frame.name(f) for f in families], rotation=20, ha="right",
                       fontsize=7)
         ax.set_ylabel(f"final {axis}\n({direction})")
         ax.axhline(0, color="black", lw=0.8)

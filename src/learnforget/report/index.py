@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 from learnforget.analysis.claims import CLAIMS, judge_claims, judge_claims_across
+from learnforget.analysis.frame import Frame, load_frame
 from learnforget.errors import UserError
 from learnforget.report.claims_section import claims_table, verdict_cell
-from learnforget.report.frame import Frame, load_frame
 from learnforget.report.html import paragraph, table
 
 PAGE = """<!doctype html>

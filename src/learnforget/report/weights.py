@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from learnforget.analysis.claim_data import ClaimData
+from learnforget.analysis.frame import Frame, best_lrs, usable
 from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
 from learnforget.analysis.spectrum import random_singular_values
 from learnforget.report.figures import (
@@ -32,7 +33,6 @@ from learnforget.report.figures import (
     require,
     save_figure,
 )
-from learnforget.report.frame import Frame, best_lrs, pretty_label, usable
 from learnforget.report.html import Section, escape, paragraph, table
 from learnforget.store import Store
 
@@ -158,7 +158,7 @@ def spectrum_heatmap(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
                       [f"{m.removesuffix('_proj')}\n({randoms[m]:.0f})" for m in modules],
                       fontsize=6)
         ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=6)
-        ax.set_title(f"{pretty_label(label)}\n{_tokens_label(frame, label, step)}", fontsize=8)
+        ax.set_title(f"{frame.name(label)}\n{_tokens_label(frame, label, step)}", fontsize=8)
         ax.set_xlabel("module (random matrix's rank90)", fontsize=7)
     axes[0].set_ylabel("layer")
     figure.colorbar(image, ax=axes, label="ΔW rank for 90% of Σσ²", shrink=0.8)
@@ -189,7 +189,7 @@ def rank_over_tokens(frame: Frame, out_dir: Path) -> Path:
                 continue
             drawn = True
             ax.plot(curve["tokens"], curve[column], marker="o", color=colors[label],
-                    label=pretty_label(label))
+                    label=frame.name(label))
         if random_column in frame.checkpoints and frame.checkpoints[random_column].notna().any():
             ax.axhline(float(frame.checkpoints[random_column].max()), color="grey", ls="--",
                        label="random matrix of the same shape")
@@ -230,7 +230,7 @@ def matrix_spectrum(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
             continue
         values = np.asarray(matrix["singular_values"]) / matrix["singular_values"][0]
         index = np.arange(1, len(values) + 1)
-        ax.plot(index, values, color=colors[label], label=f"ΔW {pretty_label(label)}")
+        ax.plot(index, values, color=colors[label], label=f"ΔW {frame.name(label)}")
         k = int(matrix["rank90"])
         if 1 <= k <= len(values):
             ax.scatter([k], [values[k - 1]], color=colors[label], edgecolors="black", zorder=3)
@@ -262,13 +262,13 @@ def intruder_figure(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
         if counts:
             swept = True
             axes[0].plot(DEFAULT_EPS_VALUES, counts, marker="o", color=colors[label],
-                         label=pretty_label(label))
+                         label=frame.name(label))
     for label in frame.labels:
         curve = _best_curve(frame, label, ["spectrum/intruders"]).dropna()
         if not curve.empty:
             over_time = True
             axes[1].plot(curve["tokens"], curve["spectrum/intruders"], marker="o",
-                         color=colors[label], label=pretty_label(label))
+                         color=colors[label], label=frame.name(label))
     require(swept or over_time, "no intruder similarities or counts were stored")
     axes[0].axvline(0.5, color="grey", ls=":", label="ε = 0.5 (the usual threshold)")
     axes[0].set_xlabel("ε (a top-10 direction is an intruder when its best |cos| with W_base's "
@@ -309,7 +309,7 @@ def diversity_figure(frame: Frame, out_dir: Path) -> Path:
     data = diversity_table(frame)
     require(not data.empty, "diversity was not measured (evaluation.diversity: true)")
     colors = {**label_colors(frame.labels), "base": (0.5, 0.5, 0.5, 1.0)}
-    names = ["base model" if lab == "base" else pretty_label(lab) for lab in data.index]
+    names = ["base model" if lab == "base" else frame.name(lab) for lab in data.index]
     figure, axes = _figure(2, 5.0)
     x = np.arange(len(data))
     for ax, column, title in (
@@ -398,7 +398,7 @@ def _summary_table(frame: Frame) -> str:
         curve = _best_curve(frame, label, columns).dropna(subset=["spectrum/rank90"])
         if not curve.empty:
             final = curve.iloc[-1]
-            rows.append([pretty_label(label), final["tokens"],
+            rows.append([frame.name(label), final["tokens"],
                          *(None if pd.isna(final[c]) else float(final[c]) for c in columns)])
     if not rows:
         return ""
@@ -427,7 +427,7 @@ def diversity_section(ctx: ReportContext) -> Section:
         "diversity", diversity_figure, "Generation diversity",
         "Left: distinct samples per prompt (dashed: every sample distinct); right: mean pairwise "
         "similarity of the samples of one prompt. Each method at its best LR, final checkpoint.")])
-    rows = [["base model" if label == "base" else pretty_label(label),
+    rows = [["base model" if label == "base" else frame.name(label),
              *(float(row[c]) for c in DIVERSITY[:4])] for label, row in data.iterrows()]
     body = paragraph(DIVERSITY_INTRO) + table(
         ["method (best LR)", "distinct per prompt", "mean pairwise similarity",
@@ -448,7 +448,7 @@ def _samples(ctx: ReportContext, frame: Frame, shown: int = 3, chars: int = 240)
             continue
         samples = "".join(f"<pre>{escape(_cut(text, chars))}</pre>"
                           for text in record["data"][0][:shown])
-        items.append(f"<li><b>{escape(pretty_label(label))}</b>{samples}</li>")
+        items.append(f"<li><b>{escape(frame.name(label))}</b>{samples}</li>")
     if not items:
         return ""
     return (paragraph(f"The first {shown} samples of the first prompt (cut at {chars} "

@@ -2,9 +2,11 @@
 
 ``load_frame(OUT)`` reads ``OUT/results.sqlite`` and ``OUT/study.json`` into a ``Frame``:
 
-- ``checkpoints``: one row per run × measured step, with the run's settings (label, kind, lr, r,
-  targets, weight decay, dropout, optimizer, seed, status), one column per ``task/metric`` (e.g.
-  ``source_bpb/bpb`` and ``source_bpb/bpb_delta``) and the two derived scores:
+- ``checkpoints``: one row per run × measured step, with the run's structured settings
+  (``METHOD_COLUMNS``: kind, r, α, targets, init, rsLoRA, DoRA, dropout, weight decay, attention
+  dropout, trained embeddings, optimizer; then lr, seed, status), one column per ``task/metric``
+  (e.g. ``source_bpb/bpb``, ``source_bpb/bpb_delta``, ``source_bpb/bpb_stderr``,
+  ``source_bpb/n``) and the two derived scores with their standard errors:
 
   * ``learn`` — the first learning task's primary metric, as an improvement over the base model,
     oriented so that higher = learned more: ``value − base`` for higher-is-better metrics
@@ -14,20 +16,26 @@
     forgetting tasks are accuracy-type, ``forget_mean`` is the mean of their accuracy drops (the
     paper's forgetting average) and it is ``forget`` whenever the first forgetting task is
     accuracy-type.
+  * ``checkpoint`` — the checkpoint's folder as the store recorded it (empty when not kept).
+  * ``learn_se`` / ``forget_se`` — the standard error of the checkpoint's value behind ``learn``
+    / ``forget`` (for ``forget_mean``: √Σse² / k), NaN when the store holds none. The base
+    model's own standard error is in ``base``; a difference of two values has
+    √(se_a² + se_b²) (``learnforget.analysis.uncertainty``).
 
 - ``base``: the base model as a row (step 0, tokens 0, learn = forget = 0).
 - ``train``: the training curves, one row per run × logged step (columns ``train/loss``,
   ``train/lr``, ``train/tokens_per_s``).
 - ``runs``: one row per run, including runs that have no checkpoint yet.
 
-Every other part of the report (figures, verdict, recommendation, CSV) reads these columns and
-the helpers below (``final_rows``, ``lr_table``, ``best_lrs``), so the definitions live here only.
+Display names come from the settings (``method_name``), never from parsing a label. Every
+analysis and every part of the report (figures, verdict, recommendation, CSV) reads these columns
+and the helpers below (``final_rows``, ``lr_table``, ``best_lrs``), so the definitions live here
+only.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +47,11 @@ from learnforget.errors import UserError
 from learnforget.store import Store
 from learnforget.study import Study
 
-RUN_COLUMNS = ["run_id", "label", "kind", "lr", "r", "targets", "weight_decay",
-               "attention_dropout", "train_embeddings", "optimizer", "seed", "status"]
+# A run's settings as structured columns, straight from its stored config (never parsed from
+# the label): the method's kind and every field that tells one method from another.
+METHOD_COLUMNS = ["kind", "r", "alpha", "targets", "init", "use_rslora", "use_dora", "dropout",
+                  "weight_decay", "attention_dropout", "train_embeddings", "optimizer"]
+RUN_COLUMNS = ["run_id", "label", *METHOD_COLUMNS, "lr", "seed", "status"]
 UNUSABLE = ("diverged", "failed")  # runs whose numbers never choose a best LR or a recommendation
 LOWER_IS_BETTER_WORDS = ("bpb", "loss", "perplexity", "ppl", "nll")
 TARGET_ORDER = {"attention": 0, "mlp": 1, "all": 2}
@@ -82,9 +93,85 @@ class Frame:
         """Method labels that have at least one run, in display order (full first, then LoRA)."""
         return sort_labels(self.runs)
 
+    @property
+    def methods(self) -> pd.DataFrame:
+        """One row per method label (index) with its structured settings and display name."""
+        return method_table(self.runs)
+
+    def name(self, label: str) -> str:
+        """The readable name of method ``label``, built from its settings."""
+        methods = self.methods
+        return str(methods.at[label, "name"]) if label in methods.index else label
+
     def metric_columns(self) -> list[str]:
         """The ``task/metric`` columns present in ``checkpoints``."""
         return [c for c in self.checkpoints.columns if "/" in c]
+
+
+def method_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per label with the method's settings (``METHOD_COLUMNS``) and ``name``."""
+    if runs.empty:
+        return pd.DataFrame(columns=[*METHOD_COLUMNS, "name"])
+    table = runs.drop_duplicates("label").set_index("label")[METHOD_COLUMNS].copy()
+    table["name"] = [method_name(row) for row in table.itertuples()]
+    return table
+
+
+def _is_set(value: object) -> bool:
+    """A setting that is present (not None / NaN / NA)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) \
+        and value is not pd.NA
+
+
+def method_name(method) -> str:
+    """A readable method name from its settings (a row or any object with ``METHOD_COLUMNS``
+    attributes): ``LoRA r=8 (all)``, ``LoRA r=64 (mlp, DoRA, Lion)``, ``full finetuning
+    (frozen embeddings, weight decay 0.1)``."""
+    extras: list[str] = []
+    if method.kind == "lora":
+        r = int(method.r) if _is_set(method.r) else "?"
+        name = f"LoRA r={r}"
+        extras.append(str(method.targets))
+        if _is_set(method.alpha) and _is_set(method.r) and float(method.alpha) != 2 * int(r):
+            extras.append(f"α={float(method.alpha):g}")
+        if method.use_rslora is True:
+            extras.append("rsLoRA")
+        if method.use_dora is True:
+            extras.append("DoRA")
+        if _is_set(method.init) and method.init != "default":
+            extras.append(f"{method.init} init")
+        if _is_set(method.dropout) and float(method.dropout) > 0:
+            extras.append(f"dropout {float(method.dropout):g}")
+        if _is_set(method.weight_decay) and float(method.weight_decay) > 0:
+            extras.append(f"weight decay {float(method.weight_decay):g}")
+    elif method.kind == "full":
+        name = "full finetuning"
+        if method.train_embeddings is False:
+            extras.append("frozen embeddings")
+        if _is_set(method.weight_decay) and float(method.weight_decay) > 0:
+            extras.append(f"weight decay {float(method.weight_decay):g}")
+        if _is_set(method.attention_dropout) and float(method.attention_dropout) > 0:
+            extras.append(f"attention dropout {float(method.attention_dropout):g}")
+    else:
+        name = str(method.kind)
+    if method.optimizer == "lion":
+        extras.append("Lion")
+    return f"{name} ({', '.join(extras)})" if extras else name
+
+
+def is_paper_lora(method) -> bool:
+    """Whether a method is the paper's LoRA: all linear modules, default init, α/r scaling with
+    α = 2r, no rsLoRA or DoRA."""
+    return (method.kind == "lora" and method.targets == "all" and method.init == "default"
+            and method.use_rslora is not True and method.use_dora is not True
+            and (not _is_set(method.alpha) or float(method.alpha) == 2 * int(method.r)))
+
+
+def is_plain_lora(method) -> bool:
+    """The paper's LoRA on any target set (claim 6 compares target sets)."""
+    return (method.kind == "lora" and method.init == "default" and method.use_rslora is not True
+            and method.use_dora is not True
+            and (not _is_set(method.alpha) or float(method.alpha) == 2 * int(method.r)))
 
 
 def sort_labels(runs: pd.DataFrame) -> list[str]:
@@ -98,43 +185,9 @@ def sort_labels(runs: pd.DataFrame) -> list[str]:
         kind_rank = {"full": 0, "lora": 1}.get(str(row["kind"]), 2)
         r = row["r"] if pd.notna(row["r"]) else 0
         targets = TARGET_ORDER.get(str(row["targets"]), 9)
-        return (kind_rank, label.endswith("-lion"), targets, r, label)
+        return (kind_rank, str(row["optimizer"]) != "adamw", targets, r, label)
 
     return sorted(first.index, key=key)
-
-
-def pretty_label(label: str) -> str:
-    """A readable method name: ``lora-r8-all`` → ``LoRA r=8 (all)``, ``full-wd0.1`` → ``full
-    finetuning (weight decay 0.1)``."""
-    parts = label.split("-")
-    lion = parts[-1] == "lion"
-    if lion:
-        parts = parts[:-1]
-    extras: list[str] = []
-    if parts[0] == "lora" and len(parts) >= 3 and parts[1].startswith("r"):
-        names = {"rs": "rsLoRA", "dora": "DoRA"}
-        extras = [parts[2], *(names.get(p, p) for p in parts[3:])]
-        name = f"LoRA {parts[1][0]}={parts[1][1:]}"
-    elif parts[0] == "full":
-        name = "full finetuning"
-        i = 1
-        while i < len(parts):
-            if parts[i] == "frozen" and i + 1 < len(parts) and parts[i + 1] == "emb":
-                extras.append("frozen embeddings")
-                i += 2
-                continue
-            match = re.fullmatch(r"(wd|drop)([0-9.e+-]+)", parts[i])
-            if match:
-                word = "weight decay" if match[1] == "wd" else "attention dropout"
-                extras.append(f"{word} {match[2]}")
-            else:
-                extras.append(parts[i])
-            i += 1
-    else:
-        name = "-".join(parts)
-    if lion:
-        extras.append("Lion")
-    return f"{name} ({', '.join(extras)})" if extras else name
 
 
 def _orientation(task: str, study: Study | None) -> Orientation:
@@ -184,21 +237,24 @@ def _task_names(study: Study | None, measured: set[str]) -> tuple[list[str], lis
 
 
 def _run_table(store: Store) -> pd.DataFrame:
+    """One row per stored run with its structured settings from the run's config."""
     rows = []
     for run in store.runs():
         config = run["config"]
         method = config.get("method") or {}
-        rows.append({
-            "run_id": run["run_id"], "label": run["label"], "kind": run["method"],
-            "lr": method.get("lr"), "r": method.get("r"), "targets": method.get("targets"),
-            "weight_decay": method.get("weight_decay"),
-            "attention_dropout": method.get("attention_dropout"),
-            "train_embeddings": method.get("train_embeddings"),
-            "optimizer": (config.get("optimizer") or {}).get("name"),
-            "seed": config.get("seed"), "status": run["status"], "error": run["error"],
-        })
+        row = {"run_id": run["run_id"], "label": run["label"], "kind": run["method"],
+               "lr": method.get("lr"), "seed": config.get("seed"), "status": run["status"],
+               "error": run["error"],
+               "optimizer": (config.get("optimizer") or {}).get("name")}
+        for column in METHOD_COLUMNS:
+            if column not in ("kind", "optimizer"):
+                row[column] = method.get(column)
+        if row["kind"] != "lora":  # LoRA-only settings are absent, not defaults, elsewhere
+            for column in ("r", "alpha", "targets", "init", "use_rslora", "use_dora", "dropout"):
+                row[column] = None
+        rows.append(row)
     table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "error"])
-    for column in ("lr", "weight_decay", "attention_dropout"):
+    for column in ("lr", "alpha", "dropout", "weight_decay", "attention_dropout"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     for column in ("r", "seed"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
@@ -231,6 +287,10 @@ def load_frame(out: Path) -> Frame:
         all_runs = _run_table(store)
         measurements = pd.DataFrame(store.measurements(),
                                     columns=["run_id", "step", "tokens", "task", "metric", "value"])
+        folders = pd.DataFrame(
+            [{"run_id": run_id, "step": c["step"], "checkpoint": c["path"]}
+             for run_id in all_runs["run_id"] for c in store.checkpoints(run_id)],
+            columns=["run_id", "step", "checkpoint"])
     finally:
         store.close()
     measurements["value"] = measurements["value"].astype(float)
@@ -247,34 +307,54 @@ def load_frame(out: Path) -> Frame:
     base_values = _pivot(evaluated[evaluated["run_id"].isin(base_ids)])
     base = (base_values.iloc[0] if len(base_values) else pd.Series(dtype=object)).copy()
     checkpoints = runs[RUN_COLUMNS].merge(wide, on="run_id", how="inner")
+    checkpoints = checkpoints.merge(folders, on=["run_id", "step"], how="left")
     checkpoints = checkpoints.sort_values(["label", "lr", "seed", "run_id", "step"])
     checkpoints = checkpoints.reset_index(drop=True)
 
     learn_label = forget_label = "(no task)"
     checkpoints["learn"] = np.nan
     checkpoints["forget"] = np.nan
+    checkpoints["learn_se"] = np.nan
+    checkpoints["forget_se"] = np.nan
     if learning:
         checkpoints["learn"] = _oriented(checkpoints, base, learning[0], +1)
+        checkpoints["learn_se"] = _stderr(checkpoints, learning[0])
         learn_label = _axis_label(learning[0], gained=True)
     accuracy_type = [o for o in forgetting if o.higher_is_better]
     mean_tasks: list[str] = []
     if len(accuracy_type) >= 2:
         drops = pd.concat([_oriented(checkpoints, base, o, -1) for o in accuracy_type], axis=1)
         checkpoints["forget_mean"] = drops.mean(axis=1, skipna=False)
+        errors = pd.concat([_stderr(checkpoints, o) for o in accuracy_type], axis=1)
+        checkpoints["forget_mean_se"] = np.sqrt((errors**2).sum(axis=1, skipna=False)) / len(
+            accuracy_type)
         mean_tasks = [o.task for o in accuracy_type]
     if forgetting:
         first = forgetting[0]
         if first.higher_is_better and mean_tasks:
             checkpoints["forget"] = checkpoints["forget_mean"]
+            checkpoints["forget_se"] = checkpoints["forget_mean_se"]
             forget_label = f"mean accuracy lost vs base ({', '.join(mean_tasks)})"
         else:
             checkpoints["forget"] = _oriented(checkpoints, base, first, -1)
+            checkpoints["forget_se"] = _stderr(checkpoints, first)
             forget_label = _axis_label(first, gained=False)
 
+    base_se = pd.DataFrame([base]) if len(base) else pd.DataFrame()
+    learn_se = float(_stderr(base_se, learning[0]).iloc[0]) if learning and len(base_se) \
+        else math.nan
+    forget_se = math.nan
+    if forgetting and len(base_se):
+        if forgetting[0].higher_is_better and mean_tasks:
+            errors = [float(_stderr(base_se, o).iloc[0]) for o in accuracy_type]
+            forget_se = math.sqrt(sum(e**2 for e in errors)) / len(errors)
+        else:
+            forget_se = float(_stderr(base_se, forgetting[0]).iloc[0])
     base_row = pd.Series({"run_id": next(iter(sorted(base_ids)), "base"), "label": "base",
                           "kind": "base", "status": "finished", "step": 0, "tokens": 0,
-                          "learn": 0.0, "forget": 0.0, **({"forget_mean": 0.0} if mean_tasks
-                                                            else {})})
+                          "learn": 0.0, "forget": 0.0, "learn_se": learn_se,
+                          "forget_se": forget_se,
+                          **({"forget_mean": 0.0} if mean_tasks else {})})
     base = pd.concat([base_row, base.drop(["run_id", "step", "tokens"], errors="ignore")])
 
     train = measurements[measurements["task"].eq("train") & ~measurements["run_id"].isin(base_ids)]
@@ -282,6 +362,14 @@ def load_frame(out: Path) -> Frame:
     train = runs[["run_id", "label", "lr", "seed", "status"]].merge(train, on="run_id")
     return Frame(checkpoints, train.sort_values(["run_id", "step"]).reset_index(drop=True), runs,
                  base, study, learning, forgetting, learn_label, forget_label, mean_tasks)
+
+
+def _stderr(frame: pd.DataFrame, o: Orientation) -> pd.Series:
+    """The standard error of ``o``'s values (``<task>/<metric>_stderr``; NaN when not stored)."""
+    column = f"{o.column}_stderr"
+    if column in frame:
+        return pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return pd.Series(np.nan, index=frame.index, dtype=float)
 
 
 def _pivot(rows: pd.DataFrame) -> pd.DataFrame:
