@@ -29,7 +29,7 @@ from learnforget.measure.benchmarks import (
     load_winogrande,
     winogrande_requests,
 )
-from learnforget.measure.items import ChoiceItem, GenerationItem
+from learnforget.data.items import ChoiceItem, GenerationItem
 
 torch.set_num_threads(1)
 

@@ -23,7 +23,7 @@ from learnforget.measure.humaneval import (
     score_samples_file,
     summarize,
 )
-from learnforget.measure.items import GenerationItem
+from learnforget.data.items import GenerationItem
 
 BROKEN = "    return None\n"
 

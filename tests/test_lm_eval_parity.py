@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learnforget.measure.items import ChoiceItem
+from learnforget.data.items import ChoiceItem
 from learnforget.measure.scoring import choice_loglikelihoods, multiple_choice_scores
 from learnforget.measure.uncertainty import mean_stderr
 

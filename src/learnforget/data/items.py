@@ -1,7 +1,8 @@
-"""The items that evaluation tasks are made of, one dataclass per scoring primitive.
+"""The items that evaluation tasks are made of, one dataclass per scoring primitive (data, so
+that data sources build them without importing the measure layer).
 
-A task (see ``tasks.py``) is data: a name, a loader that returns a list of these items, and the
-primitive that scores them. The primitives live in ``scoring.py``.
+A task (see ``learnforget.measure.tasks``) is data: a name, a loader that returns a list of
+these items, and the primitive that scores them (``learnforget.measure.scoring``).
 """
 
 from __future__ import annotations
