@@ -20,7 +20,7 @@ from learnforget.measure.answers import (
     majority_baseline,
     normalize_number,
 )
-from learnforget.measure.items import ChoiceItem, TextItem
+from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.measure.scoring import (
     _rolling_windows,
     bits_per_byte,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from learnforget.measure.items import ChoiceItem
+from learnforget.data.items import ChoiceItem
 from learnforget.measure.tasks import Task, get_task, load_items
 from learnforget.measure.uncertainty import mean_with_stderr
 from learnforget.study import TargetSpec

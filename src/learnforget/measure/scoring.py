@@ -29,7 +29,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from learnforget.errors import UserError
-from learnforget.measure.items import ChoiceItem, TextItem
+from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.measure.uncertainty import mean_with_stderr, ratio_stderr
 
 _CONTEXT_LENGTH_ATTRIBUTES = ("n_positions", "max_position_embeddings", "n_ctx")
