@@ -53,7 +53,10 @@ def check_study(study: Study) -> None:
     from learnforget.base import check_device
     from learnforget.runner import validate_tasks
 
-    validate_tasks(study)
+    try:
+        validate_tasks(study)
+    except UserError as exc:
+        raise UserError(f"evaluation (learning, forgetting, final_only): {exc}") from None
     check_device(study.base.device, "base.device")
     _check_data(study)
     _check_seq_len(study)

@@ -278,21 +278,19 @@ def load_documents(
 
 
 def _documents(opened: _Opened, field: str) -> Iterator[str]:
-    """The texts of the records; records without ``field`` are skipped and counted: a warning
-    gives their number, and an error is raised when no record has it."""
+    """The texts of the records; records without ``field`` (or with it null) are skipped and
+    counted: a warning gives their number, and an error is raised when no record has it."""
     missing, read, first_fields = 0, 0, None
     try:
         for number, record in enumerate(opened.records):
             read = number + 1
-            if field not in record:
+            if record.get(field) is None:  # columnar readers fill a missing field with None
                 missing += 1
                 first_fields = list(record) if first_fields is None else first_fields
                 if missing == read and read >= FIELD_SCAN_RECORDS:
                     break
                 continue
             text = record[field]
-            if text is None:
-                continue
             if not isinstance(text, str):
                 raise UserError(
                     f"{opened.label}, record {number}: {field!r} is {type(text).__name__}, not "
@@ -405,8 +403,8 @@ def _pairs(
             if number == 0:
                 prompt_field, response_field, use_messages = _pair_schema(
                     opened.label, record, fields)
-            wanted = ("messages",) if use_messages else (prompt_field, response_field)
-            if not all(name in record for name in wanted):
+            wanted = "messages" if use_messages else response_field
+            if record.get(wanted) is None:  # columnar readers fill a missing field with None
                 missing += 1
                 continue
             pair = _pair_of(opened.label, number, record, prompt_field, response_field,
@@ -414,8 +412,8 @@ def _pairs(
             if pair is not None:
                 yield pair
     finally:
-        shown = "'messages'" if use_messages else f"{prompt_field!r} or {response_field!r}"
-        _warn_skipped(opened.label, missing, read, shown)
+        _warn_skipped(opened.label, missing, read,
+                      "'messages'" if use_messages else repr(response_field))
 
 
 def _pair_of(label: str, number: int, record: dict, prompt_field: str, response_field: str,

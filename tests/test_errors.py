@@ -1,0 +1,338 @@
+"""Bad input and broken files end in one error line naming the problem and the fix, a non-zero
+exit and no traceback (``--debug`` shows it); studies are checked before OUT is created."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
+
+from learnforget.analysis.spectrum import changed_matrices
+from learnforget.cli import app
+from learnforget.data.loaders import load_documents
+from learnforget.data.target import load_target
+from learnforget.errors import UserError
+from learnforget.plan import expand
+from learnforget.store import Measurement, Store
+from learnforget.study import load_studies, parse_study
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MICRO = yaml.safe_load((EXAMPLES / "micro.yaml").read_text())
+NO_GPU = not torch.cuda.is_available()
+
+
+def invoke(*args: object, env: dict | None = None):
+    """Run the CLI in-process."""
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def assert_one_error(result, *expected: str, status: int | None = None) -> str:
+    """A non-zero exit without a traceback, one ``error:`` line holding every ``expected``."""
+    assert result.exit_code != 0, result.output
+    if status is not None:
+        assert result.exit_code == status, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{type(result.exception).__name__}: {result.exception}")
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for text in expected:
+        assert text in result.output, (text, result.output)
+    return result.output
+
+
+def write_study(path: Path, **changes: object) -> Path:
+    """The micro example study with top-level ``changes``, written to ``path``."""
+    path.write_text(yaml.safe_dump({**MICRO, **changes}))
+    return path
+
+
+# --- the output folder ---------------------------------------------------------------------
+def test_out_that_is_a_file_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    result = invoke("run", EXAMPLES / "micro.yaml", "--out", out)
+    assert_one_error(result, str(out), "existing file")
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("out", ["/proc/learnforget-out", "/sys/kernel/learnforget-out"])
+def test_out_in_a_system_folder_is_refused(out: str) -> None:
+    assert_one_error(invoke("run", EXAMPLES / "micro.yaml", "--out", out), out, "system folder")
+
+
+def _read_only_mount() -> Path | None:
+    """A writable-looking folder on a read-only mount of this machine, if there is one."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        target, options = Path(fields[1]), fields[3].split(",")
+        if "ro" in options and target.is_dir() and not str(target).startswith(
+                ("/proc", "/sys", "/dev")):
+            return target
+    return None
+
+
+def test_out_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            result = invoke("run", EXAMPLES / "micro.yaml", "--out", locked / "out")
+        finally:
+            locked.chmod(0o700)
+        assert_one_error(result, "cannot be created", "write")
+        return
+    mount = _read_only_mount()
+    if mount is None:
+        pytest.skip("running as root and no read-only mount to write into")
+    result = invoke("run", EXAMPLES / "micro.yaml", "--out", mount / "learnforget-out")
+    assert_one_error(result, "read-only")
+
+
+# --- the results store ---------------------------------------------------------------------
+def _good_store(path: Path) -> None:
+    store = Store(path)
+    for index in range(40):
+        store.ensure_run(f"r{index}", "s", "full", "full", {"pad": "x" * 400})
+        store.record_checkpoint(f"r{index}", 1, 10, None, [(1, 10, Measurement("t", "m", 0.5))],
+                                {"spectrum": {"pad": "y" * 1500}})
+    store.close()
+
+
+@pytest.mark.parametrize("damage", ["directory", "garbage", "truncated"])
+def test_a_broken_results_store_is_a_user_error(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "results.sqlite"
+    if damage == "directory":
+        path.mkdir()
+    elif damage == "garbage":
+        path.write_bytes(b"not sqlite at all " * 64)
+    else:
+        _good_store(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="results"):
+        Store(path)
+
+
+def test_run_into_a_folder_with_a_corrupt_store_exits_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.sqlite").write_bytes(b"\x00garbage" * 200)
+    assert_one_error(invoke("run", EXAMPLES / "micro.yaml", "--out", out), "results.sqlite")
+
+
+# --- study files ---------------------------------------------------------------------------
+def test_binary_study_file(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    for command in ("plan", "run"):
+        assert_one_error(invoke(command, path), str(path), "not a text file")
+
+
+def test_a_folder_given_as_the_study(tmp_path: Path) -> None:
+    assert_one_error(invoke("plan", tmp_path), str(tmp_path), "is a folder")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_learning_rate_is_named_as_such(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text((EXAMPLES / "micro.yaml").read_text().replace("lr: [1e-3]", f"lr: [{value}]"))
+    output = assert_one_error(invoke("plan", path), "methods.0", "finite number")
+    assert "less than 1" not in output
+
+
+def test_duplicate_yaml_keys_name_the_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: a\nworkers: 1\nbase: builtin:micro\nworkers: 2\n")
+    assert_one_error(invoke("plan", path), "duplicate key 'workers'", "line 4", "first on line 2")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text((EXAMPLES / "micro.yaml").read_text().replace(
+        "training: {batch_size: 8,", "training: {batch_size: 8, batch_size: 4,"))
+    with pytest.raises(UserError, match="duplicate key 'batch_size'"):
+        load_studies(nested)
+
+
+@pytest.mark.parametrize(("methods", "where"), [
+    ([{"kind": "full", "lr": [1e-3, 1e-3]}], "methods[0] twice"),
+    ([{"kind": "full", "lr": 1e-3}, {"kind": "lora", "lr": 1e-3},
+      {"kind": "full", "lr": [3e-4, 1e-3]}], "methods[0] and methods[2]"),
+])
+def test_duplicate_run_definitions_are_named(methods: list, where: str) -> None:
+    with pytest.raises(UserError, match=rf"{re.escape(where)}.*full, lr 0.001"):
+        expand(parse_study({**MICRO, "methods": methods}))
+
+
+def test_token_budgets_on_one_step_are_rejected() -> None:
+    # code CPT packs batch_size 8 x seq_len 128 = 1024 tokens per step
+    study = {**MICRO, "budgets": {"tokens": [1500, 2048, 9000]}}
+    with pytest.raises(UserError, match="budgets.tokens 1500 and 2048 both fall on step 2"):
+        parse_study(study)
+    parse_study({**MICRO, "budgets": {"tokens": [2048, 3072]}})
+
+
+def test_seq_len_beyond_the_models_positions_is_refused_at_plan(tmp_path: Path) -> None:
+    path = write_study(tmp_path / "s.yaml", training={"batch_size": 8, "seq_len": 4096})
+    assert_one_error(invoke("plan", path), "training.seq_len 4096", "128")
+
+
+def test_plan_checks_tasks_device_and_data(tmp_path: Path) -> None:
+    tasks = write_study(tmp_path / "tasks.yaml", evaluation={"learning": ["no_such_task"]})
+    assert_one_error(invoke("plan", tasks), "evaluation", "'no_such_task'")
+    device = write_study(tmp_path / "device.yaml", base={"model": "builtin:micro", "device": "tpu"})
+    assert_one_error(invoke("plan", device), "base.device", "'tpu'")
+    missing = tmp_path / "missing.jsonl"
+    data = write_study(tmp_path / "data.yaml",
+                       target={"domain": "custom", "regime": "cpt", "data": str(missing)})
+    assert_one_error(invoke("plan", data), str(missing))
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
+def test_cuda_on_a_machine_without_one(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "s.yaml", base={"model": "builtin:micro", "device": "cuda"})
+    assert_one_error(invoke("plan", study), "base.device 'cuda'", "no CUDA GPU")
+    out = tmp_path / "out"
+    assert_one_error(invoke("run", study, "--out", out), "base.device 'cuda'")
+    assert not out.exists()
+    assert_one_error(invoke("eval", "-m", "builtin:micro", "--device", "cuda"),
+                     "--device 'cuda'", "cpu or auto")
+
+
+def test_run_validates_everything_before_creating_out(tmp_path: Path) -> None:
+    missing = tmp_path / "nothere.jsonl"
+    study = write_study(tmp_path / "s.yaml",
+                        target={"domain": "custom", "regime": "cpt", "data": str(missing)})
+    out = tmp_path / "out"
+    assert_one_error(invoke("run", study, "--out", out), str(missing))
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = invoke("--debug", "plan", tmp_path)
+    assert isinstance(result.exception, UserError)
+    assert "error:" not in result.output
+
+
+# --- custom data fields --------------------------------------------------------------------
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_text_field_is_a_study_field(tmp_path: Path) -> None:
+    data = _jsonl(tmp_path / "d.jsonl", [{"content": f"document number {i} " * 5}
+                                         for i in range(30)])
+    study = parse_study({**MICRO, "target": {"domain": "custom", "regime": "cpt",
+                                             "data": str(data), "text_field": "content"}})
+    loaded = load_target(study.target)
+    assert len(loaded.documents) + len(loaded.heldout_documents) == 30
+
+
+def test_records_missing_the_text_field_are_counted(tmp_path: Path, caplog) -> None:
+    records = [{"text": f"doc {i}"} if i % 3 else {"body": f"doc {i}"} for i in range(12)]
+    data = _jsonl(tmp_path / "d.jsonl", records)
+    with caplog.at_level(logging.WARNING, logger="learnforget.data.loaders"):
+        documents = list(load_documents(str(data)))
+    assert len(documents) == 8
+    assert "4 of 12 records" in caplog.text and "'text'" in caplog.text
+    none = _jsonl(tmp_path / "none.jsonl", [{"body": "x"}] * 5)
+    with pytest.raises(UserError, match=r"\['body'\].*expected 'text'"):
+        list(load_documents(str(none)))
+
+
+# --- hub ids without network ---------------------------------------------------------------
+@pytest.mark.parametrize("env", [{"HF_ENDPOINT": "http://127.0.0.1:9"}, {"HF_HUB_OFFLINE": "1"}])
+def test_hub_id_without_network_fails_in_seconds(env: dict) -> None:
+    started = time.time()
+    result = invoke("eval", "-m", "someone/not-cached-model", "--tasks", "source_bpb", env=env)
+    assert time.time() - started < 10
+    assert_one_error(result, "'someone/not-cached-model'", "out of reach", "local folder")
+
+
+# --- checkpoints, adapters and spectra (tiny random Llamas saved to folders) ------------------
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, scoring_tokenizer) -> dict[str, Path]:
+    """Model folders: base (with and without tokenizer), tuned, deeper, wider, a truncated copy
+    and a LoRA adapter made for the wider model."""
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("models")
+    torch.set_num_threads(1)
+
+    def model(layers: int = 2, hidden: int = 32) -> LlamaForCausalLM:
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(scoring_tokenizer), hidden_size=hidden, intermediate_size=64,
+            num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+            max_position_embeddings=64, tie_word_embeddings=False,
+            eos_token_id=scoring_tokenizer.eos_token_id))
+
+    paths = {name: root / name for name in ("base", "base_tok", "tuned", "deep", "wide",
+                                            "truncated", "adapter")}
+    model().save_pretrained(paths["base"])
+    model().save_pretrained(paths["base_tok"])
+    scoring_tokenizer.save_pretrained(paths["base_tok"])
+    tuned = model()
+    with torch.no_grad():
+        for param in tuned.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    tuned.save_pretrained(paths["tuned"])
+    model(layers=3).save_pretrained(paths["deep"])
+    model(hidden=48).save_pretrained(paths["wide"])
+    shutil.copytree(paths["base_tok"], paths["truncated"])
+    weights = paths["truncated"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    lora = get_peft_model(model(hidden=48), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(paths["adapter"])
+    return paths
+
+
+def test_truncated_checkpoint_in_eval_and_spectrum(folders: dict[str, Path]) -> None:
+    truncated = folders["truncated"]
+    assert_one_error(invoke("eval", "-m", truncated, "--tasks", "source_bpb", "--device", "cpu"),
+                     str(truncated), "truncated or corrupt")
+    assert_one_error(invoke("spectrum", "--base", folders["base"], "--tuned", truncated),
+                     str(truncated), "truncated or corrupt")
+
+
+def test_adapter_for_another_base_in_eval_and_spectrum(folders: dict[str, Path]) -> None:
+    adapter = folders["adapter"]
+    assert_one_error(invoke("eval", "-m", folders["base_tok"], "--adapter", adapter,
+                            "--tasks", "source_bpb", "--device", "cpu"),
+                     str(adapter), "another base model", "size mismatch")
+    assert_one_error(invoke("spectrum", "--base", folders["base"], "--adapter", adapter),
+                     str(adapter), "another base model")
+
+
+def test_spectrum_needs_no_tokenizer(folders: dict[str, Path]) -> None:
+    result = invoke("spectrum", "--base", folders["base"], "--tuned", folders["tuned"],
+                    "--intruder-k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout[result.stdout.index("["):])
+    assert {row["name"] for row in rows} >= {"model.layers.1.self_attn.q_proj.weight"}
+
+
+def test_spectrum_refuses_other_depth_and_shapes(folders: dict[str, Path]) -> None:
+    assert_one_error(invoke("spectrum", "--base", folders["base"], "--tuned", folders["deep"]),
+                     "only the tuned model has layers 2")
+    assert_one_error(invoke("spectrum", "--base", folders["base"], "--tuned", folders["wide"]),
+                     "in the base but (48, 64) in the tuned model")
+    base = {"model.layers.0.mlp.up_proj.weight": torch.zeros(8, 4)}
+    with pytest.raises(UserError, match=r"up_proj.weight is \(8, 4\) .* \(8, 6\)"):
+        changed_matrices(base, {"model.layers.0.mlp.up_proj.weight": torch.ones(8, 6)})
+
+
+def test_binary_samples_file_for_score_code(tmp_path: Path) -> None:
+    samples = tmp_path / "samples.jsonl"
+    samples.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 50)
+    assert_one_error(invoke("score-code", samples), str(samples), "not a text file")
