@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_training import micro_study
 
-from learnforget.cli import run_study
+from learnforget.pipeline import run_study
 from learnforget.errors import UserError
 from learnforget.executors import ExecutorChoice
 from learnforget.store import Store

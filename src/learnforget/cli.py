@@ -7,7 +7,6 @@ import functools
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
@@ -19,13 +18,13 @@ from typer.core import TyperCommand
 
 from learnforget.errors import UserError
 from learnforget.measure.tasks import task_names
+from learnforget.quiet import quiet_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="What does finetuning teach a model, what does it make it forget, and "
                        "which method should you use?")
 console = Console(stderr=True)
-# PEFT calls an attribute transformers has renamed; the warning says nothing to our users.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+quiet_warnings()
 
 
 DEBUG = {"traceback": False}  # set by the global --debug option
@@ -105,48 +104,43 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
-def run_studies(study_file: Path, out: Path | None, executor=None) -> list[Path]:
-    """Validate every study of the file, then for each: measure the base, train every run
-    (with ``executor``, an ``ExecutorChoice``; default local processes), write the report.
-    One study goes to OUT, several to OUT/NAME each."""
-    from learnforget.study import load_studies
+def _exit_at_once(status: int) -> None:
+    """End the command with ``status`` now. As the ``learnforget`` program itself (not called
+    from Python), skip the interpreter's teardown of the ML libraries, which takes seconds: a
+    stopped study has closed its files and stopped its workers already."""
+    import os
 
-    studies = load_studies(study_file)
-    for study in studies:  # fail on a bad task name before anything trains
-        from learnforget.runner import validate_tasks
-
-        validate_tasks(study)
-    if len(studies) == 1:
-        return [run_study(studies[0], out or Path("out") / studies[0].name, executor)]
-    root = out or Path("out") / study_file.stem
-    outs = [run_study(study, root / study.name, executor) for study in studies]
-    from learnforget.report.index import write_index
-
-    console.print(f"index of reports: {write_index(root, outs)}")
-    return outs
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.argv and Path(sys.argv[0]).name in ("learnforget", "__main__.py"):
+        os._exit(status)
+    raise typer.Exit(status)
 
 
-def run_study(study, out: Path, executor=None) -> Path:
-    """Measure the base, train and measure every run of one study, write its report."""
-    from learnforget.executors import execute_runs
-    from learnforget.plan import expand
-    from learnforget.runner import measure_base
+def _run_pipeline(study_file: Path, out: Path | None, executor=None,
+                  force_new_study: bool = False) -> list:
+    """Run the studies of ``study_file``; Ctrl-C or SIGTERM stops them (exit 130, saying how to
+    resume), and failed runs end the command with a summary of them and exit 1."""
+    import shlex
 
-    runs = expand(study)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(study.model_dump_json(indent=2))
-    started = time.time()
-    console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
-    measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    statuses = execute_runs(study, runs, out, console, executor)
-    counts: dict[str, int] = {}
-    for status in statuses.values():
-        counts[status] = counts.get(status, 0) + 1
-    console.print(f"runs: {counts} in {time.time() - started:.0f} s")
-    from learnforget.report.build import build_report
+    from learnforget.pipeline import failure_summary, run_studies, sigterm_as_interrupt
 
-    console.print(f"report: {build_report(out)}")
-    return out
+    try:
+        with sigterm_as_interrupt():
+            outcomes = run_studies(study_file, out, executor, console, force_new_study)
+    except KeyboardInterrupt:
+        again = " ".join(["learnforget", *map(shlex.quote, sys.argv[1:])])
+        console.print(f"interrupted: unfinished runs resume where they stopped with `{again}`",
+                      highlight=False, soft_wrap=True)
+        _exit_at_once(130)
+    failures = failure_summary(outcomes)
+    if failures:
+        console.print(f"[bold red]{len(failures)} run{'s' if len(failures) > 1 else ''} "
+                      "failed[/bold red] (run the same command again to retry them):")
+        for line in failures:
+            console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    return outcomes
 
 
 @app.command()
@@ -159,21 +153,28 @@ def run(
         None, help="with --executor ray: a running cluster (auto, ray://HOST:10001); "
                    "default: start Ray on this machine"),
     gpus_per_run: float = typer.Option(0.0, help="with --executor ray: GPUs for each run"),
+    force_new_study: bool = typer.Option(
+        False, "--force-new-study",
+        help="run into an OUT that holds another study (other name, base or target), adding "
+             "this study's runs to its store and report"),
 ) -> None:
-    """Train and measure every run of a study (resumes if run again), then write the report."""
+    """Train and measure every run of a study (resumes if run again), then write the report.
+    Ctrl-C stops every run (exit 130); run the command again to resume."""
     from learnforget.executors import ExecutorChoice
 
-    run_studies(study_file, out, ExecutorChoice(executor, ray_address, gpus_per_run))
+    _run_pipeline(study_file, out, ExecutorChoice(executor, ray_address, gpus_per_run),
+                  force_new_study)
 
 
 @app.command()
 @friendly
 def report(out: Path = typer.Argument(..., help="a study's output folder")) -> None:
-    """(Re)write OUT/report/index.html and OUT/measurements.csv from OUT/results.sqlite."""
+    """(Re)write OUT/report/index.html and OUT/measurements.csv from OUT/results.sqlite
+    (nothing is written when the store is unreadable or empty)."""
+    from learnforget.outdir import check_store_for_report
     from learnforget.report.build import build_report
 
-    if not (out / "results.sqlite").exists():
-        raise UserError(f"{out} has no results.sqlite: give the folder `learnforget run` wrote")
+    check_store_for_report(out)
     console.print(f"report: {build_report(out)}")
 
 
@@ -196,7 +197,7 @@ def demo(
         raise UserError(f"--scale must be tiny or micro, got {scale!r}")
     study_file = Path(str(files("learnforget") / "demos" / DEMOS[key]))
     started = time.time()
-    run_studies(study_file, out)
+    _run_pipeline(study_file, out)
     console.print(f"demo finished in {time.time() - started:.0f} s → {out / 'index.html'}")
 
 

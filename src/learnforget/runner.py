@@ -7,6 +7,7 @@ work is found in the store and skipped, an unfinished run restarts from its last
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -37,7 +38,13 @@ from learnforget.plan import RunConfig, config_hash
 from learnforget.runfiles import RunFilesStore
 from learnforget.store import Measurement, Store
 from learnforget.study import Study
-from learnforget.train import STATE_FILE, train_loop, training_base_spec
+from learnforget.train import (
+    STATE_FILE,
+    CheckpointUnreadable,
+    LoopResult,
+    train_loop,
+    training_base_spec,
+)
 
 Progress = Callable[[dict], None]
 
@@ -275,40 +282,25 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
     if status == "diverged":
         store.close()
         return status
-    torch.set_num_threads(study.training.threads)
-    torch.manual_seed(run.seed)
     try:
         base_values = _base_values(store, study)
-        dropout = run.method.attention_dropout if run.method.kind == "full" else None
-        loaded = load_base(training_base_spec(run), attention_dropout=dropout or None, log=log)
-        stream = build_stream(run, loaded.tokenizer)
-        steps = checkpoint_steps(run, stream)
-        base_state = _matrix_snapshot(loaded.model) if study.evaluation.spectrum else None
-        model = apply_method(loaded.model, run.method)
-        trainable, total = count_parameters(model)
         run_dir = out / "runs" / run_id
-        done = store.checkpoint_steps(run_id)
-        resume = max((s for s in done if (run_dir / f"checkpoint-{s}" / STATE_FILE).exists()),
-                     default=0)
+        # Only the latest checkpoint keeps its optimizer state (train.STATE_FILE).
+        resumable = sorted((s for s in store.checkpoint_steps(run_id)
+                            if (run_dir / f"checkpoint-{s}" / STATE_FILE).exists()), reverse=True)
         store.set_status(run_id, "running")
-        measurer = Measurer(study, loaded.tokenizer, base_values, base_state)
-        progress({"run_id": run_id, "label": run.label, "lr": run.method.lr, "event": "start",
-                  "total": steps[-1], "step": resume, "trainable": trainable, "params": total})
-
-        def on_checkpoint(model, step, tokens, folder, train_rows):
-            progress({"run_id": run_id, "event": "measure", "step": step})
-            rows, artifacts = measurer(model, final=step == steps[-1])
-            rows += [Measurement("params", "trainable", trainable),
-                     Measurement("params", "total", total)]
-            rows = [*train_rows, *((step, tokens, m) for m in rows)]
-            store.record_checkpoint(run_id, step, tokens, str(folder), rows, artifacts)
-
-        def on_step(step, tokens, loss, tps):
-            progress({"run_id": run_id, "event": "step", "step": step, "tokens": tokens,
-                      "loss": loss, "tokens_per_s": tps})
-
-        result = train_loop(model, loaded.tokenizer, stream, run, steps, run_dir,
-                            on_checkpoint, on_step, resume_step=resume)
+        while True:
+            resume = resumable[0] if resumable else 0
+            try:
+                result = _train(study, run, out, store, base_values, resume, progress, log)
+                break
+            except CheckpointUnreadable as exc:  # fall back to an older checkpoint, or step 0
+                resumable = [s for s in resumable if s < resume]
+                with contextlib.suppress(OSError):
+                    (exc.folder / STATE_FILE).unlink()  # not to be tried again
+                then = (f"resuming from step {resumable[0]}" if resumable
+                        else "training the run again from the start")
+                log(f"run {run_id} ({run.label}, lr {run.method.lr:g}): {exc}; {then}")
         store.set_status(run_id, result.status, result.error)
         progress({"run_id": run_id, "event": "end", "status": result.status})
         return result.status
@@ -316,12 +308,78 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         store.set_status(run_id, "failed", "bad input (see the message)")
         raise
     except Exception as exc:  # one failing run must not end the study
-        store.set_status(run_id, "failed", "".join(traceback.format_exception(exc))[-4000:])
-        progress({"run_id": run_id, "event": "end", "status": "failed"})
-        log(f"run {run_id} ({run.label}, lr {run.method.lr:g}) failed: {exc}")
+        _record_failure(store, out, run, exc, log)
+        progress({"run_id": run_id, "event": "end", "status": "failed",
+                  "error": first_line(exc)})
         return "failed"
     finally:
         store.close()
+
+
+def _train(study: Study, run: RunConfig, out: Path, store: Store,
+           base_values: dict[tuple[str, str], float], resume: int, progress: Progress,
+           log: Callable[[str], None]) -> LoopResult:
+    """Load the base, apply the method and train from checkpoint ``resume`` (0: the start),
+    committing each checkpoint's measurements; everything from the run's seed, so that a
+    restart reproduces a clean run."""
+    run_id = run.run_id
+    torch.set_num_threads(study.training.threads)
+    torch.manual_seed(run.seed)
+    dropout = run.method.attention_dropout if run.method.kind == "full" else None
+    loaded = load_base(training_base_spec(run), attention_dropout=dropout or None, log=log)
+    stream = build_stream(run, loaded.tokenizer)
+    steps = checkpoint_steps(run, stream)
+    base_state = _matrix_snapshot(loaded.model) if study.evaluation.spectrum else None
+    model = apply_method(loaded.model, run.method)
+    trainable, total = count_parameters(model)
+    measurer = Measurer(study, loaded.tokenizer, base_values, base_state)
+    progress({"run_id": run_id, "label": run.label, "lr": run.method.lr, "event": "start",
+              "total": steps[-1], "step": resume, "trainable": trainable, "params": total})
+
+    def on_checkpoint(model, step, tokens, folder, train_rows):
+        progress({"run_id": run_id, "event": "measure", "step": step})
+        rows, artifacts = measurer(model, final=step == steps[-1])
+        rows += [Measurement("params", "trainable", trainable),
+                 Measurement("params", "total", total)]
+        rows = [*train_rows, *((step, tokens, m) for m in rows)]
+        store.record_checkpoint(run_id, step, tokens, str(folder), rows, artifacts)
+
+    def on_step(step, tokens, loss, tps):
+        progress({"run_id": run_id, "event": "step", "step": step, "tokens": tokens,
+                  "loss": loss, "tokens_per_s": tps})
+
+    return train_loop(model, loaded.tokenizer, stream, run, steps, out / "runs" / run_id,
+                      on_checkpoint, on_step, resume_step=resume)
+
+
+ERROR_FILE = "error.txt"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _record_failure(store: Store, out: Path, run: RunConfig, exc: Exception,
+                    log: Callable[[str], None]) -> None:
+    """Mark the run ``failed`` with its traceback, and write the whole traceback to
+    ``OUT/runs/RUN_ID/error.txt``; on a full disk either write may fail, which is said, not
+    raised (the executor marks the run failed if the store still says ``running``)."""
+    error = "".join(traceback.format_exception(exc))
+    where = out / "runs" / run.run_id / ERROR_FILE
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(error)
+    except OSError:
+        where = None
+    try:
+        store.set_status(run.run_id, "failed", error[-4000:])
+    except Exception as store_exc:  # the failure is reported either way
+        log(f"could not record the failure of run {run.run_id} in the store: "
+            f"{first_line(store_exc)}")
+    log(f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: {first_line(exc)}"
+        + (f" (full error: {where})" if where else ""))
 
 
 def complete_measurements(study: Study, run: RunConfig, store: Store,

@@ -63,6 +63,15 @@ class TrainRows:
         return rows
 
 
+class CheckpointUnreadable(Exception):
+    """A checkpoint to resume from could not be read (truncated, damaged, half written)."""
+
+    def __init__(self, folder: Path, cause: Exception) -> None:
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        super().__init__(f"checkpoint {folder} is unreadable: {first}")
+        self.folder = folder
+
+
 @dataclass
 class LoopResult:
     """How a training loop ended."""
@@ -202,8 +211,11 @@ def train_loop(
     tokens = skipped = 0
     if resume_step:
         folder = run_dir / f"checkpoint-{resume_step}"
-        load_checkpoint_weights(model, folder)
-        state = torch.load(folder / STATE_FILE, weights_only=False)
+        try:  # the state first: a file that fails to load leaves the model untouched
+            state = torch.load(folder / STATE_FILE, weights_only=False)
+            load_checkpoint_weights(model, folder)
+        except Exception as exc:
+            raise CheckpointUnreadable(folder, exc) from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         tokens = state["tokens"]

@@ -1,37 +1,59 @@
 """Run a study's runs on this machine: one after another, or ``workers`` side by side.
 
 Each run is its own process (``spawn``) with ``training.threads`` torch threads — on a small CPU
-machine, one thread per run and two runs at once was the robust setting. Workers report
-progress through a queue; this process draws one progress bar per active run.
+machine, one thread per run and two runs at once was the robust setting. Each worker sends its
+progress through its own pipe; this process draws one progress bar per active run.
+
+Stopping: workers ignore Ctrl-C and die with this process (``lifeline``). On Ctrl-C or SIGTERM
+this process ends every worker (SIGTERM, then SIGKILL after a grace period), marks their runs
+``pending`` so that the next ``learnforget run`` resumes them from their last checkpoint, and
+raises ``KeyboardInterrupt``. A worker that dies on its own (killed, out of memory) leaves its
+run ``failed``; the other runs go on, and a rerun resumes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import queue
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from learnforget.errors import UserError
 from learnforget.plan import RunConfig
-from learnforget.runner import execute_run
+from learnforget.store import Store
 from learnforget.study import Study
 
+STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL
 
-def _worker(study_json: str, run_json: str, out: str, events) -> tuple[str, str]:
-    """Process entry point: rebuild the configs and execute the run."""
-    import learnforget.cli  # noqa: F401  (the CLI's warning filters apply in workers too)
+
+def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_pid: int) -> None:
+    """Process entry point: rebuild the configs, execute the run, send its result."""
+    from learnforget.executors.lifeline import bind_to_parent
+
+    bind_to_parent(parent_pid)
     from learnforget.plan import RunConfig as _Run
+    from learnforget.quiet import quiet_warnings
+    from learnforget.runner import execute_run
     from learnforget.study import Study as _Study
 
+    quiet_warnings()
     run = _Run.model_validate_json(run_json)
-    status = execute_run(_Study.model_validate_json(study_json), run, Path(out),
-                         progress=events.put, log=lambda msg: events.put({"log": msg}))
-    return run.run_id, status
+    try:
+        status = execute_run(_Study.model_validate_json(study_json), run, Path(out),
+                             progress=conn.send, log=lambda msg: conn.send({"log": msg}))
+        conn.send({"result": status, "run_id": run.run_id})
+    except UserError as exc:
+        conn.send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
+    conn.close()
 
 
 class _Bars:
@@ -42,10 +64,11 @@ class _Bars:
         self.tasks: dict[str, int] = {}
 
     def handle(self, event: dict) -> None:
+        """Draw one worker event (start, step, measure, end, or a log line)."""
         if "log" in event:
             self.progress.console.print(f"[dim]{event['log']}[/dim]")
             return
-        run_id, kind = event["run_id"], event["event"]
+        run_id, kind = event.get("run_id"), event.get("event")
         if kind == "start":
             name = f"{event['label']} lr={event['lr']:g}"
             self.tasks[run_id] = self.progress.add_task(
@@ -70,28 +93,139 @@ def progress_bars(console: Console) -> Iterator[_Bars]:
         yield _Bars(progress)
 
 
+@dataclass
+class _Worker:
+    run: RunConfig
+    process: mp.process.BaseProcess
+    conn: Connection
+    result: dict | None = None
+    error: str | None = None  # the first line of the run's error, when it failed
+
+
+@contextlib.contextmanager
+def _signals_ignored(*numbers: int) -> Iterator[None]:
+    """Ignore these signals for a moment (main thread only): Ctrl-C while a worker starts, so
+    that the worker inherits the ignored Ctrl-C; Ctrl-C and SIGTERM while workers stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _start(context, study_json: str, run: RunConfig, out: Path) -> _Worker:
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=_worker, name=f"learnforget-{run.run_id}", daemon=True,
+                              args=(study_json, run.model_dump_json(), str(out), writer,
+                                    os.getpid()))
+    with _signals_ignored(signal.SIGINT):
+        process.start()
+    writer.close()
+    return _Worker(run, process, reader)
+
+
+def _drain(worker: _Worker, bars: _Bars) -> None:
+    """Handle every event the worker has sent so far (none once its pipe is closed)."""
+    with contextlib.suppress(EOFError, OSError):
+        while worker.conn.poll():
+            event = worker.conn.recv()
+            if "result" in event:
+                worker.result = event
+            else:
+                if event.get("event") == "end" and event.get("error"):
+                    worker.error = event["error"]
+                bars.handle(event)
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """End the workers: SIGTERM, then SIGKILL whatever is left after ``STOP_GRACE_S``."""
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError):
+            worker.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(5)
+        worker.conn.close()
+
+
+def _mark(out: Path, run_ids: list[str], status: str, error: str | None = None,
+          unless: tuple[str, ...] = ("finished", "diverged", "failed")) -> None:
+    """Set runs whose process is gone to ``status``, unless they ended in one of ``unless``."""
+    if not run_ids or not (out / "results.sqlite").exists():
+        return
+    store = Store(out / "results.sqlite")
+    try:
+        for run_id in run_ids:
+            if store.run_status(run_id) not in (None, *unless):
+                store.set_status(run_id, status, error)
+    finally:
+        store.close()
+
+
 def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | None = None
             ) -> dict[str, str]:
-    """Execute ``runs`` with ``study.workers`` processes; returns {run_id: status}."""
+    """Execute ``runs`` with ``study.workers`` processes; returns {run_id: status}.
+
+    Ctrl-C / SIGTERM (a ``KeyboardInterrupt`` here) stops every worker and marks their runs
+    ``pending`` before the interrupt goes on; a ``UserError`` in a run does the same and is
+    raised here."""
     console = console or Console(stderr=True)
-    statuses: dict[str, str] = {}
     context = mp.get_context("spawn")
-    with context.Manager() as manager, progress_bars(console) as bars:
-        events = manager.Queue()
-        with ProcessPoolExecutor(max_workers=study.workers, mp_context=context) as pool:
-            futures = [pool.submit(_worker, study.model_dump_json(), r.model_dump_json(),
-                                   str(out), events) for r in runs]
-            pending = set(futures)
-            while pending:
-                with contextlib.suppress(queue.Empty):
-                    bars.handle(events.get(timeout=0.5))
-                for future in [f for f in pending if f.done()]:
-                    pending.discard(future)
-                    run_id, status = future.result()
-                    statuses[run_id] = status
-            while True:
-                try:
-                    bars.handle(events.get_nowait())
-                except queue.Empty:
-                    break
+    study_json = study.model_dump_json()
+    waiting, active = list(runs), []
+    statuses: dict[str, str] = {}
+    try:
+        with progress_bars(console) as bars:
+            while waiting or active:
+                while waiting and len(active) < study.workers:
+                    active.append(_start(context, study_json, waiting.pop(0), out))
+                wait([w.conn for w in active] + [w.process.sentinel for w in active], 0.5)
+                for worker in list(active):
+                    _drain(worker, bars)
+                    if worker.process.is_alive() and worker.result is None:
+                        continue
+                    worker.process.join(5)
+                    _drain(worker, bars)
+                    active.remove(worker)
+                    worker.conn.close()
+                    _finish(worker, out, statuses, bars)
+    except BaseException:
+        with _signals_ignored(signal.SIGINT, signal.SIGTERM):
+            _stop(active)
+            _mark(out, [w.run.run_id for w in active], "pending")
+        if active:
+            console.print(f"stopped {len(active)} unfinished "
+                          f"run{'s' if len(active) > 1 else ''} "
+                          f"({', '.join(f'{w.run.label} lr {w.run.method.lr:g}' for w in active)}"
+                          "): the next run resumes them from their last checkpoint")
+        raise
     return statuses
+
+
+def _finish(worker: _Worker, out: Path, statuses: dict[str, str], bars: _Bars) -> None:
+    """Record how a worker ended; a ``UserError`` of its run is raised here."""
+    run_id = worker.run.run_id
+    if worker.result is None:  # the process died before it could report
+        code = worker.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        error = f"the worker process of this run ended without a result ({how})"
+        _mark(out, [run_id], "failed", error)
+        bars.handle({"run_id": run_id, "event": "end", "status": "failed"})
+        bars.handle({"log": f"run {run_id} ({worker.run.label}, lr {worker.run.method.lr:g}): "
+                            f"{error}"})
+        statuses[run_id] = "failed"
+        return
+    if worker.result.get("user_error"):
+        raise UserError(worker.result["user_error"])
+    statuses[run_id] = worker.result["result"]
+    if statuses[run_id] == "failed":  # the run could not mark itself on a full disk
+        with contextlib.suppress(Exception):
+            _mark(out, [run_id], "failed", worker.error)

@@ -87,10 +87,12 @@ def _store_actor(ray, path: Path):
 def _ray_task(study_json: str, run_json: str, out: str, store: Any, events: Any
               ) -> tuple[str, str]:
     """One run inside a Ray worker: rebuild the configs and execute the run."""
-    import learnforget.cli  # noqa: F401  (the CLI's warning filters apply in workers too)
     from learnforget.plan import RunConfig as _Run
+    from learnforget.quiet import quiet_warnings
     from learnforget.runner import execute_run
     from learnforget.study import Study as _Study
+
+    quiet_warnings()
 
     run = _Run.model_validate_json(run_json)
     status = execute_run(
@@ -120,6 +122,7 @@ def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console
                 "or leave out --ray-address to run Ray on this machine."
             ) from exc
     statuses: dict[str, str] = {}
+    pending: dict = {}
     try:
         store = _store_actor(ray, out.resolve() / "results.sqlite")
         events = Queue()
@@ -133,15 +136,47 @@ def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console
                     bars.handle(events.get(timeout=0.5))
                 done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
                 for ref in done:
-                    pending.pop(ref)
+                    run = pending.pop(ref)
                     try:
                         run_id, status = ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:
-                        raise exc.as_instanceof_cause() from None
+                        cause = exc.as_instanceof_cause()
+                        if isinstance(cause, UserError):
+                            raise cause from None
+                        run_id, status = run.run_id, "failed"
+                        _mark(out / "results.sqlite", [run_id], "failed", str(cause)[-4000:])
+                    except ray.exceptions.RayError as exc:  # the task's worker died
+                        run_id, status = run.run_id, "failed"
+                        _mark(out / "results.sqlite", [run_id], "failed",
+                              f"the Ray task of this run ended without a result: {exc}"[:4000])
                     statuses[run_id] = status
             while not events.empty():
                 bars.handle(events.get())
+    except BaseException:  # Ctrl-C, SIGTERM, a UserError: stop every task still running
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        unfinished = [r.run_id for r in pending.values()]
+        if started_here:
+            ray.shutdown()
+            started_here = False
+        _mark(out / "results.sqlite", unfinished, "pending")
+        raise
     finally:
         if started_here:
             ray.shutdown()
     return statuses
+
+
+def _mark(path: Path, run_ids: list[str], status: str, error: str | None = None) -> None:
+    """Runs whose task is gone and that did not end (``pending`` or ``running`` in the store)
+    get ``status``: ``pending`` after a stop (the next ``run`` resumes them), ``failed``."""
+    if not run_ids or not path.exists():
+        return
+    store = Store(path)
+    try:
+        for run_id in run_ids:
+            if store.run_status(run_id) in ("pending", "running"):
+                store.set_status(run_id, status, error)
+    finally:
+        store.close()

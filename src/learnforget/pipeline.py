@@ -1,0 +1,165 @@
+"""The study pipeline: validate every study of a file, then for each study lock its output
+folder, check that the folder belongs to it, measure the base model, train and measure every
+run (with an executor), and write the report; several studies also get an index of reports.
+
+The command line (``learnforget run`` / ``demo``) calls ``run_studies``; so can any program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from learnforget.executors import ExecutorChoice
+from learnforget.study import Study
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run of the study that ended ``failed``: what it was and where its error is."""
+
+    run_id: str
+    label: str
+    lr: float
+    error: str  # the first line
+    error_file: Path | None  # the whole traceback, when it could be written
+
+
+@dataclass
+class StudyOutcome:
+    """How one study ended: its folder, every run's status, and the failed runs."""
+
+    out: Path
+    statuses: dict[str, str]
+    failed: list[FailedRun] = field(default_factory=list)
+
+
+def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | None = None,
+                console: Console | None = None, force_new_study: bool = False
+                ) -> list[StudyOutcome]:
+    """Validate every study of the file, then for each: measure the base, train every run
+    (with ``executor``; default local processes), write the report. One study goes to OUT,
+    several to OUT/NAME each (and OUT gets an index of their reports)."""
+    from learnforget.plan import expand
+    from learnforget.preflight import check_output_folder, check_study
+    from learnforget.study import load_studies
+
+    console = console or Console(stderr=True)
+    studies = load_studies(study_file)
+    for study in studies:  # fail on a bad study before OUT is created or anything trains
+        expand(study)
+        check_study(study)
+    check_output_folder(out if out is not None else Path("out"))
+    if len(studies) == 1:
+        target = out or Path("out") / studies[0].name
+        return [run_study(studies[0], target, executor, console, force_new_study)]
+    root = out or Path("out") / study_file.stem
+    outcomes = [run_study(study, root / study.name, executor, console, force_new_study)
+                for study in studies]
+    from learnforget.report.index import write_index
+
+    console.print(f"index of reports: {write_index(root, [o.out for o in outcomes])}")
+    return outcomes
+
+
+def run_study(study: Study, out: Path, executor: ExecutorChoice | None = None,
+              console: Console | None = None, force_new_study: bool = False) -> StudyOutcome:
+    """Measure the base, train and measure every run of one study, write its report.
+
+    OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming this
+    process), and a folder that holds another study is refused unless ``force_new_study``."""
+    from learnforget.executors import execute_runs
+    from learnforget.outdir import check_same_study, locked
+    from learnforget.plan import expand
+    from learnforget.runner import measure_base
+
+    console = console or Console(stderr=True)
+    runs = expand(study)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out):
+        changed = check_same_study(out, study.model_dump(mode="json"), force_new_study)
+        if changed:
+            fields = sorted({name.split(".")[0] for name in changed})
+            console.print(f"[dim]the study changed since {out} was last run ({', '.join(fields)})"
+                          ": runs of its earlier definition stay in the store[/dim]")
+        (out / "study.json").write_text(study.model_dump_json(indent=2))
+        started = time.time()
+        console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
+        from learnforget.progress import scoring_progress
+
+        with scoring_progress(console, "base: ") as shown:
+            measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"),
+                         progress=shown)
+        statuses = execute_runs(study, runs, out, console, executor)
+        counts: dict[str, int] = {}
+        for status in statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        console.print(f"runs: {summary or 'none'} in {time.time() - started:.0f} s")
+        outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
+        from learnforget.report.build import build_report
+
+        console.print(f"report: {build_report(out)}")
+    return outcome
+
+
+def failed_runs(out: Path, statuses: dict[str, str]) -> list[FailedRun]:
+    """The runs among ``statuses`` that failed, with their errors from OUT's store."""
+    from learnforget.runner import ERROR_FILE
+    from learnforget.store import Store
+
+    failed_ids = [run_id for run_id, status in statuses.items() if status == "failed"]
+    if not failed_ids:
+        return []
+    store = Store(out / "results.sqlite")
+    try:
+        known = {r["run_id"]: r for r in store.runs()}
+    finally:
+        store.close()
+    failed = []
+    for run_id in failed_ids:
+        row = known.get(run_id, {})
+        error = (row.get("error") or "no error was recorded").strip().splitlines()
+        file = out / "runs" / run_id / ERROR_FILE
+        failed.append(FailedRun(
+            run_id=run_id, label=row.get("label", run_id),
+            lr=float(row.get("config", {}).get("method", {}).get("lr", float("nan"))),
+            error=error[-1] if error else "", error_file=file if file.exists() else None))
+    return failed
+
+
+def failure_summary(outcomes: list[StudyOutcome]) -> list[str]:
+    """Lines naming each failed run (label, LR, the error's last line, where the whole error
+    is); empty when no run failed."""
+    lines = []
+    for outcome in outcomes:
+        for run in outcome.failed:
+            where = run.error_file or f"{outcome.out / 'results.sqlite'} (runs.error)"
+            lines.append(f"{run.label} lr {run.lr:g} (run {run.run_id}): {run.error} — "
+                         f"full error: {where}")
+    return lines
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C inside the block (a ``KeyboardInterrupt``), so that a
+    stopped study cleans up the same way however it was stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,314 @@
+"""Stopping a study: Ctrl-C and SIGTERM stop every worker at once and the rerun resumes; killing
+the main process leaves no worker behind; a failed run (a full disk) ends `run` with a summary
+and a non-zero exit; one writer per output folder, one study per folder; a corrupt checkpoint at
+resume falls back; `report` never replaces a good report with an empty one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from learnforget.cli import app
+from learnforget.outdir import check_same_study
+from learnforget.pipeline import StudyOutcome, failed_runs, failure_summary
+from learnforget.plan import expand
+from learnforget.runner import ERROR_FILE, execute_run, measure_base
+from learnforget.store import Store
+from learnforget.study import parse_study
+from learnforget.train import STATE_FILE
+
+STUDY = {
+    "name": "stopping",
+    "base": "builtin:micro",
+    "target": {"domain": "code", "regime": "cpt"},
+    "methods": [{"kind": "full", "lr": [1e-3]},
+                {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
+    "training": {"batch_size": 8, "seq_len": 64},
+    "budgets": {"steps": [8, 16, 24]},
+    "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4,
+                   "spectrum": False},
+    "workers": 2,
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def start(study_file: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
+    """``learnforget run`` in its own session (so that its process group is its own)."""
+    log = open(out.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "learnforget", "run", str(study_file), "--out", str(out), *extra],
+        stdout=log, stderr=log, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
+
+
+def log_of(out: Path) -> str:
+    return out.with_suffix(".log").read_text(errors="replace")
+
+
+def group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def statuses(out: Path) -> dict[str, str]:
+    """{label: status} of the study's runs (empty while the store does not exist)."""
+    db = out / "results.sqlite"
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return dict(conn.execute(
+                "SELECT label, status FROM runs WHERE label != 'base'").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+
+
+def workers_of(pid: int) -> list[int]:
+    """The worker processes of a ``learnforget run`` (children running ``spawn_main``)."""
+    found = []
+    for member in group(pid):
+        try:
+            command = Path(f"/proc/{member}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            found.append(member)
+    return found
+
+
+def numbers(out: Path) -> dict[tuple, float]:
+    """{(label, step, task, metric): value} of every stored number except throughput."""
+    store = Store(out / "results.sqlite")
+    labels = {r["run_id"]: r["label"] for r in store.runs()}
+    rows = {(labels[m["run_id"]], m["step"], m["task"], m["metric"]): m["value"]
+            for m in store.measurements() if m["metric"] != "tokens_per_s"}
+    store.close()
+    return rows
+
+
+def assert_same_numbers(out: Path, reference: dict[tuple, float]) -> None:
+    got = numbers(out)
+    assert got.keys() == reference.keys()
+    for key, value in reference.items():
+        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def finish(study_file: Path, out: Path, timeout: float = 300) -> None:
+    """Run the study to the end; it must succeed."""
+    process = start(study_file, out)
+    assert process.wait(timeout) == 0, log_of(out)[-3000:]
+
+
+@pytest.fixture(scope="module")
+def study_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("study") / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[tuple, float]:
+    """The numbers of the study run without interruption, in this process."""
+    out = tmp_path_factory.mktemp("reference")
+    study = parse_study(STUDY)
+    measure_base(study, out, log=lambda m: None)
+    for run in expand(study):
+        assert execute_run(study, run, out, log=lambda m: None) == "finished"
+    return numbers(out)
+
+
+# --- Ctrl-C, SIGTERM, SIGKILL -------------------------------------------------------------------
+
+def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
+        study_file: Path, reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = start(study_file, out)
+    assert wait_for(lambda: "running" in statuses(out).values() or process.poll() is not None,
+                    240)
+    assert process.poll() is None, log_of(out)[-3000:]
+    assert workers_of(process.pid)
+    sent = time.time()
+    os.kill(process.pid, signal.SIGINT)  # the main process only: it stops the workers
+    assert process.wait(10) == 130, log_of(out)[-3000:]
+    assert time.time() - sent < 5
+    assert wait_for(lambda: not group(process.pid), 5 - (time.time() - sent))
+    text = log_of(out)
+    assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]
+    assert f"learnforget run {study_file} --out {out}" in text
+    assert "running" not in statuses(out).values()  # marked to resume
+    finish(study_file, out)
+    assert set(statuses(out).values()) == {"finished"}
+    assert_same_numbers(out, reference)
+
+
+def test_killing_the_main_process_leaves_no_worker_behind(study_file: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = start(study_file, out)
+    assert wait_for(lambda: "running" in statuses(out).values() or process.poll() is not None,
+                    240)
+    assert process.poll() is None, log_of(out)[-3000:]
+    assert workers_of(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert wait_for(lambda: not group(process.pid), 5), group(process.pid)
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+def _file_size_limit(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_run_that_cannot_write_its_checkpoint_fails_the_command_with_a_summary(
+        study_file: Path, tmp_path: Path) -> None:
+    """Files over 600 kB cannot be written (like a full disk): the full model's checkpoint
+    fails, the LoRA adapter's does not."""
+    out = tmp_path / "out"
+    process = start(study_file, out, preexec_fn=_file_size_limit(600_000))
+    assert process.wait(300) == 1
+    text = log_of(out)
+    assert "Traceback" not in text, text[-3000:]
+    assert statuses(out) == {"full": "failed", "lora-r4-all": "finished"}
+    summary = text[text.index("1 run failed"):]
+    assert "full lr 0.001" in summary and "File too large" in summary
+    error_files = list(out.glob(f"runs/*/{ERROR_FILE}"))
+    assert len(error_files) == 1 and str(error_files[0]) in summary.replace("\n", "")
+
+
+def test_a_full_disk_leaves_the_run_failed_not_running(tmp_path: Path, monkeypatch) -> None:
+    study = parse_study({**STUDY, "methods": [STUDY["methods"][1]]})
+    (run,) = expand(study)
+    measure_base(study, tmp_path, log=lambda m: None)
+
+    def full_disk(model, tokenizer, folder):
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+
+    monkeypatch.setattr("learnforget.train.save_checkpoint", full_disk)
+    assert execute_run(study, run, tmp_path, log=lambda m: None) == "failed"
+    (failed,) = failed_runs(tmp_path, {run.run_id: "failed"})
+    assert failed.label == "lora-r4-all" and failed.lr == 5e-3
+    assert "No space left on device" in failed.error
+    assert failed.error_file == tmp_path / "runs" / run.run_id / ERROR_FILE
+    (line,) = failure_summary([StudyOutcome(tmp_path, {}, [failed])])
+    assert line.startswith("lora-r4-all lr 0.005") and str(failed.error_file) in line
+
+
+def test_a_truncated_checkpoint_at_resume_is_reported_and_the_run_restarts(
+        tmp_path: Path, reference: dict) -> None:
+    study = parse_study(STUDY)
+    measure_base(study, tmp_path, log=lambda m: None)
+    runs = expand(study)
+    for run in runs:
+        assert execute_run(study, run, tmp_path, log=lambda m: None) == "finished"
+    full = next(r for r in runs if r.method.kind == "full")
+    store = Store(tmp_path / "results.sqlite")
+    store.set_status(full.run_id, "pending")  # as if it had been stopped after step 24
+    store.close()
+    folder = tmp_path / "runs" / full.run_id / "checkpoint-24"
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    logged: list[str] = []
+    assert execute_run(study, full, tmp_path, log=logged.append) == "finished"
+    assert any(str(folder) in m and "unreadable" in m and "from the start" in m for m in logged)
+    assert (folder / STATE_FILE).exists()  # rewritten by the restarted run
+    assert_same_numbers(tmp_path, reference)
+
+
+# --- one writer, one study ----------------------------------------------------------------------
+
+def test_a_second_run_on_the_same_folder_names_the_process_holding_it(
+        study_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from learnforget.outdir import locked\n"
+         f"with locked(Path({str(out)!r})):\n    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(out)])
+        assert result.exit_code == 2
+        assert f"in use by process {holder.pid} on {os.uname().nodename}" in result.output
+        assert not (out / "results.sqlite").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+def test_another_study_is_refused_naming_the_differences(study_file: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    other = parse_study({**STUDY, "name": "other", "target": {"domain": "math", "regime": "ift"}})
+    (out / "study.json").write_text(other.model_dump_json(indent=2))
+    result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(out)])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "holds another study" in text and "--force-new-study" in text
+    for field in ("name:", "target.domain:", "target.regime:"):
+        assert field in text
+    assert not (out / "results.sqlite").exists()
+    mine = parse_study(STUDY).model_dump(mode="json")
+    assert check_same_study(out, mine, force=True) == []
+    # Extending the study (one more LR) is not another study.
+    (out / "study.json").write_text(parse_study(STUDY).model_dump_json())
+    more = parse_study({**STUDY, "methods": [{"kind": "full", "lr": [1e-3, 2e-3]}]})
+    assert check_same_study(out, more.model_dump(mode="json")) == ["methods"]
+
+
+# --- report -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("store", ["empty", "garbage", "folder"])
+def test_report_on_an_empty_or_unreadable_store_keeps_the_existing_files(
+        store: str, tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    if store == "empty":
+        Store(db).close()
+    elif store == "garbage":
+        db.write_bytes(b"not a database" * 100)
+    else:
+        db.mkdir()
+    (tmp_path / "measurements.csv").write_text("good\n")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("good")
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "nothing was written" in " ".join(result.output.split())
+    assert (tmp_path / "measurements.csv").read_text() == "good\n"
+    assert (tmp_path / "report" / "index.html").read_text() == "good"
