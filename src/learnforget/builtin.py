@@ -32,6 +32,7 @@ from learnforget.data.math import math_documents
 from learnforget.errors import UserError
 from learnforget.optim import make_optimizer, make_scheduler
 from learnforget.paths import cache_dir
+from learnforget.progress import step_progress
 from learnforget.study import OptimizerSpec, ScheduleSpec
 
 EOS = "<|endoftext|>"
@@ -136,9 +137,10 @@ def builtin_model_config(spec: BuiltinSpec, tokenizer: PreTrainedTokenizerFast) 
 
 
 def pretrain(
-    spec: BuiltinSpec, folder: Path, log: Callable[[str], None] = print
+    spec: BuiltinSpec, folder: Path, log: Callable[[str], None] = print, name: str = "model"
 ) -> dict[str, float]:
-    """Build the tokenizer and pretrain the model from scratch; save both into ``folder``."""
+    """Build the tokenizer and pretrain the model from scratch; save both into ``folder``.
+    Progress: a bar on a terminal, else a line through ``log`` every few seconds."""
     started = time.time()
     torch.manual_seed(spec.seed)
     docs, shares = pretraining_mix(spec)
@@ -153,20 +155,20 @@ def pretrain(
     scheduler = make_scheduler(optimizer, steps, schedule)
     model.train()
     loss_value = float("nan")
-    for step in range(steps):
-        batch = stream.batch(step)
-        loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            log(f"pretraining step {step + 1}/{steps} loss {loss_value:.3f}")
+    with step_progress(f"pretraining builtin:{name}", steps, log) as show:
+        for step in range(steps):
+            batch = stream.batch(step)
+            loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            show(step + 1, f"loss {loss_value:.3f}")
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
-    hf_logging.disable_progress_bar()  # the log line above is the progress report
+    hf_logging.disable_progress_bar()  # the bar above is the progress report
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     total_chars = sum(shares.values())
@@ -206,7 +208,7 @@ def builtin_folder(name: str, log: Callable[[str], None] = print) -> Path:
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         threads = torch.get_num_threads()
-        pretrain(spec, partial, log)
+        pretrain(spec, partial, log, name)
         torch.set_num_threads(threads)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)

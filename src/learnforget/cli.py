@@ -247,8 +247,11 @@ def eval_command(
     loaded = load_for_eval(_model_spec(model, revision, dtype, device), adapter,
                            log=lambda m: console.print(f"[dim]{m}[/dim]"),
                            adapter_revision=adapter_revision)
-    results, counts = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
-                               on_task=lambda n: console.print(f"[dim]scoring {n}[/dim]"))
+    from learnforget.progress import scoring_progress
+
+    with scoring_progress(console) as shown:
+        results, counts = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
+                                   progress=shown)
     if as_json:  # an unknown standard error (one item) is null, not NaN
         finite = {name: {metric: value if math.isfinite(value) else None
                          for metric, value in metrics.items()}

@@ -29,6 +29,7 @@ from learnforget.data.batches import (
 from learnforget.data.target import load_target
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
+from learnforget.measure.progress import ScoringCallback
 from learnforget.measure.tasks import default_tasks, get_task
 from learnforget.measure.uncertainty import COUNT_METRIC, has_delta
 from learnforget.methods import apply_method, count_parameters, scoring_view
@@ -169,16 +170,19 @@ class Measurer:
         return names
 
     def __call__(self, model, on_task: Callable[[str], None] = lambda n: None,
-                 final: bool = True, only: set[str] | None = None):
+                 final: bool = True, only: set[str] | None = None,
+                 progress: ScoringCallback | None = None):
         """(measurement rows, artifacts) for ``model``; final-only tasks and diversity only
-        when ``final``; just the tasks in ``only`` when given."""
+        when ``final``; just the tasks in ``only`` when given; scoring progress to
+        ``progress``."""
         learning, forgetting = study_tasks(self.study)
         ev = self.study.evaluation
         wanted = self.tasks(final) if only is None else self.tasks(final) & only
         names = [n for n in learning + forgetting if n in wanted]
         with scoring_view(model) as scored:
             results, counts = evaluate(scored, self.tokenizer, names, ev.limit,
-                                       ev.batch_size, target=self.study.target, on_task=on_task)
+                                       ev.batch_size, target=self.study.target, on_task=on_task,
+                                       progress=progress)
             diversity = self._diversity(scored, on_task) if "diversity" in wanted else None
         rows = task_rows(results, counts, self.base_values)
         artifacts: dict = {}
@@ -239,7 +243,8 @@ def _matrix_snapshot(model) -> dict[str, torch.Tensor]:
             if v.ndim == 2}
 
 
-def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) -> dict:
+def measure_base(study: Study, out: Path, log: Callable[[str], None] = print,
+                 progress: ScoringCallback | None = None) -> dict:
     """Save the base into ``OUT/base`` (``outbase.keep_base``) and measure it once (step 0 of
     run ``base-…``); returns its values."""
     keep_base(study.base, out, log)
@@ -253,12 +258,30 @@ def measure_base(study: Study, out: Path, log: Callable[[str], None] = print) ->
         log("measuring the base model")
         loaded = load_base(study.base, log=log)
         measurer = Measurer(study, loaded.tokenizer, {})
-        rows, _ = measurer(loaded.model, on_task=lambda n: log(f"  base: {n}"), only=missing)
+        rows, _ = measurer(loaded.model, only=missing, progress=progress,
+                           on_task=(lambda n: None) if progress else lambda n: log(f"  base: {n}"))
         store.record_checkpoint(run_id, 0, 0, None, [(0, 0, m) for m in rows])
         store.set_status(run_id, "finished")
+    if study.target.domain == "custom" and "data" not in done:
+        _record_split(study, store, run_id, log)
     values = _base_values(store, study)
     store.close()
     return values
+
+
+def _record_split(study: Study, store: Store, run_id: str, log: Callable[[str], None]) -> None:
+    """Log custom data's train / held-out split and store it as task ``data`` of the base."""
+    from learnforget.data.target import load_target
+
+    split = load_target(study.target).split
+    if split is None:
+        return
+    log(f"held-out split of {study.target.data}: {split.describe()}")
+    rows = [Measurement("data", "examples", float(len(split.heldout))),
+            Measurement("data", "heldout_examples", float(split.heldout_count)),
+            Measurement("data", "near_duplicate_groups", float(split.groups_merged)),
+            Measurement("data", "heldout_near_duplicate_share", split.near_duplicate_share)]
+    store.add_measurements(run_id, [(0, 0, m) for m in rows], {})
 
 
 def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | None = None,
@@ -278,9 +301,11 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
             complete_measurements(study, run, store, log)
         finally:
             store.close()
+        progress({"run_id": run_id, "event": "end", "status": status})
         return status
     if status == "diverged":
         store.close()
+        progress({"run_id": run_id, "event": "end", "status": status})
         return status
     try:
         base_values = _base_values(store, study)

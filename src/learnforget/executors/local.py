@@ -25,10 +25,11 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from learnforget.errors import UserError
 from learnforget.plan import RunConfig
+from learnforget.progress import RunProgress as _Bars
+from learnforget.progress import progress_bars
 from learnforget.store import Store
 from learnforget.study import Study
 
@@ -54,43 +55,6 @@ def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_p
     except UserError as exc:
         conn.send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
     conn.close()
-
-
-class _Bars:
-    """One rich progress bar per run, fed by worker events."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, int] = {}
-
-    def handle(self, event: dict) -> None:
-        """Draw one worker event (start, step, measure, end, or a log line)."""
-        if "log" in event:
-            self.progress.console.print(f"[dim]{event['log']}[/dim]")
-            return
-        run_id, kind = event.get("run_id"), event.get("event")
-        if kind == "start":
-            name = f"{event['label']} lr={event['lr']:g}"
-            self.tasks[run_id] = self.progress.add_task(
-                name, total=event["total"], completed=event["step"], info="")
-        elif run_id not in self.tasks:
-            return
-        elif kind == "step":
-            info = f"loss {event['loss']:.3f} · {event['tokens_per_s']:,.0f} tok/s"
-            self.progress.update(self.tasks[run_id], completed=event["step"], info=info)
-        elif kind == "measure":
-            self.progress.update(self.tasks[run_id], info=f"measuring step {event['step']}")
-        elif kind == "end":
-            self.progress.update(self.tasks[run_id], info=event["status"])
-
-
-@contextlib.contextmanager
-def progress_bars(console: Console) -> Iterator[_Bars]:
-    """Live progress bars (one per active run) on ``console``, fed by ``handle(event)``."""
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn(
-        "{task.completed}/{task.total}"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, refresh_per_second=2) as progress:
-        yield _Bars(progress)
 
 
 @dataclass
@@ -183,7 +147,7 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
     waiting, active = list(runs), []
     statuses: dict[str, str] = {}
     try:
-        with progress_bars(console) as bars:
+        with progress_bars(console, len(runs)) as bars:
             while waiting or active:
                 while waiting and len(active) < study.workers:
                     active.append(_start(context, study_json, waiting.pop(0), out))

@@ -130,7 +130,7 @@ def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console
             num_cpus=study.training.threads, num_gpus=gpus_per_run, max_retries=0)
         pending = {task.remote(study.model_dump_json(), r.model_dump_json(), str(out.resolve()),
                                store, events): r for r in runs}
-        with progress_bars(console) as bars:
+        with progress_bars(console, len(runs)) as bars:
             while pending:
                 with contextlib.suppress(Empty):
                     bars.handle(events.get(timeout=0.5))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from learnforget.data.items import ChoiceItem
+from learnforget.measure.progress import ScoringCallback, ScoringProgress, batch_reporting
 from learnforget.measure.tasks import Task, get_task, load_items
 from learnforget.measure.uncertainty import mean_with_stderr
 from learnforget.study import TargetSpec
@@ -96,16 +97,23 @@ def evaluate(
     seed: int = 0,
     target: TargetSpec | None = None,
     on_task: Callable[[str], None] = lambda name: None,
+    progress: ScoringCallback | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """(results {task: {metric: value}}, item counts {task: n}) for ``task_names``; the results
-    hold each metric's standard error beside it (``acc`` and ``acc_stderr``)."""
+    hold each metric's standard error beside it (``acc`` and ``acc_stderr``). ``progress``
+    hears of each task's start, every scored batch and the task's end."""
     results: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
     target_json = target.model_dump_json() if target is not None else None
-    for name in task_names:
+    tell = progress or (lambda state: None)
+    for index, name in enumerate(task_names):
         on_task(name)
+        tell(ScoringProgress(name, index, len(task_names), 0, 0))
         task = get_task(name, target)
         items = load_items(name, limit, seed, target_json)
-        results[name] = score_task(model, tokenizer, task, items, batch_size)
+        with batch_reporting(lambda done, total, n=name, i=index: tell(
+                ScoringProgress(n, i, len(task_names), done, total))):
+            results[name] = score_task(model, tokenizer, task, items, batch_size)
         counts[name] = len(items)
+        tell(ScoringProgress(name, index, len(task_names), len(items), len(items)))
     return results, counts

@@ -30,6 +30,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from learnforget.errors import UserError
 from learnforget.data.items import ChoiceItem, TextItem
+from learnforget.measure.progress import report_batch
 from learnforget.measure.uncertainty import mean_with_stderr, ratio_stderr
 
 _CONTEXT_LENGTH_ATTRIBUTES = ("n_positions", "max_position_embeddings", "n_ctx")
@@ -137,6 +138,7 @@ def _score_token_pairs(
                 log_likelihood = log_probs.gather(-1, continuation[:, None]).sum()
                 is_greedy = bool((log_probs.argmax(dim=-1) == continuation).all())
                 results[i] = (float(log_likelihood), is_greedy)
+            report_batch(first + len(indices), len(order))
     return results
 
 
@@ -479,6 +481,7 @@ def generate(
                     new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
                 text = tokenizer.decode(new_tokens, skip_special_tokens=True)
                 completions[indices[row // samples_per_call]].append(_truncate_at_stop(text, stop))
+            report_batch(first + len(indices), len(order))
     if not do_sample:
         completions = [texts * num_return_sequences for texts in completions]
     return completions

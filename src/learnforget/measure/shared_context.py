@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from learnforget.measure.progress import batch_reporting, report_batch, reporting_within
+
 TokenPair = tuple[list[int], list[int]]
 Scores = list[tuple[float, bool]]
 PlainScorer = Callable[[Sequence[TokenPair]], Scores]
@@ -122,7 +124,8 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
             except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
                 return plain(pairs)  # the model cannot take a cache and position ids
             members = batch[0][1]
-            reference = plain([pairs[i] for i in members])
+            with batch_reporting(None):  # the probe is not progress
+                reference = plain([pairs[i] for i in members])
             if any(abs(ours[0] - theirs[0]) > TOLERANCE
                    for ours, theirs in zip(scores[0], reference, strict=True)):
                 return plain(pairs)
@@ -131,7 +134,10 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
         for (_, members), group_scores in zip(batch, scores, strict=True):
             for i, score in zip(members, group_scores, strict=True):
                 results[i] = score
+        report_batch(sum(r is not None for r in results), len(pairs))
     rest = [i for i, r in enumerate(results) if r is None]
-    for i, score in zip(rest, plain([pairs[i] for i in rest]) if rest else [], strict=True):
+    with reporting_within(len(pairs) - len(rest), len(pairs)):
+        scores = plain([pairs[i] for i in rest]) if rest else []
+    for i, score in zip(rest, scores, strict=True):
         results[i] = score
     return [r for r in results if r is not None]
