@@ -31,9 +31,9 @@ from transformers import LlamaForCausalLM
 
 from learnforget import smollm
 from learnforget.base import load_for_eval
+from learnforget.data.items import ChoiceItem
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
-from learnforget.data.items import ChoiceItem
 from learnforget.measure.scoring import choice_loglikelihoods
 from learnforget.measure.tasks import load_items
 from learnforget.smollm import SMOLLM2_MODEL_NAMES, resolve_model_alias, smollm2_gguf_path
@@ -133,3 +133,164 @@ def test_cli_eval_json_on_the_five_benchmarks() -> None:
     assert {"exact_match_strict_stderr", "exact_match_flexible_stderr"} <= set(
         generation["results"]["gsm8k"])
     assert set(generation["results"]["humaneval"]) == {"pass@1", "pass@1_stderr"}
+
+
+# --- A GGUF base trains and saves like any other base ---------------------------------------------
+# A tiny random Llama written as a GGUF file here (Q8_0 matrices, like a real quantised release),
+# with the byte-level BPE of conftest.py: loaded through ``learnforget.base`` it must be a plain
+# dense model, so that full finetuning can save checkpoints (transformers refuses to save a model
+# that still carries its GGUF quantizer: "quantized with gguf and is not serializable").
+
+
+def _llama_cpp_permute(weights: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's q/k row order (convert_hf_to_gguf's ``permute``); transformers undoes it."""
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def write_tiny_llama_gguf(model: LlamaForCausalLM, tokenizer, path) -> None:
+    """Write ``model`` and its byte-level BPE ``tokenizer`` as a llama GGUF file: 2-D weights
+    in Q8_0, norms in F32."""
+    import gguf
+
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = sorted(backend["model"]["vocab"].items(), key=lambda item: item[1])
+    special = set(tokenizer.all_special_tokens)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL
+                            for token, _ in vocab])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m)
+                             for m in backend["model"]["merges"]])
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
+             "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, tensor in model.state_dict().items():
+        stem = name.removesuffix(".weight")
+        if stem.startswith("model.layers."):
+            _, _, layer, rest = stem.split(".", 3)
+            gguf_name = f"blk.{layer}.{names[rest]}.weight"
+        else:
+            gguf_name = f"{names[stem]}.weight"
+        if gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+            tensor = _llama_cpp_permute(tensor, config.num_attention_heads)
+        data = tensor.detach().float().numpy()
+        if data.ndim == 2:
+            writer.add_tensor(gguf_name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0),
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(gguf_name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory, scoring_tokenizer) -> dict:
+    """A random 2-layer Llama (hidden 64) written as ``tiny.Q8_0.gguf``; the source model too."""
+    from transformers import LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(scoring_tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=128, tie_word_embeddings=False,
+                         eos_token_id=scoring_tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config).eval()
+    path = tmp_path_factory.mktemp("gguf") / "tiny.Q8_0.gguf"
+    write_tiny_llama_gguf(model, scoring_tokenizer, path)
+    return {"path": path, "model": model}
+
+
+def test_a_gguf_base_loads_as_a_plain_dense_model(tiny_gguf: dict, tmp_path) -> None:
+    loaded = load_for_eval(BaseModelSpec(model=str(tiny_gguf["path"])), log=lambda m: None)
+    model = loaded.model
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized",
+                                                                        False)
+    assert all(type(m) is torch.nn.Linear for n, m in model.named_modules() if "proj" in n)
+    source = tiny_gguf["model"].state_dict()
+    for name, tensor in model.state_dict().items():  # Q8_0: ≤ half a step of max|w|/127
+        step = float(source[name].abs().max()) / 127
+        assert torch.allclose(tensor, source[name], atol=step / 2 + 1e-7), name
+    model.save_pretrained(tmp_path / "saved")  # the GGUF quantizer used to refuse this
+    again = LlamaForCausalLM.from_pretrained(tmp_path / "saved")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def gguf_study(tiny_gguf: dict, tmp_path_factory) -> dict:
+    """Full finetuning and LoRA r=4 on the tiny GGUF base, checkpoints at steps 1 and 2."""
+    from learnforget.plan import expand
+    from learnforget.runner import execute_run, measure_base
+    from learnforget.study import parse_study
+
+    study = parse_study({
+        "name": "gguf-test", "base": str(tiny_gguf["path"]),
+        "target": {"domain": "code", "regime": "cpt"},
+        "methods": [{"kind": "full", "lr": [2e-5]},
+                    {"kind": "lora", "lr": [1e-3], "r": [4], "targets": ["all"]}],
+        "training": {"batch_size": 4, "seq_len": 64, "precision": "fp32"},
+        "budgets": {"steps": [1, 2]},
+        "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4,
+                       "spectrum": False},
+    })
+    out = tmp_path_factory.mktemp("gguf-out")
+    measure_base(study, out, log=lambda m: None)
+    runs = expand(study)
+    statuses = {run.method.kind: execute_run(study, run, out, log=lambda m: None)
+                for run in runs}
+    return {"study": study, "out": out, "runs": {run.method.kind: run for run in runs},
+            "statuses": statuses}
+
+
+def _stored(out, run_id: str, step: int, task: str, metric: str) -> float:
+    from learnforget.store import Store
+
+    store = Store(out / "results.sqlite")
+    try:
+        (value,) = [r["value"] for r in store.measurements(run_id)
+                    if (r["step"], r["task"], r["metric"]) == (step, task, metric)]
+    finally:
+        store.close()
+    return value
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_a_gguf_base_trains_and_its_checkpoints_reload(gguf_study: dict, kind: str) -> None:
+    """Both methods finish; checkpoint-2 reloaded by plain transformers/PEFT and by the tool's
+    resume path scores exactly what was stored for it."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from learnforget.base import load_base
+    from learnforget.methods import apply_method
+    from learnforget.train import load_checkpoint_weights
+
+    assert gguf_study["statuses"][kind] == "finished"
+    run, out = gguf_study["runs"][kind], gguf_study["out"]
+    folder = out / "runs" / run.run_id / "checkpoint-2"
+    stored = _stored(out, run.run_id, 2, "source_bpb", "bpb")
+    base = load_base(run.base, log=lambda m: None)
+    plain = (AutoPeftModelForCausalLM if kind == "lora" else AutoModelForCausalLM
+             ).from_pretrained(folder).eval()
+    resumed = apply_method(base.model, run.method)
+    load_checkpoint_weights(resumed, folder)
+    resumed.eval()
+    for model in (plain, resumed):
+        results, _ = evaluate(model, base.tokenizer, ["source_bpb"], limit=4, batch_size=4)
+        assert results["source_bpb"]["bpb"] == pytest.approx(stored, rel=1e-5)

@@ -204,6 +204,16 @@ def load_tokenizer(source: ModelSource):
     return tokenizer
 
 
+def dense_gguf_config():
+    """Load a GGUF file as a plain dense model: every weight dequantised to ``dtype`` and no
+    quantizer left on the model. A model that keeps transformers' GGUF quantizer attached
+    cannot be trained and saved like any other (``save_pretrained`` refuses it: "quantized
+    with gguf and is not serializable")."""
+    from transformers import GgufConfig
+
+    return GgufConfig(dequantize=True)
+
+
 def load_model(
     source: ModelSource,
     dtype: str = "float32",
@@ -212,6 +222,8 @@ def load_model(
 ) -> PreTrainedModel:
     """The causal LM in ``dtype`` on ``device`` (``device_map=auto`` spreads a large model)."""
     kwargs = {**source.kwargs(), "dtype": DTYPES[dtype]}
+    if source.gguf_file:
+        kwargs["quantization_config"] = dense_gguf_config()
     if attention_dropout is not None:
         kwargs["attention_dropout"] = attention_dropout
     if device.startswith("device_map="):
