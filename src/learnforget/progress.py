@@ -14,7 +14,7 @@ import contextlib
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.errors import LiveError
@@ -45,11 +45,15 @@ def duration(seconds: float) -> str:
 
 @dataclass
 class Pacer:
-    """Says when the next log line is due: every ``interval`` seconds."""
+    """Says when the next log line is due: every ``interval`` seconds from its creation."""
 
     interval: float = LINE_INTERVAL_S
     clock: Callable[[], float] = time.monotonic
-    last: float = field(default=float("-inf"))
+    last: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.last is None:
+            self.last = self.clock()
 
     def due(self) -> bool:
         """True (and restart the interval) when ``interval`` has passed since the last line."""
@@ -227,7 +231,7 @@ class ScoringDisplay:
         if state.done == 0 and state.total == 0:
             self.console.print(f"scoring {name} (task {state.index + 1} of {state.tasks})",
                                highlight=False)
-        elif self.pacer.due() or state.done == state.total:
+        elif state.done == state.total or self.pacer.due():
             self.console.print(f"  {name}: {state.done}/{state.total}", highlight=False)
 
     def close(self) -> None:
@@ -268,7 +272,7 @@ def step_progress(description: str, total: int, log: Callable[[str], None] = pri
     pacer = pacer or Pacer()
 
     def line(step: int, info: str = "") -> None:
-        if pacer.due() or step == total:
+        if pacer.due() or step in (1, total):
             log(f"{description}: step {step}/{total}" + (f" · {info}" if info else ""))
 
     yield line

@@ -111,9 +111,15 @@ def evaluate(
         tell(ScoringProgress(name, index, len(task_names), 0, 0))
         task = get_task(name, target)
         items = load_items(name, limit, seed, target_json)
-        with batch_reporting(lambda done, total, n=name, i=index: tell(
-                ScoringProgress(n, i, len(task_names), done, total))):
+        passes = [len(items)]  # sequences of the last scoring pass (items if none reported)
+
+        def batch(done: int, total: int, name: str = name, index: int = index,
+                  passes: list[int] = passes) -> None:
+            passes.append(total)
+            tell(ScoringProgress(name, index, len(task_names), done, total))
+
+        with batch_reporting(batch):
             results[name] = score_task(model, tokenizer, task, items, batch_size)
         counts[name] = len(items)
-        tell(ScoringProgress(name, index, len(task_names), len(items), len(items)))
+        tell(ScoringProgress(name, index, len(task_names), passes[-1], passes[-1]))
     return results, counts
