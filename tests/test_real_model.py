@@ -224,9 +224,10 @@ def test_a_gguf_base_loads_as_a_plain_dense_model(tiny_gguf: dict, tmp_path) -> 
                                                                         False)
     assert all(type(m) is torch.nn.Linear for n, m in model.named_modules() if "proj" in n)
     source = tiny_gguf["model"].state_dict()
-    for name, tensor in model.state_dict().items():  # Q8_0: ≤ half a step of max|w|/127
+    for name, tensor in model.state_dict().items():
+        # Q8_0 rounds to steps of (block max)/127, the step itself stored in fp16: ≤ 0.56 steps
         step = float(source[name].abs().max()) / 127
-        assert torch.allclose(tensor, source[name], atol=step / 2 + 1e-7), name
+        assert torch.allclose(tensor, source[name], atol=0.6 * step), name
     model.save_pretrained(tmp_path / "saved")  # the GGUF quantizer used to refuse this
     again = LlamaForCausalLM.from_pretrained(tmp_path / "saved")
     assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
