@@ -116,6 +116,9 @@ def test_grid_bars_have_an_overall_row_on_a_terminal() -> None:
         assert overall.description == "run 1 of 2"
         assert overall.completed == pytest.approx(0.5)  # half of one run of two
         assert overall.fields["eta"].startswith("about")
+        shown.progress.refresh()
+    drawn = buffer.getvalue()
+    assert "run 1 of 2" in drawn and "25%" in drawn and "5/10" in drawn
     off = Console(file=io.StringIO(), force_terminal=False)
     with progress_bars(off, total_runs=2) as shown:
         assert shown.progress is None  # lines, not bars

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 from rich.console import Console
 from rich.errors import LiveError
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from learnforget.measure.progress import ScoringProgress
@@ -72,9 +78,20 @@ class _EtaColumn(TimeRemainingColumn):
         return Text(eta, style="progress.remaining") if eta is not None else super().render(task)
 
 
+class _CountColumn(ProgressColumn):
+    """``done/total`` (the overall row of a grid: a percentage), empty while the total is not
+    known yet."""
+
+    def render(self, task) -> Text:
+        if task.total is None:
+            return Text("")
+        if "eta" in task.fields:
+            return Text(f"{task.completed / max(task.total, 1):.0%}")
+        return Text(f"{task.completed:g}/{task.total:g}")
+
+
 def _bars(console: Console) -> Progress:
-    columns = (TextColumn("{task.description:<28}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), _EtaColumn(),
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), _CountColumn(), _EtaColumn(),
                TextColumn("{task.fields[info]}"))
     return Progress(*columns, console=console, refresh_per_second=2)
 
