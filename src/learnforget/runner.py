@@ -146,6 +146,14 @@ def checkpoint_steps(run: RunConfig, stream: BatchStream) -> list[int]:
     else:
         per_step = stream.mean_tokens_per_step()
         steps = [max(1, math.ceil(v / per_step)) for v in budgets.values]
+    for index in range(1, len(steps)):  # CPT token budgets are refused at validation already
+        if steps[index] == steps[index - 1]:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "warning: budgets.%s %g and %g both fall on step %d of this data: they are one "
+                "checkpoint (space them further apart)", budgets.unit, budgets.values[index - 1],
+                budgets.values[index], steps[index])
     return sorted(set(steps))
 
 
