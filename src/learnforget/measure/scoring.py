@@ -28,8 +28,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from learnforget.errors import UserError
 from learnforget.data.items import ChoiceItem, TextItem
+from learnforget.errors import UserError
 from learnforget.measure.progress import report_batch
 from learnforget.measure.uncertainty import mean_with_stderr, ratio_stderr
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from learnforget.errors import UserError
 from learnforget.data.items import GenerationItem, TextItem
+from learnforget.errors import UserError
 from learnforget.study import TargetSpec
 
 TaskKind = Literal["bpb", "choice", "partial_choice", "gsm8k", "humaneval"]
