@@ -64,6 +64,9 @@ def test_custom_ift_and_cpt_studies_run_and_measure_held_out_data(tmp_path: Path
         assert rows[("target_bpb", "bpb")] > 0
         assert rows[("target_bpb", "bpb_delta")] < 0, f"{name}: the held-out data was not learned"
         assert ("source_bpb", "bpb_delta") in rows
+        split = {r["metric"]: r["value"] for r in store.measurements() if r["task"] == "data"}
+        assert split["examples"] == 400 and 0 < split["heldout_examples"] < 60, split
+        assert 0 <= split["heldout_near_duplicate_share"] <= 1
 
 
 def test_missing_custom_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -232,7 +232,8 @@ def _task_names(study: Study | None, measured: set[str]) -> tuple[list[str], lis
         return (study.evaluation.learning or learning, study.evaluation.forgetting or forgetting)
     forgetting = [t for t in ("source_bpb", "source_cloze", "hellaswag", "arc_challenge",
                               "winogrande") if t in measured]
-    learning = sorted(measured - set(forgetting) - {"train", "spectrum"})
+    learning = sorted(measured - set(forgetting) - {"train", "spectrum", "data", "diversity",
+                                                     "params"})
     return learning, forgetting
 
 

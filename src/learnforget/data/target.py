@@ -2,14 +2,15 @@
 
 Built-in domains use the offline corpora (``code.py``, ``math.py``); ``custom`` reads the
 user's files or a named/hub dataset through ``loaders.py``. Custom data is split train /
-held-out by a stable hash of each example, so the held-out part measures learning.
+held-out with near-duplicates kept on one side (``dedup.py``), so the held-out part measures
+learning, not memorisation of a rephrased copy.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from learnforget.data.dedup import Split, near_duplicate_split
 from learnforget.data.types import Pair
 from learnforget.study import TargetSpec
 
@@ -26,12 +27,7 @@ class TargetData:
     pairs: list[Pair]
     heldout_documents: list[str]
     heldout_pairs: list[Pair]
-
-
-def is_heldout(text: str, share: float = HELDOUT_SHARE) -> bool:
-    """Stable assignment of a custom example to the held-out split."""
-    digest = hashlib.sha256(text.encode("utf-8", "replace")).digest()
-    return int.from_bytes(digest[:4], "big") < share * 2**32
+    split: Split | None = None  # custom data: how the held-out part was chosen
 
 
 def _cap(items: list, limit: int | None) -> list:
@@ -48,14 +44,17 @@ def load_target(target: TargetSpec, seed: int = 0, tokenizer=None) -> TargetData
         if target.regime == "cpt":
             docs = list(load_documents(target.data, limit_docs=cap,
                                        text_field=target.text_field))
-            return TargetData("cpt", [d for d in docs if not is_heldout(d)], [],
-                              [d for d in docs if is_heldout(d)], [])
+            split = near_duplicate_split(docs, HELDOUT_SHARE)
+            return TargetData("cpt", [d for d, h in zip(docs, split.heldout, strict=True) if not h],
+                              [], [d for d, h in zip(docs, split.heldout, strict=True) if h], [],
+                              split)
         pairs = load_pairs(target.data, limit=cap, tokenizer=tokenizer,
                            prompt_field=target.prompt_field,
                            response_field=target.response_field)
-        train = [p for p in pairs if not is_heldout(p.prompt)]
-        held = [p for p in pairs if is_heldout(p.prompt)]
-        return TargetData("ift", [], train, [], held)
+        split = near_duplicate_split([p.prompt for p in pairs], HELDOUT_SHARE)
+        train = [p for p, h in zip(pairs, split.heldout, strict=True) if not h]
+        held = [p for p, h in zip(pairs, split.heldout, strict=True) if h]
+        return TargetData("ift", [], train, [], held, split)
     if target.domain == "code":
         from learnforget.data.code import code_documents, code_ift_pairs
 

@@ -89,6 +89,13 @@ def summary_section(ctx: ReportContext) -> Section:
                      f"better; base {number(frame.base.get(o.column))})" for o in tasks]
         rows.append((f"{word} tasks", "; ".join(described) or "none"))
     rows += [("learning axis", frame.learn_label), ("forgetting axis", frame.forget_label)]
+    if "data/heldout_examples" in frame.base:
+        base = frame.base
+        rows.append(("held-out split", f"{int(base['data/heldout_examples'])} of "
+                     f"{int(base['data/examples'])} examples, "
+                     f"{int(base['data/near_duplicate_groups'])} groups of near-duplicates kept "
+                     f"on one side; {float(base['data/heldout_near_duplicate_share']):.1%} of "
+                     "held-out examples have a near-duplicate in train"))
     counts = frame.runs["status"].value_counts()
     rows.append(("runs", f"{len(frame.runs)} ("
                  + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"))
