@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import signal
 import sqlite3
 import subprocess
@@ -188,26 +187,22 @@ def test_killing_the_main_process_leaves_no_worker_behind(study_file: Path,
 
 # --- failures -----------------------------------------------------------------------------------
 
-def _file_size_limit(limit: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
-
-
-def test_a_run_that_cannot_write_its_checkpoint_fails_the_command_with_a_summary(
-        study_file: Path, tmp_path: Path) -> None:
-    """Files over 600 kB cannot be written (like a full disk): the full model's checkpoint
-    fails, the LoRA adapter's does not."""
+def test_a_failed_run_ends_the_command_with_a_summary_and_exit_1(study_file: Path,
+                                                                 tmp_path: Path) -> None:
+    """The full run's folder cannot be made (a file is in its place): that run fails, the
+    LoRA run finishes, and `run` ends with a summary of the failure and exit status 1."""
     out = tmp_path / "out"
-    process = start(study_file, out, preexec_fn=_file_size_limit(600_000))
-    assert process.wait(300) == 1
+    full = next(r for r in expand(parse_study(STUDY)) if r.method.kind == "full")
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / full.run_id).write_text("in the way")
+    process = start(study_file, out)
+    assert process.wait(300) == 1, log_of(out)[-3000:]
     text = log_of(out)
     assert "Traceback" not in text, text[-3000:]
     assert statuses(out) == {"full": "failed", "lora-r4-all": "finished"}
-    summary = text[text.index("1 run failed"):]
-    assert "full lr 0.001" in summary and "File too large" in summary
-    error_files = list(out.glob(f"runs/*/{ERROR_FILE}"))
-    assert len(error_files) == 1 and str(error_files[0]) in summary.replace("\n", "")
+    summary = " ".join(text[text.index("1 run failed"):].split())
+    assert f"full lr 0.001 (run {full.run_id}):" in summary
+    assert "Error" in summary and "full error:" in summary
 
 
 def test_a_full_disk_leaves_the_run_failed_not_running(tmp_path: Path, monkeypatch) -> None:

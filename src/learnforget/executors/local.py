@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -54,6 +55,13 @@ def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_p
         conn.send({"result": status, "run_id": run.run_id})
     except UserError as exc:
         conn.send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
+    except Exception as exc:  # before the run could record it (its folder, the store)
+        from learnforget.runner import first_line
+
+        conn.send({"log": f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: "
+                          f"{first_line(exc)}"})
+        conn.send({"result": "failed", "run_id": run.run_id,
+                   "error": "".join(traceback.format_exception(exc))[-4000:]})
     conn.close()
 
 
@@ -190,6 +198,6 @@ def _finish(worker: _Worker, out: Path, statuses: dict[str, str], bars: _Bars) -
     if worker.result.get("user_error"):
         raise UserError(worker.result["user_error"])
     statuses[run_id] = worker.result["result"]
-    if statuses[run_id] == "failed":  # the run could not mark itself on a full disk
+    if statuses[run_id] == "failed":  # the run could not mark itself (a full disk, …)
         with contextlib.suppress(Exception):
-            _mark(out, [run_id], "failed", worker.error)
+            _mark(out, [run_id], "failed", worker.result.get("error") or worker.error)
