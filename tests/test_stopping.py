@@ -210,8 +210,8 @@ def test_a_full_disk_leaves_the_run_failed_not_running(tmp_path: Path, monkeypat
     (run,) = expand(study)
     measure_base(study, tmp_path, log=lambda m: None)
 
-    def full_disk(model, tokenizer, folder):
-        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "checkpoint")
 
     monkeypatch.setattr("learnforget.train.save_checkpoint", full_disk)
     assert execute_run(study, run, tmp_path, log=lambda m: None) == "failed"
