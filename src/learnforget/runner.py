@@ -371,6 +371,8 @@ def _train(study: Study, run: RunConfig, out: Path, store: Store,
 
     def on_checkpoint(model, step, tokens, folder, train_rows):
         progress({"run_id": run_id, "event": "measure", "step": step})
+        if model is None:  # this process holds a shard (FSDP): measure the saved files
+            model = checkpoint_model(run, folder, log)
         rows, artifacts = measurer(model, final=step == steps[-1])
         rows += [Measurement("params", "trainable", trainable),
                  Measurement("params", "total", total)]
@@ -383,6 +385,18 @@ def _train(study: Study, run: RunConfig, out: Path, store: Store,
 
     return train_loop(model, loaded.tokenizer, stream, run, steps, out / "runs" / run_id,
                       on_checkpoint, on_step, resume_step=resume)
+
+
+def checkpoint_model(run: RunConfig, folder: Path, log: Callable[[str], None] = print):
+    """The run's model at the checkpoint in ``folder``, whole on this process (a base loaded
+    as training loads it, the method applied, the checkpoint's weights put in), in eval mode."""
+    from learnforget.train import load_checkpoint_weights
+
+    loaded = load_base(training_base_spec(run), log=log)
+    model = apply_method(loaded.model, run.method)
+    load_checkpoint_weights(model, folder)
+    model.eval()
+    return model
 
 
 ERROR_FILE = "error.txt"

@@ -93,10 +93,15 @@ def response_loss(logits: torch.Tensor, labels: torch.Tensor, n_targets: int) ->
     return total / max(n_targets, 1)
 
 
-def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
-    """LoRA: the adapter in PEFT's format; full: the model as safetensors (+ tokenizer)."""
+def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """LoRA: the adapter in PEFT's format; full: the model as safetensors (+ tokenizer).
+    ``state_dict``: the whole model's weights when ``model`` holds only a shard of them (FSDP,
+    DeepSpeed: gathered by ``Accelerator.get_state_dict``), so the files are the same as a
+    single process writes."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(folder, safe_serialization=True, **extra)
     if tokenizer is not None and not hasattr(model, "peft_config"):
         tokenizer.save_pretrained(folder)
 
@@ -165,6 +170,17 @@ def make_accelerator(precision: str, grad_accum: int, loss_scale: float | None =
         accelerator.native_amp = True
         accelerator.scaler = torch.amp.GradScaler("cpu", **kwargs)
     return accelerator
+
+
+def is_sharded(accelerator: Accelerator) -> bool:
+    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3): the
+    model must then be gathered to be saved, and measured from the saved files."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
 
 
 @contextmanager
@@ -266,6 +282,9 @@ def train_loop(
                     "activations exceed fp16's range (bf16-mixed has fp32's range)")
         else:
             in_a_row = 0
+        if world > 1:  # each process saw its share: the step's loss is their sum
+            step_loss = float(accelerator.reduce(
+                torch.tensor(step_loss, device=accelerator.device), "sum"))
         step_tokens = int(batch["attention_mask"].sum())
         tokens += step_tokens
         if math.isfinite(step_loss):
@@ -287,20 +306,27 @@ def train_loop(
         if done in checkpoint_steps:
             folder = run_dir / f"checkpoint-{done}"
             unwrapped = accelerator.unwrap_model(model)
-            save_checkpoint(unwrapped, tokenizer, folder)
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "tokens": tokens, "step": done, "rng": torch.get_rng_state(),
-                 "skipped": skipped, "scaler": scaler.state_dict() if scaler else None},
-                folder / STATE_FILE,
-            )
-            model.eval()
-            with plain_forward(unwrapped):
-                on_checkpoint(unwrapped, done, tokens, folder, rows.take())
-            model.train()
-            for older in checkpoint_steps:
-                old_state = run_dir / f"checkpoint-{older}" / STATE_FILE
-                if older < done and old_state.exists():
-                    old_state.unlink()  # only the latest checkpoint is needed to resume
+            sharded = is_sharded(accelerator)
+            # Every process takes part in gathering a sharded model's weights; only the main
+            # process writes, measures and commits, while the others wait for it.
+            full_state = accelerator.get_state_dict(model) if sharded else None
+            if accelerator.is_main_process:
+                save_checkpoint(unwrapped, tokenizer, folder, full_state)
+                torch.save(
+                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "tokens": tokens, "step": done, "rng": torch.get_rng_state(),
+                     "skipped": skipped, "scaler": scaler.state_dict() if scaler else None},
+                    folder / STATE_FILE,
+                )
+                model.eval()
+                with plain_forward(unwrapped):  # a sharded model is measured from its files
+                    on_checkpoint(None if sharded else unwrapped, done, tokens, folder,
+                                  rows.take())
+                model.train()
+                for older in checkpoint_steps:
+                    old_state = run_dir / f"checkpoint-{older}" / STATE_FILE
+                    if older < done and old_state.exists():
+                        old_state.unlink()  # only the latest checkpoint is needed to resume
+            accelerator.wait_for_everyone()
             window_start = time.time()
     return LoopResult("finished", total_steps, tokens)

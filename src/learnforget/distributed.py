@@ -1,0 +1,159 @@
+"""One study whose runs each span several processes (GPUs): launched by ``accelerate launch``.
+
+    accelerate launch --config_file examples/accelerate/fsdp.yaml \\
+        -m learnforget.distributed STUDY.yaml --out OUT
+
+Every process reads the study and goes through its runs in the same order; each run trains in
+all of them at once (data parallel, or sharded by FSDP / DeepSpeed as the accelerate config
+says: ``train.train_loop`` splits every global batch across the processes). Only the main
+process writes: it locks OUT, measures the base model, decides whether a run is skipped or
+resumed (and tells the others), saves the checkpoints, measures them, writes the store and the
+report. The others wait for it (``wait_for_everyone``) and write nothing. So OUT ends up the
+same as after ``learnforget run`` in one process: the same run ids, checkpoints and store rows
+(``tests/test_distributed.py`` checks this with 2 CPU processes on gloo).
+
+Ray spreads a grid of runs over machines; this spreads one run over devices (docs/study.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import typer
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+
+from learnforget.plan import RunConfig
+from learnforget.study import Study
+
+WAIT_HOURS = 12
+"""How long the other processes wait at a barrier for the main one (measuring a checkpoint on
+real benchmarks takes far longer than the collective's default timeout of 10-30 minutes)."""
+
+
+def _say(state: PartialState) -> Callable[[str], None]:
+    return print if state.is_main_process else (lambda message: None)
+
+
+def run_decision(study: Study, run: RunConfig, out: Path) -> tuple[str | None, int]:
+    """(the stored status when the run is not to be trained — finished or diverged — else
+    None, the checkpoint step to resume from, 0 for the start); read on the main process."""
+    from learnforget.store import Store
+    from learnforget.train import STATE_FILE
+
+    store = Store(out / "results.sqlite")
+    try:
+        status = store.run_status(run.run_id)
+        steps = store.checkpoint_steps(run.run_id)
+    finally:
+        store.close()
+    if status in ("finished", "diverged"):
+        return status, 0
+    run_dir = out / "runs" / run.run_id
+    resumable = [s for s in steps if (run_dir / f"checkpoint-{s}" / STATE_FILE).exists()]
+    return None, max(resumable, default=0)
+
+
+def _share(state: PartialState, value: object) -> object:
+    """``value`` of the main process, on every process."""
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def run_everywhere(study: Study, run: RunConfig, out: Path, state: PartialState) -> str:
+    """Train and measure one run with every process; returns its status (on the main process;
+    ``following`` on the others)."""
+    from learnforget.runner import _train, execute_run
+
+    decision = run_decision(study, run, out) if state.is_main_process else None
+    skip, resume = _share(state, decision)
+    if state.is_main_process:
+        status = execute_run(study, run, out, log=print)
+    elif skip is None:  # train alongside; train_loop lets only the main process write
+        _train(study, run, out, None, {}, resume, lambda event: None, lambda message: None)
+        status = "following"
+    else:
+        status = skip
+    state.wait_for_everyone()
+    return status
+
+
+def run_distributed(study_file: Path, out: Path | None) -> dict[str, dict[str, str]]:
+    """Every study of ``study_file`` with each run spread over the launched processes;
+    {study name: {run id: status}} (statuses as the main process knows them)."""
+    from learnforget.plan import expand
+    from learnforget.preflight import check_study
+    from learnforget.study import load_studies
+
+    state = PartialState(timeout=timedelta(hours=WAIT_HOURS))
+    say = _say(state)
+    studies = load_studies(study_file)
+    for study in studies:
+        expand(study)
+        check_study(study)
+    results: dict[str, dict[str, str]] = {}
+    for study in studies:
+        if len(studies) == 1:
+            target = out or Path("out") / study.name
+        else:
+            target = (out or Path("out") / study_file.stem) / study.name
+        results[study.name] = _run_study(study, target, state, say)
+    return results
+
+
+def _run_study(study: Study, out: Path, state: PartialState,
+               say: Callable[[str], None]) -> dict[str, str]:
+    from learnforget.outdir import locked
+    from learnforget.plan import expand
+    from learnforget.runner import measure_base
+
+    runs = expand(study)
+    lock = contextlib.nullcontext()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = locked(out)
+    with lock:
+        if state.is_main_process:
+            (out / "study.json").write_text(study.model_dump_json(indent=2))
+            say(f"study {study.name}: {len(runs)} runs, each on {state.num_processes} "
+                f"processes → {out}")
+            measure_base(study, out, log=say)
+        state.wait_for_everyone()
+        statuses = {run.run_id: run_everywhere(study, run, out, state) for run in runs}
+        if state.is_main_process:
+            from learnforget.report.build import build_report
+
+            say(f"report: {build_report(out)}")
+        state.wait_for_everyone()
+    return statuses
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def main(study_file: Path = typer.Argument(..., help="the study YAML file"),
+         out: Path | None = typer.Option(None, "--out", help="output folder (default out/NAME)")
+         ) -> None:
+    """Run STUDY_FILE with each run spread over the processes ``accelerate launch`` started."""
+    from learnforget.errors import UserError
+
+    try:
+        results = run_distributed(study_file, out)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if PartialState().is_main_process:
+        for name, statuses in results.items():
+            counts: dict[str, int] = {}
+            for status in statuses.values():
+                counts[status] = counts.get(status, 0) + 1
+            typer.echo(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    app()
