@@ -32,4 +32,18 @@ def test_micro_demo_writes_every_report(tmp_path: Path) -> None:
         assert not re.search(r"(src|href)=\"(https?:|/)", page), "the report must be offline"
         assert (folder / "measurements.csv").stat().st_size > 1000
         assert len(list((folder / "report").glob("*.png"))) >= 4
+    # each study ends with its findings, and the demo with the index of reports
+    output = result.stdout + result.stderr
+    for study in ("code-cpt", "math-ift"):
+        assert f"report: {out / study / 'report' / 'index.html'}" in output
+    assert output.count("verdict: ") == 2 and output.count("recommended (balanced): ") == 2
+    assert re.search(r"claims: \d+ holds, \d+ does not hold, \d+ inconclusive, "
+                     r"\d+ not testable", output)
+    assert "checkpoint " in output  # the recommended checkpoint's folder
     print(f"micro demo took {elapsed:.0f} s")
+    again = subprocess.run(
+        [sys.executable, "-m", "learnforget", "demo", "--scale", "micro", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("nothing to do: all 5 runs") == 2

@@ -9,6 +9,7 @@ from those formulas. One end-to-end test (marked slow) runs the micro study thro
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import re
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 import torch
 
+from learnforget.analysis.findings import study_findings
 from learnforget.analysis.frame import best_lrs, load_frame, method_name
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 from learnforget.analysis.recommend import frontier_note, recommend, verdict
@@ -478,3 +480,46 @@ def test_micro_study_end_to_end(tmp_path: Path) -> None:
     csv = pd.read_csv(out / "measurements.csv")
     assert {"full", "lora-r8-all", "base"} <= set(csv["label"])
     assert "LoRA r=8 (all) kept" in page
+
+
+# --- findings at the end of a run -------------------------------------------------------------
+def test_report_page_structure(rich_report: Path) -> None:
+    page = rich_report.read_text()
+    study = page[page.index('<section id="study">'):]
+    study = study[:study.index("</section>")]
+    assert "<thead>" not in study  # the Study table has no empty header row
+    assert page.count('<div class="scroll"><table>') == page.count("<table>")  # never overflows
+    how = page[page.index('<section id="how-to-read-this-report">'):]
+    assert "<b>in this study</b>: LoRA r=64 (all) kept 70%" in how
+    assert "← all studies" not in page  # a single study has no index to go back to
+
+
+def test_runs_table_shows_standard_errors_and_item_counts(tmp_path: Path) -> None:
+    study = make_study([{"kind": "full", "lr": [1e-3]}])
+
+    def errors(forget: float) -> list[Measurement]:
+        return [Measurement("source_cloze", "acc_norm_stderr", 0.02),
+                Measurement("source_cloze", "n", 500.0)]
+
+    out = write_out(tmp_path, study, lambda run, step: (0.1 * step, 0.01 * step),
+                    extra_rows=errors)
+    page = build_report(out).read_text()
+    runs = page[page.index('<section id="runs">'):]
+    assert "± 0.039 (n=500)" in runs  # 1.96 × 0.02
+
+
+def test_findings_name_the_verdict_recommendation_claims_and_report(rich_report: Path,
+                                                                    rich_out: Path) -> None:
+    findings = study_findings(rich_out)
+    claims = json.loads((rich_out / "claims.json").read_text())["claims"]
+    assert sum(findings.claims.values()) == 9
+    assert findings.claims == {state: [c["verdict"] for c in claims].count(state)
+                               for state in ("holds", "does not hold", "inconclusive",
+                                             "not testable")}
+    # the judged LoRA (all linear modules) with the largest share: r=64 keeps 0.7 of the learning
+    assert findings.verdict.startswith("LoRA r=64 (all) kept 70% of full finetuning's learning")
+    lines = findings.lines()
+    assert lines[1].startswith(f"recommended (balanced): {findings.recommendation.name}, lr ")
+    assert f"step {findings.recommendation.step}" in lines[1]
+    assert lines[2].startswith("claims: ") and "inconclusive" in lines[2]
+    assert lines[3] == f"report: {rich_out / 'report' / 'index.html'}"

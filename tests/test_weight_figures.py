@@ -242,6 +242,13 @@ def test_index_page_judges_the_cross_study_claim(tmp_path: Path) -> None:
                                             for v in judge_claims(load_frame(cpt))])
     page = write_index(tmp_path, [cpt, ift]).read_text()
     assert 'href="code-cpt/report/index.html"' in page
+    # the within-study part of claim 1 is named apart from the cross-study part
+    assert "Within the study: full finetuning learns at least as much" in page
+    findings = page[page.index("Findings and recommendations"):page.index("Claims across")]
+    assert findings.count("<tr>") == 3 and "kept" in findings  # header + one row per study
+    # a study's report links back to the index of the run
+    report = build_report(cpt).read_text()
+    assert '<a href="../../index.html">← all studies of this run</a>' in report
     # both studies: LoRA kept 0.12 / 0.20 = 60% of full finetuning's learning → equal gaps
     assert "code-cpt (CPT) gap 40% vs code-ift (IFT) 40%" in page
     assert "does not hold" in page

@@ -61,8 +61,8 @@ def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | N
         target = out or Path("out") / studies[0].name
         return [run_study(studies[0], target, executor, console, force_new_study)]
     root = out or Path("out") / study_file.stem
-    outcomes = [run_study(study, root / study.name, executor, console, force_new_study)
-                for study in studies]
+    outcomes = [run_study(study, root / study.name, executor, console, force_new_study,
+                          index=root / "index.html") for study in studies]
     from learnforget.report.index import write_index
 
     console.print(f"index of reports: {write_index(root, [o.out for o in outcomes])}")
@@ -70,8 +70,10 @@ def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | N
 
 
 def run_study(study: Study, out: Path, executor: ExecutorChoice | None = None,
-              console: Console | None = None, force_new_study: bool = False) -> StudyOutcome:
-    """Measure the base, train and measure every run of one study, write its report.
+              console: Console | None = None, force_new_study: bool = False,
+              index: Path | None = None) -> StudyOutcome:
+    """Measure the base, train and measure every run of one study, write its report (linking
+    back to ``index``, the index of a multi-study run) and print its findings.
 
     OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming this
     process), and a folder that holds another study is refused unless ``force_new_study``."""
@@ -97,17 +99,40 @@ def run_study(study: Study, out: Path, executor: ExecutorChoice | None = None,
         with scoring_progress(console, "base: ") as shown:
             measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"),
                          progress=shown)
+        finished_before = finished_runs(out, [run.run_id for run in runs])
         statuses = execute_runs(study, runs, out, console, executor)
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        console.print(f"runs: {summary or 'none'} in {time.time() - started:.0f} s")
+        if runs and finished_before == len(runs):
+            console.print(f"nothing to do: all {len(runs)} runs of {study.name} were already "
+                          "finished (the report is rewritten from the store)")
+        else:
+            console.print(f"runs: {summary or 'none'} in {time.time() - started:.0f} s")
         outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
+        from learnforget.analysis.findings import study_findings
         from learnforget.report.build import build_report
 
-        console.print(f"report: {build_report(out)}")
+        build_report(out, index=index)
+        for line in study_findings(out).lines():
+            console.print(line, highlight=False, soft_wrap=True)
     return outcome
+
+
+def finished_runs(out: Path, run_ids: list[str]) -> int:
+    """How many of ``run_ids`` OUT's store already holds as finished (or diverged: done)."""
+    from learnforget.store import Store
+
+    path = out / "results.sqlite"
+    if not path.is_file():
+        return 0
+    store = Store(path)
+    try:
+        done = {r["run_id"] for r in store.runs() if r["status"] in ("finished", "diverged")}
+    finally:
+        store.close()
+    return len(done & set(run_ids))
 
 
 def failed_runs(out: Path, statuses: dict[str, str]) -> list[FailedRun]:

@@ -25,8 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from learnforget.errors import UserError
 from learnforget.data.items import ChoiceItem
+from learnforget.errors import UserError
 
 EnglishSplit = Literal["train", "heldout"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from learnforget.analysis.findings import headline
 from learnforget.analysis.frame import Frame, final_rows, load_frame
 from learnforget.analysis.recommend import GOALS, frontier_note, recommend, verdict
+from learnforget.analysis.uncertainty import Z
 from learnforget.report import figures as figs
 from learnforget.report.claims_section import claims_section
 from learnforget.report.csv_table import write_measurements_csv
@@ -99,7 +102,7 @@ def summary_section(ctx: ReportContext) -> Section:
     counts = frame.runs["status"].value_counts()
     rows.append(("runs", f"{len(frame.runs)} ("
                  + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"))
-    body = table(["", ""], rows)
+    body = table(None, rows)
     body += ("<p>Every number of this report is in <code>measurements.csv</code> beside the "
              "<code>report</code> folder (with the derived <code>learn</code>/<code>forget</code> "
              "as task <code>derived</code>).</p>")
@@ -115,8 +118,8 @@ HOW_TO_READ = [
     ("best learning rate", "for each method, the learning rate whose runs (mean over seeds) "
      "learned the most by their final checkpoint; diverged and failed runs never count."),
     ("shares of full finetuning", "a method's final learning (forgetting) at its best LR divided "
-     "by full finetuning's at its best LR: 93% of the learning and 40% of the forgetting is the "
-     "paper's 'learns less, forgets less'."),
+     "by full finetuning's at its best LR: a LoRA that keeps most of the learning and a small "
+     "share of the forgetting is the paper's 'learns less, forgets less'."),
     ("Pareto frontier", "the checkpoints that no other checkpoint beats on both axes (learns at "
      "least as much and forgets at most as much)."),
     ("forgetting above full FT's frontier", "how much more a method forgets than full "
@@ -126,8 +129,13 @@ HOW_TO_READ = [
 
 
 def how_to_read_section(ctx: ReportContext) -> Section:
-    """The definitions behind every number of the report."""
+    """The definitions behind every number of the report, with this study's own example."""
     items = "".join(f"<li><b>{escape(term)}</b>: {escape(text)}</li>" for term, text in HOW_TO_READ)
+    if not ctx.frame.checkpoints.empty:
+        items += (f"<li><b>in this study</b>: {escape(headline(ctx.frame))} "
+                  f"({escape(ctx.frame.learn_label)}; {escape(ctx.frame.forget_label)})</li>")
+    items += ("<li><b>± and n</b>: a value ± 1.96 standard errors (its 95% interval) and the "
+              "number of items it was measured on; accuracies move in steps of 1/n.</li>")
     return Section("How to read this report", f"<ul>{items}</ul>")
 
 
@@ -157,11 +165,23 @@ def recommendation_section(ctx: ReportContext) -> Section:
     goal_names = {"learn": "learn the most", "balanced": "balanced",
                   "retain": "retain the most"}
     rows = [[goal_names[r.goal], r.name or "—", Cell(number(r.lr, 3), True),
-             r.r, r.targets, r.tokens, r.learn, r.forget, r.reason] for r in recs]
+             r.r, r.targets, r.tokens, r.learn, r.forget, _folder(ctx.out, r.checkpoint),
+             r.reason] for r in recs]
     body = table(["goal", "method", "LR", "rank", "targets", "stop at tokens", "learning",
-                  "forgetting", "why"], rows)
+                  "forgetting", "checkpoint", "why"], rows)
     body += paragraph(frontier_note(ctx.frame))
     return Section("Recommendation", body)
+
+
+def _folder(out: Path, checkpoint: str | None) -> str | None:
+    """A checkpoint folder relative to OUT when it lies inside it."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint)
+    try:
+        return str(path.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _figure_section(title: str, specs: list[figs.FigureSpec], intro: str = "") -> SectionBuilder:
@@ -185,22 +205,49 @@ def runs_section(ctx: ReportContext) -> Section:
     finals = final_rows(frame).set_index("run_id") if len(frame.checkpoints) else None
     headers = ["run id", "method", "LR", "optimizer", "seed", "status", "last step",
                "tokens", "learning", "forgetting", *(f"{o.task} {o.metric}" for o in tasks),
-               "error"]
+               "peak memory (MiB)", "error"]
+    peaks = _peak_memory(frame.train)
     base = frame.base
     rows = [[base["run_id"], "base model", None, None, None, base["status"], 0, 0, 0.0, 0.0,
-             *(base.get(o.column) for o in tasks), None]]
+             *(with_uncertainty(base, o.column) for o in tasks), None, None]]
     for run in frame.runs.itertuples():
         final = finals.loc[run.run_id] if finals is not None and run.run_id in finals.index \
             else None
         values = [None] * (4 + len(tasks)) if final is None else [
             int(final["step"]), int(final["tokens"]), final["learn"], final["forget"],
-            *(final.get(o.column) for o in tasks)]
+            *(with_uncertainty(final, o.column) for o in tasks)]
         error = str(run.error).strip().splitlines()[-1][:300] if isinstance(run.error, str) \
             and run.error.strip() else None
         rows.append([run.run_id, frame.name(run.label), Cell(number(run.lr, 3), True),
                      run.optimizer, None if pd.isna(run.seed) else int(run.seed), run.status,
-                     *[_plain(v) for v in values], error])
+                     *[_plain(v) for v in values], peaks.get(run.run_id), error])
     return Section("Runs", table(headers, rows))
+
+
+def _peak_memory(train: pd.DataFrame) -> dict[str, int]:
+    """Each run's largest recorded ``train/peak_memory_mb`` (peak RSS on a CPU, CUDA's max
+    allocated on a GPU), rounded to MiB."""
+    column = "train/peak_memory_mb"
+    if column not in train:
+        return {}
+    peaks = train.groupby("run_id")[column].max().dropna()
+    return {run_id: round(float(value)) for run_id, value in peaks.items()}
+
+
+def with_uncertainty(row: pd.Series, column: str) -> Cell | None:
+    """``column``'s value in ``row`` with ± 1.96 standard errors and its item count when the
+    store holds them: ``0.412 ± 0.043 (n=500)``."""
+    value = _plain(row.get(column))
+    if value is None:
+        return None
+    text = number(value)
+    se = _plain(row.get(f"{column}_stderr"))
+    if se is not None:
+        text += f" ± {number(Z * se, 2)}"
+    n = _plain(row.get(f"{column.split('/')[0]}/n"))
+    if n is not None:
+        text += f" (n={int(n)})"
+    return Cell(escape(text), True)
 
 
 def _plain(value: object) -> object:
@@ -244,10 +291,15 @@ def _run_builder(builder: SectionBuilder, ctx: ReportContext) -> Section | None:
         return Section(name, errors=[f"this section could not be built: {detail}"])
 
 
-def build_report(out: Path, builders: Sequence[SectionBuilder] | None = None) -> Path:
+def build_report(out: Path, builders: Sequence[SectionBuilder] | None = None,
+                 index: Path | None = None) -> Path:
     """Write ``OUT/report/index.html``, its figures and ``OUT/measurements.csv``; returns the
-    path of the HTML page. ``builders`` defaults to ``SECTION_BUILDERS``."""
+    path of the HTML page. ``builders`` defaults to ``SECTION_BUILDERS``. The page links back to
+    ``index`` (the index of a multi-study run; default: OUT's parent's index.html when it
+    exists)."""
     out = Path(out)
+    if index is None and (out.parent / "index.html").is_file():
+        index = out.parent / "index.html"
     frame = load_frame(out)
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +312,8 @@ def build_report(out: Path, builders: Sequence[SectionBuilder] | None = None) ->
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = (f"What each finetuning method learned on {target} and what it made the model "
                 f"forget, measured against the base model. Generated {stamp}.")
-    page = render_page(f"learnforget report: {name}", subtitle, sections)
+    back = os.path.relpath(index, report_dir) if index is not None else None
+    page = render_page(f"learnforget report: {name}", subtitle, sections, back)
     index = report_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

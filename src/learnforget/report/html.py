@@ -35,6 +35,8 @@ figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
 .sentence { font-size: 1.05em; margin: 0.3em 0; }
 nav ul { columns: 2; font-size: 0.92em; }
 .muted { color: #666; font-size: 0.9em; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.back { font-size: 0.92em; }
 """
 
 
@@ -105,11 +107,12 @@ class Cell:
     numeric: bool = False
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
+def table(headers: Sequence[str] | None, rows: Iterable[Sequence[object]],
           row_classes: Sequence[str] | None = None) -> str:
-    """An HTML table; plain values are escaped, ``Cell`` values are inserted as they are,
-    ints and floats are formatted with ``number``."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    """An HTML table in a horizontally scrolling box (wide tables never overflow the page);
+    plain values are escaped, ``Cell`` values are inserted as they are, ints and floats are
+    formatted with ``number``. ``headers`` None: no header row."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers or ())
     body = []
     for i, row in enumerate(rows):
         cells = []
@@ -123,7 +126,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
                 cells.append(f"<td>{escape('—' if value is None else value)}</td>")
         cls = f' class="{escape(row_classes[i])}"' if row_classes and row_classes[i] else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f'<div class="scroll"><table>{thead}<tbody>{"".join(body)}</tbody></table></div>'
 
 
 def data_uri(path: Path) -> str:
@@ -150,16 +154,20 @@ def render_section(section: Section) -> str:
     return "\n".join(parts)
 
 
-def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    """The whole HTML document: header, table of contents and the sections."""
+def render_page(title: str, subtitle: str, sections: Sequence[Section],
+                back: str | None = None) -> str:
+    """The whole HTML document: a link back to the index of studies (``back``, a relative
+    href) when there is one, header, table of contents and the sections."""
     toc = "".join(f'<li><a href="#{escape(s.slug())}">{escape(s.title)}</a></li>'
                   for s in sections)
+    back_link = (f'<p class="back"><a href="{escape(back)}">← all studies of this run</a></p>'
+                 if back else "")
     body = "\n".join(render_section(s) for s in sections)
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{CSS}</style></head><body>\n"
+        f"<style>{CSS}</style></head><body>\n{back_link}"
         f"<h1>{escape(title)}</h1>{paragraph(subtitle, 'muted')}\n"
         f"<nav><ul>{toc}</ul></nav>\n{body}\n</body></html>\n"
     )

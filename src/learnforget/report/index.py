@@ -14,12 +14,16 @@ from learnforget.errors import UserError
 from learnforget.report.claims_section import claims_table, verdict_cell
 from learnforget.report.html import paragraph, table
 
+WITHIN_STUDY_CLAIM_1 = (
+    "Within the study: full finetuning learns at least as much as LoRA at every budget and the "
+    "gap narrows as the rank grows (the CPT-vs-IFT part is judged across studies, above).")
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>learnforget: {title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 li{{margin:.4rem 0}} table{{border-collapse:collapse;margin:.8em 0;font-size:.88em}}
 th,td{{border:1px solid #d0d0d0;padding:.3em .6em;text-align:left;vertical-align:top}}
-th{{background:#f3f3f5}} .muted{{color:#666;font-size:.9em}}</style></head>
+th{{background:#f3f3f5}} .muted{{color:#666;font-size:.9em}}
+.scroll{{overflow-x:auto;max-width:100%}}</style></head>
 <body><h1>learnforget: {title}</h1>
 <p>One report per study (target domain and regime). Each has its figures, verdict table,
 recommendation and claims checklist; every number is in that study's measurements.csv.</p>
@@ -61,14 +65,45 @@ def claims_html(outs: list[Path]) -> str:
              claims_table(judge_claims_across([frame for _, frame in frames]))]
     names = [frame.study.name if frame.study else out.name for out, frame in frames]
     checklists = [_checklist(out, frame) for out, frame in frames]
+    texts = {**CLAIMS, 1: WITHIN_STUDY_CLAIM_1}
     rows = [[number, text, *(verdict_cell(c.get(number, "not testable")) for c in checklists)]
-            for number, text in CLAIMS.items()]
+            for number, text in texts.items()]
     parts += ["<h2>Each study's claims checklist</h2>",
               paragraph("The verdicts of each study's report (its Claims checklist section has "
                         "the evidence and what is missing)."),
               table(["#", "claim", *names], rows)]
     parts += [paragraph(note, "muted") for note in notes]
     return "\n".join(parts)
+
+
+def recommendations_html(outs: list[Path]) -> str:
+    """Each study's verdict sentence and recommended checkpoint (balanced goal)."""
+    from learnforget.analysis.findings import study_findings
+
+    rows = []
+    for out in outs:
+        try:
+            found = study_findings(out)
+        except UserError:
+            continue
+        rec = found.recommendation
+        folder = None
+        if rec.checkpoint:
+            try:
+                folder = str(Path(rec.checkpoint).resolve().relative_to(out.parent.resolve()))
+            except ValueError:
+                folder = rec.checkpoint
+        rows.append([found.study, found.verdict, rec.name or "—",
+                     None if rec.lr is None else f"{rec.lr:g}", rec.step, folder,
+                     ", ".join(f"{n} {state}" for state, n in found.claims.items() if n)])
+    if not rows:
+        return ""
+    return ("<h2>Findings and recommendations</h2>"
+            + paragraph("Each study's verdict (its best LoRA against full finetuning) and the "
+                        "checkpoint to use for a balanced goal (the knee of the learning–"
+                        "forgetting frontier); the study's report gives the other goals.")
+            + table(["study", "verdict", "recommended method", "LR", "step", "checkpoint",
+                     "claims"], rows))
 
 
 def write_index(root: Path, outs: list[Path]) -> Path:
@@ -86,5 +121,6 @@ def write_index(root: Path, outs: list[Path]) -> Path:
         )
     index = root / "index.html"
     index.write_text(PAGE.format(title=html.escape(root.name), items="".join(items),
-                                 claims=claims_html(outs)), encoding="utf-8")
+                                 claims=recommendations_html(outs) + claims_html(outs)),
+                     encoding="utf-8")
     return index
