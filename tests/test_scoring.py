@@ -11,6 +11,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.errors import UserError
 from learnforget.measure.answers import (
     exact_match,
@@ -20,7 +21,6 @@ from learnforget.measure.answers import (
     majority_baseline,
     normalize_number,
 )
-from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.measure.scoring import (
     _rolling_windows,
     bits_per_byte,

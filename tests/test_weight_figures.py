@@ -26,12 +26,12 @@ import torch
 from test_claims import write_study
 
 from learnforget.analysis.claims import judge_claims
+from learnforget.analysis.frame import load_frame
 from learnforget.analysis.spectrum import spectrum
 from learnforget.analysis.summary import spectrum_summary
 from learnforget.report.build import build_report
 from learnforget.report.claims_section import claims_section, write_claims_json
 from learnforget.report.figures import DPI, FigureSkipped
-from learnforget.analysis.frame import load_frame
 from learnforget.report.index import write_index
 from learnforget.report.weights import (
     best_spectra,

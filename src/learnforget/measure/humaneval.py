@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from learnforget.errors import UserError
 from learnforget.data.items import GenerationItem
+from learnforget.errors import UserError
 from learnforget.measure.sandbox import ExecutionResult, run_programs
 from learnforget.measure.uncertainty import mean_stderr, stderr_name
 
