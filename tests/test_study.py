@@ -103,3 +103,15 @@ def test_cli_prints_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "methods.0.lora.r.0" in result.output and "greater than or equal to 1" in result.output
+
+
+def test_packaged_demos_are_the_example_files() -> None:
+    """``learnforget demo`` runs the study files packaged with it; examples/ shows the same
+    files to users, so the two copies must not drift."""
+    from importlib.resources import files
+
+    packaged = sorted(p for p in Path(str(files("learnforget") / "demos")).glob("*.yaml"))
+    assert [p.name for p in packaged] == ["demo-full.yaml", "demo-micro.yaml", "demo.yaml"]
+    examples = Path(__file__).parent.parent / "examples"
+    for path in packaged:
+        assert (examples / path.name).read_text() == path.read_text(), path.name

@@ -60,13 +60,6 @@ def max_base_similarity_batched(w_base: Tensor, w_tuned: Tensor, k: int = 10) ->
     return similarity_and_base_spectrum_batched(w_base, w_tuned, k)[0]
 
 
-def count_intruders_batched(
-    w_base: Tensor, w_tuned: Tensor, k: int = 10, eps: float = 0.5
-) -> Tensor:
-    """Intruder dimensions of each matrix in a stack; an int64 tensor of shape (batch,)."""
-    return (max_base_similarity_batched(w_base, w_tuned, k) < eps).sum(dim=-1)
-
-
 def max_base_similarity(w_base: Tensor, w_tuned: Tensor, k: int = 10) -> Tensor:
     """For one matrix pair: the largest |cos| of each top-k tuned left singular vector with any base
     left singular vector; a float32 tensor of shape (k,)."""

@@ -117,20 +117,26 @@ def _math_em(limit: int | None, seed: int) -> list[GenerationItem]:
 BUILTIN_TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("source_bpb", "bpb", _source_bpb, ("bpb",), "bpb", False, 50,
-             "bits per byte on held-out English passages"),
-        Task("source_cloze", "choice", _source_cloze, ("acc", "acc_norm"), "acc_norm", True, 500,
-             "HellaSwag-like cloze: true continuation vs 3 from other passages"),
-        Task("code_bpb", "bpb", _code_bpb, ("bpb",), "bpb", False, 50,
-             "bits per byte on held-out standard-library Python"),
-        Task("code_ift_bpb", "bpb", _code_ift_bpb, ("bpb",), "bpb", False, 200,
-             "response bits per byte on held-out signature+docstring → body pairs"),
-        Task("math_bpb", "bpb", _math_bpb, ("bpb",), "bpb", False, 150,
-             "response bits per byte on held-out generated word problems"),
-        Task("math_em", "gsm8k", _math_em,
-             ("exact_match_strict", "exact_match_flexible", "majority_baseline"),
-             "exact_match_strict", True, 100,
-             "greedy exact match on held-out generated problems", {"max_new_tokens": 128}),
+        Task(name="source_bpb", kind="bpb", load=_source_bpb, metrics=("bpb",), primary="bpb",
+             higher_is_better=False, default_limit=50,
+             description="bits per byte on held-out English passages"),
+        Task(name="source_cloze", kind="choice", load=_source_cloze, metrics=("acc", "acc_norm"),
+             primary="acc_norm", higher_is_better=True, default_limit=500,
+             description="HellaSwag-like cloze: true continuation vs 3 from other passages"),
+        Task(name="code_bpb", kind="bpb", load=_code_bpb, metrics=("bpb",), primary="bpb",
+             higher_is_better=False, default_limit=50,
+             description="bits per byte on held-out standard-library Python"),
+        Task(name="code_ift_bpb", kind="bpb", load=_code_ift_bpb, metrics=("bpb",),
+             primary="bpb", higher_is_better=False, default_limit=200,
+             description="response bits per byte on held-out signature+docstring → body pairs"),
+        Task(name="math_bpb", kind="bpb", load=_math_bpb, metrics=("bpb",), primary="bpb",
+             higher_is_better=False, default_limit=150,
+             description="response bits per byte on held-out generated word problems"),
+        Task(name="math_em", kind="gsm8k", load=_math_em,
+             metrics=("exact_match_strict", "exact_match_flexible", "majority_baseline"),
+             primary="exact_match_strict", higher_is_better=True, default_limit=100,
+             description="greedy exact match on held-out generated problems",
+             generation={"max_new_tokens": 128}),
     )
 }
 
@@ -141,16 +147,19 @@ def _benchmark_tasks() -> dict[str, Task]:
     from learnforget.measure.humaneval import load_humaneval
 
     tasks = {
-        "humaneval": Task("humaneval", "humaneval",
-                          lambda limit, seed: load_humaneval(limit, seed),
-                          ("pass@1",), "pass@1", True, None,
-                          "HumanEval, greedy pass@1 in the sandbox", {"max_new_tokens": 384}),
+        "humaneval": Task(name="humaneval", kind="humaneval",
+                          load=lambda limit, seed: load_humaneval(limit, seed),
+                          metrics=("pass@1",), primary="pass@1", higher_is_better=True,
+                          description="HumanEval, greedy pass@1 in the sandbox",
+                          generation={"max_new_tokens": 384}),
     }
     for name, spec in BENCHMARKS.items():
         tasks[name] = Task(
-            name, spec.kind, lambda limit, seed, s=spec: s.loader(limit=limit, seed=seed),
-            tuple(spec.metrics), spec.metrics[0], True, None, spec.description,
-            {"max_new_tokens": 256} if spec.kind == "gsm8k" else {},
+            name=name, kind=spec.kind,
+            load=lambda limit, seed, s=spec: s.loader(limit=limit, seed=seed),
+            metrics=tuple(spec.metrics), primary=spec.metrics[0], higher_is_better=True,
+            description=spec.description,
+            generation={"max_new_tokens": 256} if spec.kind == "gsm8k" else {},
         )
     return tasks
 
@@ -163,11 +172,13 @@ def _custom_target_task(target: TargetSpec) -> Task:
         items = _chunks(data.heldout_documents) + _pair_items(data.heldout_pairs)
         if not items:
             raise UserError(f"the custom data {target.data!r} has no held-out examples; "
-                            "give more examples (5% are held out by a stable hash)")
+                            "give more examples (about 5% are held out, near-duplicates "
+                            "together)")
         return _seeded_subset(items, limit, seed)
 
-    return Task("target_bpb", "bpb", load, ("bpb",), "bpb", False, 200,
-                "bits per byte on the held-out 5% of the custom data")
+    return Task(name="target_bpb", kind="bpb", load=load, metrics=("bpb",), primary="bpb",
+                higher_is_better=False, default_limit=200,
+                description="bits per byte on the held-out 5% of the custom data")
 
 
 def get_task(name: str, target: TargetSpec | None = None) -> Task:
