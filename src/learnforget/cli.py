@@ -1,4 +1,5 @@
-"""The ``learnforget`` command line: plan, run, report, demo, eval, score-code, spectrum."""
+"""The ``learnforget`` command line: plan, estimate, run, report, demo, eval, score-code,
+spectrum."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def friendly(func):
 def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
     """List the runs of a study: ids, trainable parameters and token budgets (after checking
     task names, device, data and sequence length, as `run` does)."""
+    from learnforget.memory import memory_warnings
     from learnforget.plan import expand
     from learnforget.planinfo import precision_warnings, summarize
     from learnforget.preflight import check_study
@@ -102,6 +104,56 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
         Console(width=None if sys.stdout.isatty() else 200).print(table)
         for warning in precision_warnings(runs):
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        for warning in memory_warnings(runs, study.evaluation.spectrum):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+@app.command()
+@friendly
+def estimate(
+    study_file: Path = typer.Argument(..., help="the study YAML"),
+    shards: int = typer.Option(1, min=1, help="FSDP processes that shard weights, gradients "
+                               "and optimizer states"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Estimate each run's training memory (weights, gradients, optimizer states,
+    activations) on the study's device, and say what to change where it does not fit."""
+    from learnforget.memory import MB, estimate_runs, fit_options
+    from learnforget.plan import expand
+    from learnforget.study import load_studies
+
+    out = []
+    for study in load_studies(study_file):
+        runs = expand(study)
+        spectrum = study.evaluation.spectrum
+        memories = estimate_runs(runs, spectrum, shards)
+        if as_json:
+            out += [{"study": study.name, "run_id": m.run_id, "method": m.label,
+                     "micro_batch": m.micro_batch, "fits": m.fits,
+                     "capacity_mb": m.capacity / MB, "device": m.capacity_name,
+                     **{f"{k}_mb": v for k, v in m.estimate.as_mb().items()}}
+                    for m in memories]
+            continue
+        table = Table(title=f"study {study.name}: estimated training memory (MiB) per process "
+                      f"on {memories[0].capacity_name}")
+        for column in ("run id", "method", "micro-batch", "weights", "gradients", "optimizer",
+                       "activations", "other", "total", "fits"):
+            table.add_column(column)
+        for m in memories:
+            mb = m.estimate.as_mb()
+            table.add_row(m.run_id, m.label, str(m.micro_batch),
+                          *(f"{mb[k]:,.0f}" for k in ("weights", "gradients", "optimizer",
+                                                       "activations")),
+                          f"{mb['snapshot'] + mb['runtime']:,.0f}", f"{mb['total']:,.0f}",
+                          "yes" if m.fits else "NO")
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+        for run, m in zip(runs, memories, strict=True):
+            if not m.fits:
+                options = "; ".join(fit_options(run, m, spectrum, shards))
+                console.print(f"[yellow]run {m.run_id} ({m.label}) does not fit:[/yellow] "
+                              f"{options}", highlight=False)
+    if as_json:
+        print(json.dumps(out, indent=2))
 
 
 def _exit_at_once(status: int) -> None:
@@ -157,11 +209,35 @@ def run(
         False, "--force-new-study",
         help="run into an OUT that holds another study (other name, base or target), adding "
              "this study's runs to its store and report"),
+    launcher: str = typer.Option(
+        "none", help="accelerate: spread each run over the processes of `accelerate launch` "
+                     "(data parallel, FSDP or DeepSpeed as its config says; docs/study.md)"),
+    accelerate_config: Path = typer.Option(
+        None, help="with --launcher accelerate: an accelerate config file, e.g. "
+                   "examples/accelerate/fsdp.yaml"),
+    num_processes: int = typer.Option(
+        None, help="with --launcher accelerate: processes (GPUs) per run"),
 ) -> None:
     """Train and measure every run of a study (resumes if run again), then write the report.
     Ctrl-C stops every run (exit 130); run the command again to resume."""
     from learnforget.executors import ExecutorChoice
 
+    if launcher not in ("none", "accelerate"):
+        raise UserError(f"--launcher must be none or accelerate, not {launcher!r}")
+    if launcher == "accelerate":
+        import subprocess
+
+        from learnforget.distributed import launch_command
+
+        if executor != "local":
+            raise UserError("--launcher accelerate spreads each run over the launched "
+                            "processes; it does not combine with --executor ray in one command "
+                            "(docs/study.md: a Ray task per run, each launching accelerate)")
+        raise typer.Exit(subprocess.call(
+            launch_command(study_file, out, accelerate_config, num_processes)))
+    if accelerate_config is not None or num_processes is not None:
+        raise UserError("--accelerate-config and --num-processes apply to --launcher "
+                        "accelerate only")
     _run_pipeline(study_file, out, ExecutorChoice(executor, ray_address, gpus_per_run),
                   force_new_study)
 

@@ -68,6 +68,9 @@ def run_id_view(config: dict) -> dict:
     """The dict a run id hashes: the run's config, without ``training.precision`` when it equals
     the behaviour runs had before the field existed (so their ids stay the same)."""
     training = config.get("training", {})
+    if training.get("gradient_checkpointing") is False:  # off: the ids from before the field
+        training = {k: v for k, v in training.items() if k != "gradient_checkpointing"}
+        config = {**config, "training": training}
     legacy = LEGACY.get(config.get("base", {}).get("dtype", "float32"))
     if "precision" in training and training["precision"] == legacy:
         training = {k: v for k, v in training.items() if k != "precision"}

@@ -175,6 +175,10 @@ class TrainingSpec(_Strict):
         "auto", description="auto (bf16-mixed on a CUDA device with bf16, else fp32) | fp32 | "
         "bf16-mixed / fp16-mixed (fp32 master weights and optimizer states, bf16/fp16 autocast "
         "compute) | bf16-pure (weights in bf16: small updates are rounded away)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass instead "
+        "of keeping them: far less activation memory for about a third more compute; the same "
+        "results")
 
     _lists = field_validator("seeds", mode="before")(classmethod(lambda cls, v: _as_list(v)))
 

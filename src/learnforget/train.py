@@ -30,6 +30,7 @@ from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file
 
 from learnforget.data.batches import IGNORE_INDEX, BatchStream, split_batch
+from learnforget.memory import peak_memory_mb
 from learnforget.optim import make_optimizer, make_scheduler
 from learnforget.plan import RunConfig
 from learnforget.precision import (
@@ -183,6 +184,19 @@ def is_sharded(accelerator: Accelerator) -> bool:
     return plugin is not None and plugin.zero_stage == 3
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (``training.gradient_checkpointing``; non-reentrant, so a frozen embedding needs no input
+    gradients; the RNG state is replayed, so the results are the same)."""
+    model.config.use_cache = False
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 @contextmanager
 def plain_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """``model`` without the autocast wrapper that accelerate puts on its ``forward`` under a
@@ -239,6 +253,8 @@ def train_loop(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
+    if training.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     # The scheduler stays unprepared: it steps once per optimizer update whatever the world size
     # (not on a step the fp16 scaler skipped, as in transformers' Trainer).
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -306,6 +322,8 @@ def train_loop(
         if done in checkpoint_steps:
             folder = run_dir / f"checkpoint-{done}"
             unwrapped = accelerator.unwrap_model(model)
+            # the peak so far, before this checkpoint is measured (memory.py)
+            rows.add(done, tokens, "peak_memory_mb", peak_memory_mb(accelerator.device))
             sharded = is_sharded(accelerator)
             # Every process takes part in gathering a sharded model's weights; only the main
             # process writes, measures and commits, while the others wait for it.
