@@ -85,11 +85,15 @@ def run_everywhere(study: Study, run: RunConfig, out: Path, state: PartialState)
 def run_distributed(study_file: Path, out: Path | None) -> dict[str, dict[str, str]]:
     """Every study of ``study_file`` with each run spread over the launched processes;
     {study name: {run id: status}} (statuses as the main process knows them)."""
+    import torch
+
     from learnforget.plan import expand
     from learnforget.preflight import check_study
     from learnforget.study import load_studies
 
-    state = PartialState(timeout=timedelta(hours=WAIT_HOURS))
+    # Without CUDA the processes join on gloo (MULTI_CPU), however they were started: by
+    # accelerate's multi-GPU launcher (torchrun) or by torchrun itself.
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=WAIT_HOURS))
     say = _say(state)
     studies = load_studies(study_file)
     for study in studies:
@@ -130,6 +134,33 @@ def _run_study(study: Study, out: Path, state: PartialState,
             say(f"report: {build_report(out)}")
         state.wait_for_everyone()
     return statuses
+
+
+LAUNCHERS = ("none", "accelerate")
+
+
+def launch_command(study_file: Path, out: Path | None, config_file: Path | None = None,
+                   num_processes: int | None = None) -> list[str]:
+    """The ``accelerate launch`` command line that runs ``study_file`` with this module
+    (``learnforget run STUDY --launcher accelerate``): ``config_file`` an accelerate config
+    (``examples/accelerate/fsdp.yaml``; default: accelerate's own default config),
+    ``num_processes`` overriding the config's."""
+    import sys
+
+    from learnforget.errors import UserError
+
+    if config_file is not None and not config_file.is_file():
+        raise UserError(f"--accelerate-config {config_file} is not a file: give an accelerate "
+                        "config such as examples/accelerate/fsdp.yaml")
+    if num_processes is not None and num_processes < 1:
+        raise UserError(f"--num-processes must be at least 1, not {num_processes}")
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config_file is not None:
+        command += ["--config_file", str(config_file)]
+    if num_processes is not None:
+        command += ["--num_processes", str(num_processes)]
+    command += ["-m", "learnforget.distributed", str(study_file)]
+    return command + (["--out", str(out)] if out is not None else [])
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
