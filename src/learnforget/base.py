@@ -7,8 +7,10 @@ training, scoring) never needs to know where a model came from.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import shutil
 import socket
 import threading
 import urllib.parse
@@ -22,6 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from learnforget.builtin import builtin_folder
 from learnforget.errors import UserError
+from learnforget.paths import cache_dir
 from learnforget.smollm import resolve_model_alias
 from learnforget.study import DEVICE_PATTERN, BaseModelSpec
 
@@ -60,7 +63,7 @@ def resolve_source(spec: BaseModelSpec, log: Callable[[str], None] = print) -> M
     if path.suffix == ".gguf":
         if not path.is_file():
             raise UserError(f"GGUF file {path} does not exist")
-        return ModelSource(str(path.parent.resolve()), gguf_file=path.name)
+        return ModelSource(str(converted_gguf(path, log)))
     if path.exists():
         if not (path / "config.json").exists() and not spec.gguf_file:
             raise UserError(
@@ -79,6 +82,57 @@ def resolve_source(spec: BaseModelSpec, log: Callable[[str], None] = print) -> M
             raise _offline_error(model, "model", "the local folder (or .gguf file)")
         return ModelSource(model, spec.revision, spec.gguf_file, local_only=True)
     return ModelSource(model, spec.revision, spec.gguf_file)
+
+
+GGUF_DONE = "learnforget_gguf.json"  # written last: a folder without it is unfinished
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file's content (memoised per path, size and modification time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_cache_folder(path: Path) -> Path:
+    """Where the model folder converted from the GGUF file ``path`` is cached: named by the
+    file's name and the sha256 of its content."""
+    stat = path.stat()
+    digest = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return cache_dir() / "gguf" / f"{path.stem}-{digest[:16]}"
+
+
+def converted_gguf(path: Path, log: Callable[[str], None] = print) -> Path:
+    """A ``save_pretrained`` folder (float32 weights, tokenizer) converted from the GGUF file
+    ``path``, made once and cached (``gguf_cache_folder``). Reading a GGUF file parses its
+    metadata in pure Python twice (tokenizer and model: about 20 s for SmolLM2-135M); the
+    folder loads in about a second. Concurrent callers wait for one conversion."""
+    import fcntl
+
+    folder = gguf_cache_folder(path)
+    if (folder / GGUF_DONE).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / GGUF_DONE).is_file():
+            return folder
+        log(f"converting {path.name} once into {folder} (later loads read that folder)")
+        source = ModelSource(str(path.parent.resolve()), gguf_file=path.name)
+        tokenizer = load_tokenizer(source)
+        model = load_model(source, "float32", "cpu")
+        partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        (partial / GGUF_DONE).write_text(json.dumps(
+            {"gguf": str(path.resolve()), "sha256": folder.name.rsplit("-", 1)[-1]}, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder
 
 
 def _hub_address() -> tuple[str, int]:
