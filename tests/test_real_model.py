@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,3 +296,48 @@ def test_a_gguf_base_trains_and_its_checkpoints_reload(gguf_study: dict, kind: s
     for model in (plain, resumed):
         results, _ = evaluate(model, base.tokenizer, ["source_bpb"], limit=4, batch_size=4)
         assert results["source_bpb"]["bpb"] == pytest.approx(stored, rel=1e-5)
+
+
+# --- The SmolLM2 example studies ------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize(("file", "learning"), [("smollm2-math-ift.yaml", ["gsm8k", "math_bpb"]),
+                                                ("smollm2-code-cpt.yaml",
+                                                 ["humaneval", "code_bpb"])])
+def test_smollm2_example_studies_plan_the_paper_comparison(file: str, learning: list[str]) -> None:
+    """Plan only: the packaged SmolLM2, full FT against LoRA r=16 and r=256 on all linear
+    modules, each at ≥ 2 learning rates; the paper's learning and forgetting benchmarks; one
+    file for CPU and GPU (device and precision auto)."""
+    from learnforget.plan import expand
+    from learnforget.preflight import check_study
+    from learnforget.study import load_studies
+
+    (study,) = load_studies(EXAMPLES / file)
+    check_study(study)
+    assert resolve_model_alias(study.base.model) == str(smollm2_gguf_path())
+    assert (study.base.device, study.training.precision) == ("auto", "auto")
+    assert study.evaluation.learning == learning
+    assert study.evaluation.forgetting == ["hellaswag", "arc_challenge", "winogrande",
+                                           "source_bpb"]
+    lrs: dict[tuple, set[float]] = {}
+    for run in expand(study):
+        method = run.method
+        key = (method.kind, method.r, method.targets) if method.kind == "lora" else ("full",)
+        lrs.setdefault(key, set()).add(method.lr)
+    assert set(lrs) == {("full",), ("lora", 16, "all"), ("lora", 256, "all")}
+    assert all(len(values) >= 2 for values in lrs.values())
+
+
+def test_the_cpu_sized_smollm2_studies_keep_base_methods_and_tasks() -> None:
+    from learnforget.study import load_studies
+
+    cpu = load_studies(EXAMPLES / "smollm2-cpu.yaml")
+    full = {s.target.domain: s for f in ("smollm2-math-ift.yaml", "smollm2-code-cpt.yaml")
+            for s in load_studies(EXAMPLES / f)}
+    for study in cpu:
+        reference = full[study.target.domain]
+        assert study.base == reference.base and study.target == reference.target
+        assert set(study.evaluation.learning) == set(reference.evaluation.learning)
+        assert study.evaluation.forgetting == reference.evaluation.forgetting
