@@ -95,3 +95,34 @@ def scoring_model(scoring_tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalL
     model = LlamaForCausalLM(config)
     model.eval()
     return model
+
+
+# --- studies: the micro study most training tests run, and its stored numbers ------------------
+def micro_study(**changes) -> dict:
+    """A micro code-CPT study with cheap evaluation (a full-FT and a LoRA run); ``changes``
+    replace top-level fields."""
+    study = {
+        "name": "micro-test",
+        "base": "builtin:micro",
+        "target": {"domain": "code", "regime": "cpt"},
+        "methods": [{"kind": "full", "lr": [1e-3]},
+                    {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
+        "training": {"batch_size": 8, "seq_len": 64},
+        "budgets": {"steps": [3, 6]},
+        "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4},
+    }
+    study.update(changes)
+    return study
+
+
+def stored_numbers(out) -> dict[tuple, float]:
+    """{(label, step, task, metric): value} of every number in OUT's store except throughput
+    (timings differ between two runs of the same study)."""
+    from learnforget.store import Store
+
+    store = Store(out / "results.sqlite")
+    labels = {r["run_id"]: r["label"] for r in store.runs()}
+    rows = {(labels[m["run_id"]], m["step"], m["task"], m["metric"]): m["value"]
+            for m in store.measurements() if m["metric"] != "tokens_per_s"}
+    store.close()
+    return rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_training import micro_study
+from conftest import micro_study, stored_numbers
 
 from learnforget.errors import UserError
 from learnforget.executors import ExecutorChoice
@@ -17,22 +17,12 @@ from learnforget.study import parse_study
 MICRO = micro_study(name="micro-executors", workers=2)  # a full-FT and a LoRA run
 
 
-def _numbers(out: Path) -> dict[tuple, float]:
-    """{(label, step, task, metric): value} of every measured number except timings."""
-    store = Store(out / "results.sqlite")
-    labels = {r["run_id"]: r["label"] for r in store.runs()}
-    rows = {(labels[m["run_id"]], m["step"], m["task"], m["metric"]): m["value"]
-            for m in store.measurements() if m["metric"] != "tokens_per_s"}
-    store.close()
-    return rows
-
-
 def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="needs pip install 'learnforget[ray]'")
     study = parse_study(MICRO)
     run_study(study, tmp_path / "local", ExecutorChoice("local"))
     run_study(study, tmp_path / "ray", ExecutorChoice("ray"))
-    local, ray = _numbers(tmp_path / "local"), _numbers(tmp_path / "ray")
+    local, ray = stored_numbers(tmp_path / "local"), stored_numbers(tmp_path / "ray")
     assert local.keys() == ray.keys()
     assert {key[0] for key in local} == {"base", "full", "lora-r4-all"}
     for key, value in local.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import micro_study, stored_numbers
 from typer.testing import CliRunner
 
 from learnforget.cli import app
@@ -27,18 +28,10 @@ from learnforget.store import Store
 from learnforget.study import parse_study
 from learnforget.train import STATE_FILE
 
-STUDY = {
-    "name": "stopping",
-    "base": "builtin:micro",
-    "target": {"domain": "code", "regime": "cpt"},
-    "methods": [{"kind": "full", "lr": [1e-3]},
-                {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
-    "training": {"batch_size": 8, "seq_len": 64},
-    "budgets": {"steps": [8, 16, 24]},
-    "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4,
-                   "spectrum": False},
-    "workers": 2,
-}
+STUDY = micro_study(
+    name="stopping", budgets={"steps": [8, 16, 24]}, workers=2,
+    evaluation={"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4,
+                "spectrum": False})
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -107,18 +100,8 @@ def workers_of(pid: int) -> list[int]:
     return found
 
 
-def numbers(out: Path) -> dict[tuple, float]:
-    """{(label, step, task, metric): value} of every stored number except throughput."""
-    store = Store(out / "results.sqlite")
-    labels = {r["run_id"]: r["label"] for r in store.runs()}
-    rows = {(labels[m["run_id"]], m["step"], m["task"], m["metric"]): m["value"]
-            for m in store.measurements() if m["metric"] != "tokens_per_s"}
-    store.close()
-    return rows
-
-
 def assert_same_numbers(out: Path, reference: dict[tuple, float]) -> None:
-    got = numbers(out)
+    got = stored_numbers(out)
     assert got.keys() == reference.keys()
     for key, value in reference.items():
         assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
@@ -145,7 +128,7 @@ def reference(tmp_path_factory) -> dict[tuple, float]:
     measure_base(study, out, log=lambda m: None)
     for run in expand(study):
         assert execute_run(study, run, out, log=lambda m: None) == "finished"
-    return numbers(out)
+    return stored_numbers(out)
 
 
 # --- Ctrl-C, SIGTERM, SIGKILL -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import micro_study
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
@@ -21,22 +22,6 @@ from learnforget.study import parse_study
 from learnforget.train import train_loop
 
 torch.set_num_threads(1)
-
-
-def micro_study(**changes) -> dict:
-    """A micro code-CPT study with cheap evaluation; ``changes`` replace top-level fields."""
-    study = {
-        "name": "micro-test",
-        "base": "builtin:micro",
-        "target": {"domain": "code", "regime": "cpt"},
-        "methods": [{"kind": "full", "lr": [1e-3]},
-                    {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
-        "training": {"batch_size": 8, "seq_len": 64},
-        "budgets": {"steps": [3, 6]},
-        "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 4},
-    }
-    study.update(changes)
-    return study
 
 
 def train_one(run, on_checkpoint=None, out: Path | None = None):
