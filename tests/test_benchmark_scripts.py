@@ -1,0 +1,55 @@
+"""The side-by-side benchmarks in benchmarks/ run on a tiny configuration and both sides
+compute the same numbers (never a speed assertion)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+pytest.importorskip("lm_eval")
+
+
+def test_training_throughput_sides_train_to_the_same_losses(capsys) -> None:
+    import train_throughput
+
+    results = train_throughput.main(["--model", "builtin:micro", "--steps", "3", "--batch-size",
+                                     "4", "--seq-len", "32", "--repeats", "1", "--in-process",
+                                     "--methods", "full,lora-r8"])
+    for method in ("full", "lora-r8"):
+        summary = results["methods"][method]
+        ours, theirs = summary["learnforget"]["losses"], summary["Trainer+PEFT"]["losses"]
+        assert len(ours) == len(theirs) == 3
+        assert ours == pytest.approx(theirs, rel=1e-4)  # same data order, init and updates
+        assert summary["ratio"] > 0 and summary["learnforget"]["gemm_fraction"] > 0
+    assert results["gemm_peak_gflops"] > 0
+    assert "Trainer+PEFT" in capsys.readouterr().out
+
+
+def test_choice_scoring_sides_agree_item_by_item() -> None:
+    import choice_scoring
+
+    results = choice_scoring.main(["--model", "builtin:micro", "--limit", "3", "--threads", "1",
+                                   "--repeats", "1"])
+    for task, entry in results["tasks"].items():
+        assert entry["differing_items"] == [], task
+        assert entry["learnforget"] == entry["lm-eval"]
+        assert entry["max_ll_difference"] < 1e-3
+
+
+def test_generation_sides_give_the_same_completions() -> None:
+    import generation
+
+    results = generation.main(["--model", "builtin:micro", "--limit", "2",
+                               "--max-new-tokens", "8", "--repeats", "1"])
+    for task, entry in results["tasks"].items():
+        assert entry["differing"] == [], task
+        assert entry["sides"]["learnforget"]["tokens"] == entry["sides"]["lm-eval"]["tokens"]
+
+
+def test_demo_timing_script_is_valid_bash() -> None:
+    assert subprocess.run(["bash", "-n", str(BENCHMARKS / "demo_time.sh")]).returncode == 0
