@@ -75,3 +75,10 @@ def test_summary_of_twenty_prompts_times_ten_samples_is_fast() -> None:
     assert summary["distinct_fraction"] == 1.0
     assert 0.0 < summary["mean_pairwise_similarity"] < 1.0
     assert elapsed < 10.0, f"diversity_summary took {elapsed:.2f} s"
+
+
+def test_distinct_count_has_a_standard_error_over_prompts() -> None:
+    summary = diversity_summary([["a", "a", "a"], ["a", "b", "b"], ["a", "b", "c"]])
+    assert summary["mean_distinct"] == 2.0  # 1, 2 and 3 distinct samples
+    assert summary["mean_distinct_stderr"] == pytest.approx(1 / math.sqrt(3))  # sd 1, 3 prompts
+    assert math.isnan(diversity_summary([["a", "b"]])["mean_distinct_stderr"])
