@@ -4,6 +4,7 @@ rows land in the store."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def train_one(run, on_checkpoint=None, out: Path | None = None):
     losses: list[float] = []
     result = train_loop(
         model, loaded.tokenizer, stream, run, [int(v) for v in run.budgets.values],
-        out or Path("unused"), on_checkpoint or (lambda *a: None),
+        out or Path(tempfile.mkdtemp(prefix="learnforget-train-")),
+        on_checkpoint or (lambda *a: None),
         on_step=lambda step, tokens, loss, tps: losses.append(loss),
     )
     return model, loaded.tokenizer, losses, result
