@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from learnforget.data.items import ChoiceItem, GenerationItem
 from learnforget.errors import UserError
 from learnforget.measure import benchmarks
 from learnforget.measure.benchmarks import (
@@ -29,7 +30,6 @@ from learnforget.measure.benchmarks import (
     load_winogrande,
     winogrande_requests,
 )
-from learnforget.data.items import ChoiceItem, GenerationItem
 
 torch.set_num_threads(1)
 
