@@ -13,7 +13,6 @@ each side returns them, median of ``--repeats``, alternating which side goes fir
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import machine  # noqa: E402
+from train_throughput import machine, run_and_report  # noqa: E402
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,12 +115,7 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print its table, optionally write JSON."""
-    args = _parse_args(argv)
-    results = benchmark(args)
-    print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return results
+    return run_and_report(_parse_args(argv), benchmark, print_table)
 
 
 if __name__ == "__main__":

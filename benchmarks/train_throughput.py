@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 METHODS = {
     "full": {"kind": "full", "lr": 1e-4},
@@ -284,15 +285,19 @@ def print_table(results: dict) -> None:
     print(f"load average at the end: {results['load_average_end']:.1f}")
 
 
+def run_and_report(args: argparse.Namespace, run, show) -> dict:
+    """Run a benchmark (``run(args)``), print its table (``show(results)``) and write its JSON
+    when ``--json`` names a file: the ``main`` of every benchmark here."""
+    results = run(args)
+    show(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print its table, optionally write JSON."""
-    args = _parse_args(argv)
-    results = benchmark(args)
-    print_table(results)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-    return results
+    return run_and_report(_parse_args(argv), benchmark, print_table)
 
 
 if __name__ == "__main__":
