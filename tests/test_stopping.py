@@ -132,15 +132,20 @@ def reference(tmp_path_factory) -> dict[tuple, float]:
 
 
 # --- Ctrl-C, SIGTERM, SIGKILL -------------------------------------------------------------------
-
-def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
-        study_file: Path, reference: dict, tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def start_training(study_file: Path, out: Path) -> subprocess.Popen:
+    """``learnforget run`` started and waited for until a run trains in a worker process."""
     process = start(study_file, out)
     assert wait_for(lambda: "running" in statuses(out).values() or process.poll() is not None,
                     240)
     assert process.poll() is None, log_of(out)[-3000:]
     assert workers_of(process.pid)
+    return process
+
+
+def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
+        study_file: Path, reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = start_training(study_file, out)
     sent = time.time()
     os.kill(process.pid, signal.SIGINT)  # the main process only: it stops the workers
     assert process.wait(10) == 130, log_of(out)[-3000:]
@@ -158,11 +163,7 @@ def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
 def test_killing_the_main_process_leaves_no_worker_behind(study_file: Path,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "out"
-    process = start(study_file, out)
-    assert wait_for(lambda: "running" in statuses(out).values() or process.poll() is not None,
-                    240)
-    assert process.poll() is None, log_of(out)[-3000:]
-    assert workers_of(process.pid)
+    process = start_training(study_file, out)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert wait_for(lambda: not group(process.pid), 5), group(process.pid)
