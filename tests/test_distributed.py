@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import micro_study
 from safetensors.torch import load_file
 
 from learnforget.plan import expand
@@ -32,17 +33,11 @@ from learnforget.runner import execute_run, measure_base
 from learnforget.store import Store
 from learnforget.study import parse_study
 
-STUDY = {
-    "name": "micro-distributed",
-    "base": "builtin:micro",
-    "target": {"domain": "code", "regime": "cpt"},
-    "methods": [{"kind": "full", "lr": [1e-3]},
-                {"kind": "lora", "lr": [5e-3], "r": [4], "targets": ["all"]}],
-    "training": {"batch_size": 8, "seq_len": 64, "precision": "fp32"},
-    "budgets": {"steps": [1, 2, 3]},
-    "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 2,
-                   "spectrum": False},
-}
+STUDY = micro_study(
+    name="micro-distributed", budgets={"steps": [1, 2, 3]},
+    training={"batch_size": 8, "seq_len": 64, "precision": "fp32"},
+    evaluation={"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 2,
+                "spectrum": False})
 # accelerate's MULTI_CPU launcher wants MPI; its multi-GPU launcher (torchrun) starts the 2
 # processes, and without CUDA learnforget.distributed joins them on gloo.
 ACCELERATE_CPU = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU",
