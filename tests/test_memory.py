@@ -122,3 +122,21 @@ def test_plan_and_estimate_say_when_a_study_does_not_fit(tmp_path: Path) -> None
     assert "training.gradient_checkpointing: true" in result.output
     result = CliRunner().invoke(app, ["plan", str(study_file)])
     assert "more than CPU memory" in result.output and "LoRA" in result.output
+
+
+def test_the_estimate_follows_the_training_precision() -> None:
+    """Mixed precision keeps fp32 master weights and optimizer states for full finetuning (the
+    paper's setup), a bf16 frozen base under LoRA; bf16-pure halves everything it holds."""
+    shape = ModelShape(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3,
+                       vocab=49152)
+    total, adapter = 134_515_008, 1_000_000
+    common = {"base_dtype": "bfloat16", "optimizer": "adamw", "batch_size": 1, "grad_accum": 1,
+              "seq_len": 512}
+    mixed = estimate(shape, total, total, method_kind="full", precision="bf16-mixed", **common)
+    pure = estimate(shape, total, total, method_kind="full", precision="bf16-pure", **common)
+    assert mixed.weights == 4 * total and mixed.optimizer == 2 * 4 * total
+    assert pure.weights == 2 * total and pure.optimizer == 2 * 2 * total
+    assert mixed.activations == pure.activations  # bf16 compute either way
+    lora = estimate(shape, adapter, total + adapter, method_kind="lora", precision="bf16-mixed",
+                    **common)
+    assert lora.weights == 2 * total + 4 * adapter  # bf16 frozen base, fp32 adapters
