@@ -115,14 +115,17 @@ def micro_study(**changes) -> dict:
     return study
 
 
+MACHINE_METRICS = ("tokens_per_s", "peak_memory_mb")  # depend on the machine, not the run
+
+
 def stored_numbers(out) -> dict[tuple, float]:
     """{(label, step, task, metric): value} of every number in OUT's store except throughput
-    (timings differ between two runs of the same study)."""
+    and peak memory (they differ between two runs of the same study)."""
     from learnforget.store import Store
 
     store = Store(out / "results.sqlite")
     labels = {r["run_id"]: r["label"] for r in store.runs()}
     rows = {(labels[m["run_id"]], m["step"], m["task"], m["metric"]): m["value"]
-            for m in store.measurements() if m["metric"] != "tokens_per_s"}
+            for m in store.measurements() if m["metric"] not in MACHINE_METRICS}
     store.close()
     return rows

@@ -30,7 +30,7 @@ from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file
 
 from learnforget.data.batches import IGNORE_INDEX, BatchStream, split_batch
-from learnforget.memory import peak_memory_mb
+from learnforget.memory import peak_memory_mb, reset_peak_memory
 from learnforget.optim import make_optimizer, make_scheduler
 from learnforget.plan import RunConfig
 from learnforget.precision import (
@@ -234,6 +234,7 @@ def train_loop(
     accelerator = make_accelerator(precision, training.grad_accum, loss_scale)
     scaler = accelerator.scaler
     hold_weights(model, precision)
+    reset_peak_memory(accelerator.device)  # the recorded peak is the training loop's
     total_steps = checkpoint_steps[-1]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, run.optimizer, run.method.lr, run.method.weight_decay)
