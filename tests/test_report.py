@@ -506,6 +506,8 @@ def test_runs_table_shows_standard_errors_and_item_counts(tmp_path: Path) -> Non
     page = build_report(out).read_text()
     runs = page[page.index('<section id="runs">'):]
     assert "± 0.039 (n=500)" in runs  # 1.96 × 0.02
+    study_section = page[page.index('<section id="study">'):page.index('<section id="verdict">')]
+    assert "base 0.5 ± 0.039 (n=500)" in study_section  # the base model's cloze acc_norm
 
 
 def test_findings_name_the_verdict_recommendation_claims_and_report(rich_report: Path,

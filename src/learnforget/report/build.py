@@ -89,7 +89,8 @@ def summary_section(ctx: ReportContext) -> Section:
                  ("schedule", f"{study.schedule.name}, warmup {study.schedule.warmup:g}")]
     for word, tasks in (("learning", frame.learning), ("forgetting", frame.forgetting)):
         described = [f"{o.task} ({o.metric}, {'higher' if o.higher_is_better else 'lower'} is "
-                     f"better; base {number(frame.base.get(o.column))})" for o in tasks]
+                     f"better; base {uncertain_text(frame.base, o.column) or '—'})"
+                     for o in tasks]
         rows.append((f"{word} tasks", "; ".join(described) or "none"))
     rows += [("learning axis", frame.learn_label), ("forgetting axis", frame.forget_label)]
     if "data/heldout_examples" in frame.base:
@@ -234,9 +235,9 @@ def _peak_memory(train: pd.DataFrame) -> dict[str, int]:
     return {run_id: round(float(value)) for run_id, value in peaks.items()}
 
 
-def with_uncertainty(row: pd.Series, column: str) -> Cell | None:
+def uncertain_text(row: pd.Series, column: str) -> str | None:
     """``column``'s value in ``row`` with ± 1.96 standard errors and its item count when the
-    store holds them: ``0.412 ± 0.043 (n=500)``."""
+    store holds them: ``0.412 ± 0.043 (n=500)``; None without a value."""
     value = _plain(row.get(column))
     if value is None:
         return None
@@ -247,7 +248,13 @@ def with_uncertainty(row: pd.Series, column: str) -> Cell | None:
     n = _plain(row.get(f"{column.split('/')[0]}/n"))
     if n is not None:
         text += f" (n={int(n)})"
-    return Cell(escape(text), True)
+    return text
+
+
+def with_uncertainty(row: pd.Series, column: str) -> Cell | None:
+    """``uncertain_text`` as a right-aligned table cell (None without a value)."""
+    text = uncertain_text(row, column)
+    return None if text is None else Cell(escape(text), True)
 
 
 def _plain(value: object) -> object:
