@@ -61,10 +61,11 @@ def headline(frame: Frame) -> str:
     return "no run has been measured"
 
 
-def study_findings(out: Path) -> Findings:
-    """The findings of the study in ``out`` (its report should have been written)."""
+def study_findings(out: Path, frame: Frame | None = None) -> Findings:
+    """The findings of the study in ``out`` (its report should have been written); ``frame``
+    is its frame when the caller has read it already."""
     out = Path(out)
-    frame = load_frame(out)
+    frame = frame if frame is not None else load_frame(out)
     claims_file = out / "claims.json"
     if claims_file.is_file():
         states = [c["verdict"] for c in

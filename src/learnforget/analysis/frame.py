@@ -35,6 +35,7 @@ only.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,9 +94,10 @@ class Frame:
         """Method labels that have at least one run, in display order (full first, then LoRA)."""
         return sort_labels(self.runs)
 
-    @property
+    @functools.cached_property
     def methods(self) -> pd.DataFrame:
-        """One row per method label (index) with its structured settings and display name."""
+        """One row per method label (index) with its structured settings and display name
+        (built once: every figure and table names methods through it)."""
         return method_table(self.runs)
 
     def name(self, label: str) -> str:

@@ -35,6 +35,7 @@ from learnforget.report.html import (
     number,
     paragraph,
     percent,
+    relative_folder,
     render_page,
     table,
 )
@@ -166,23 +167,12 @@ def recommendation_section(ctx: ReportContext) -> Section:
     goal_names = {"learn": "learn the most", "balanced": "balanced",
                   "retain": "retain the most"}
     rows = [[goal_names[r.goal], r.name or "—", Cell(number(r.lr, 3), True),
-             r.r, r.targets, r.tokens, r.learn, r.forget, _folder(ctx.out, r.checkpoint),
+             r.r, r.targets, r.tokens, r.learn, r.forget, relative_folder(r.checkpoint, ctx.out),
              r.reason] for r in recs]
     body = table(["goal", "method", "LR", "rank", "targets", "stop at tokens", "learning",
                   "forgetting", "checkpoint", "why"], rows)
     body += paragraph(frontier_note(ctx.frame))
     return Section("Recommendation", body)
-
-
-def _folder(out: Path, checkpoint: str | None) -> str | None:
-    """A checkpoint folder relative to OUT when it lies inside it."""
-    if not checkpoint:
-        return None
-    path = Path(checkpoint)
-    try:
-        return str(path.resolve().relative_to(out.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _figure_section(title: str, specs: list[figs.FigureSpec], intro: str = "") -> SectionBuilder:

@@ -130,6 +130,17 @@ def table(headers: Sequence[str] | None, rows: Iterable[Sequence[object]],
     return f'<div class="scroll"><table>{thead}<tbody>{"".join(body)}</tbody></table></div>'
 
 
+def relative_folder(folder: str | None, root: Path) -> str | None:
+    """``folder`` relative to ``root`` when it lies inside it (as given otherwise; None for
+    none): how tables name checkpoint folders."""
+    if not folder:
+        return None
+    try:
+        return str(Path(folder).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(folder)
+
+
 def data_uri(path: Path) -> str:
     """The PNG at ``path`` as a ``data:image/png;base64,…`` URI."""
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")

@@ -12,7 +12,7 @@ from learnforget.analysis.claims import CLAIMS, judge_claims, judge_claims_acros
 from learnforget.analysis.frame import Frame, load_frame
 from learnforget.errors import UserError
 from learnforget.report.claims_section import claims_table, verdict_cell
-from learnforget.report.html import paragraph, table
+from learnforget.report.html import paragraph, relative_folder, table
 
 WITHIN_STUDY_CLAIM_1 = (
     "Within the study: full finetuning learns at least as much as LoRA at every budget and the "
@@ -53,10 +53,9 @@ def _checklist(out: Path, frame: Frame) -> dict[int, str]:
     return {v.number: v.verdict for v in judge_claims(frame)}
 
 
-def claims_html(outs: list[Path]) -> str:
+def claims_html(frames: list[tuple[Path, Frame]], notes: list[str]) -> str:
     """The index page's claims: the cross-study verdicts, then a claim × study table of each
-    study's checklist verdicts."""
-    frames, notes = _frames(outs)
+    study's checklist verdicts (``notes``: folders without a store)."""
     if not frames:
         return "".join(paragraph(note, "muted") for note in notes)
     parts = ["<h2>Claims across studies</h2>",
@@ -76,25 +75,17 @@ def claims_html(outs: list[Path]) -> str:
     return "\n".join(parts)
 
 
-def recommendations_html(outs: list[Path]) -> str:
+def recommendations_html(frames: list[tuple[Path, Frame]]) -> str:
     """Each study's verdict sentence and recommended checkpoint (balanced goal)."""
     from learnforget.analysis.findings import study_findings
 
     rows = []
-    for out in outs:
-        try:
-            found = study_findings(out)
-        except UserError:
-            continue
+    for out, frame in frames:
+        found = study_findings(out, frame)
         rec = found.recommendation
-        folder = None
-        if rec.checkpoint:
-            try:
-                folder = str(Path(rec.checkpoint).resolve().relative_to(out.parent.resolve()))
-            except ValueError:
-                folder = rec.checkpoint
         rows.append([found.study, found.verdict, rec.name or "—",
-                     None if rec.lr is None else f"{rec.lr:g}", rec.step, folder,
+                     None if rec.lr is None else f"{rec.lr:g}", rec.step,
+                     relative_folder(rec.checkpoint, out.parent),
                      ", ".join(f"{n} {state}" for state, n in found.claims.items() if n)])
     if not rows:
         return ""
@@ -119,8 +110,10 @@ def write_index(root: Path, outs: list[Path]) -> Path:
             f'{html.escape(target["domain"])} {html.escape(target["regime"].upper())} on '
             f'{html.escape(study["base"]["model"])}</li>'
         )
+    frames, notes = _frames(outs)  # each study's frame read once for the whole page
     index = root / "index.html"
     index.write_text(PAGE.format(title=html.escape(root.name), items="".join(items),
-                                 claims=recommendations_html(outs) + claims_html(outs)),
+                                 claims=recommendations_html(frames)
+                                 + claims_html(frames, notes)),
                      encoding="utf-8")
     return index
