@@ -664,3 +664,37 @@ def test_claim_3_band_has_a_seed_noise_floor(tmp_path: Path) -> None:
                               seed_offsets={0: -0.02, 1: 0.02}), 3)
     assert two.verdict == HOLDS, two
     assert "2 × the seeds' standard deviation of forgetting (0.0283" in two.evidence
+
+
+def _code_items(learn: float, jitter: float) -> dict:
+    """Per-item values of code_bpb for a model that learned ``learn`` bits/byte on every one of
+    50 pieces of 100 bytes whose base difficulty ranges from 1 to 5 bits/byte (mean 3.0, the
+    synthetic base), ± ``jitter`` alternating from item to item."""
+    bits = [100 * (1 + 4 * i / 49 - learn + (jitter if i % 2 else -jitter)) for i in range(50)]
+    return {"bits": bits, "bytes": [100.0] * 50}
+
+
+def test_differences_on_the_same_items_are_judged_paired(tmp_path: Path) -> None:
+    from learnforget.measure.uncertainty import ratio_stderr
+
+    # the pieces' difficulty varies so much (1–5 bits/byte) that each value alone carries
+    # ± 0.17: full FT − LoRA (0.04 at 8 steps) is within √2·0.17·1.96 = 0.47 when read as two
+    # independent values, but every piece shows it, so paired it is resolved
+    labels = {"full": ([0.10, 0.20], 0.01), "lora-r8-all": ([0.05, 0.12], 0.0),
+              "lora-r64-all": ([0.08, 0.16], -0.01)}
+    artifacts, extra = {}, {}
+    for label, (learns, jitter) in labels.items():
+        payloads = [_code_items(learn, jitter) for learn in learns]
+        artifacts[label] = [{"items:code_bpb": p} for p in payloads]
+        extra[label] = [{"code_bpb/bpb_stderr": ratio_stderr(p["bits"], p["bytes"]),
+                         "code_bpb/n": 50.0} for p in payloads]
+    independent = frame_of(tmp_path / "a", FULL_LORA, PLAIN, extra=extra)
+    assert independent.checkpoints["learn_se"].between(0.16, 0.18).all()
+    claim = verdict_of(independent, 1)
+    assert claim.verdict == INCONCLUSIVE and "± 0.47" in claim.evidence, claim
+    paired = frame_of(tmp_path / "b", FULL_LORA, PLAIN, extra=extra, artifacts=artifacts)
+    claim = verdict_of(paired, 1)
+    assert claim.verdict == HOLDS, claim
+    # full FT − LoRA r=64 at 8 steps: 0.04, the pieces differing by 0.04 ± 0.02 bits/byte:
+    # 1.96 × 0.02 / √49 = 0.0056
+    assert "(difference +0.04 ± 0.0056)" in claim.evidence, claim.evidence

@@ -15,7 +15,7 @@ from learnforget.builtin import builtin_folder
 from learnforget.outbase import SOURCE_FILE, keep_base, point_adapter_at_base
 from learnforget.plan import expand
 from learnforget.runfiles import RUN_FILE, RunFilesStore, read_run_file
-from learnforget.runner import execute_run, measure_base
+from learnforget.runner import base_run_id, execute_run, measure_base
 from learnforget.store import Store
 from learnforget.study import BaseModelSpec, parse_study
 
@@ -138,3 +138,26 @@ def test_keep_base_leaves_hub_ids_and_reuses_the_saved_folder(study_out: dict,
     point_adapter_at_base(tmp_path, out / "base")
     assert not (tmp_path / "adapter_config.json").exists()
     assert RUN_FILE == "run.json"
+
+
+def test_every_checkpoint_stores_the_per_item_values_behind_its_scores(study_out: dict) -> None:
+    from learnforget.measure.uncertainty import BITS, BYTES, ITEMS_KIND_PREFIX, ratio_stderr
+
+    store = Store(study_out["out"] / "results.sqlite")
+    items = {(r["run_id"], r["step"], r["kind"]): r["data"]
+             for r in store.artifacts_with_prefix(ITEMS_KIND_PREFIX)}
+    scores = {(m["run_id"], m["step"], m["metric"]): m["value"]
+              for m in store.measurements() if m["task"] == "code_bpb"}
+    store.close()
+    runs = [r.run_id for r in expand(study_out["study"])]
+    measured = {(run_id, step) for run_id, step, _ in scores}
+    base = base_run_id(study_out["study"])
+    assert measured == {(run_id, step) for run_id in runs for step in (1, 2)} | {(base, 0)}
+    for run_id, step in measured:
+        values = items[(run_id, step, "items:code_bpb")]
+        assert len(values[BITS]) == len(values[BYTES]) == scores[(run_id, step, "n")] == 2
+        # the stored score and its standard error are those of the stored items
+        assert sum(values[BITS]) / sum(values[BYTES]) == pytest.approx(
+            scores[(run_id, step, "bpb")], rel=1e-9)
+        assert ratio_stderr(values[BITS], values[BYTES]) == pytest.approx(
+            scores[(run_id, step, "bpb_stderr")], rel=1e-9)

@@ -51,7 +51,7 @@ def micro():
 
 def test_evaluate_reports_each_task_and_each_batch(micro) -> None:
     events = []
-    results, counts = evaluate(micro.model, micro.tokenizer, ["source_bpb", "source_cloze"],
+    results, counts, _ = evaluate(micro.model, micro.tokenizer, ["source_bpb", "source_cloze"],
                                limit=5, batch_size=2, progress=events.append)
     assert set(results) == {"source_bpb", "source_cloze"}
     for index, task in enumerate(["source_bpb", "source_cloze"]):
@@ -66,7 +66,7 @@ def test_evaluate_reports_each_task_and_each_batch(micro) -> None:
         assert mine[-1].done == mine[-1].total == batches[-1].total  # the task ends
         assert counts[task] == 5
     # without a listener nothing is reported, and the results are the same
-    again, _ = evaluate(micro.model, micro.tokenizer, ["source_bpb"], limit=5, batch_size=2)
+    again, _, _ = evaluate(micro.model, micro.tokenizer, ["source_bpb"], limit=5, batch_size=2)
     assert again["source_bpb"] == results["source_bpb"]
 
 

@@ -75,7 +75,7 @@ def test_smollm2_loads_as_a_135m_llama(smollm2) -> None:
 
 def test_smollm2_scores_hellaswag_like_a_trained_model(smollm2) -> None:
     model, tokenizer = smollm2.model, smollm2.tokenizer
-    results, counts = evaluate(model, tokenizer, ["hellaswag"], limit=10, batch_size=8)
+    results, counts, _ = evaluate(model, tokenizer, ["hellaswag"], limit=10, batch_size=8)
     assert counts == {"hellaswag": 10}
     assert set(results["hellaswag"]) == {"acc", "acc_norm", "acc_stderr", "acc_norm_stderr"}
     assert results["hellaswag"]["acc_norm"] >= HELLASWAG_10_ACC_NORM_FLOOR
@@ -296,7 +296,7 @@ def test_a_gguf_base_trains_and_its_checkpoints_reload(gguf_study: dict, kind: s
     load_checkpoint_weights(resumed, folder)
     resumed.eval()
     for model in (plain, resumed):
-        results, _ = evaluate(model, base.tokenizer, ["source_bpb"], limit=4, batch_size=4)
+        results, _, _ = evaluate(model, base.tokenizer, ["source_bpb"], limit=4, batch_size=4)
         assert results["source_bpb"]["bpb"] == pytest.approx(stored, rel=1e-5)
 
 

@@ -480,3 +480,45 @@ def test_gsm8k_scores_and_majority_baseline() -> None:
         "exact_match_flexible_stderr": 0.0,
     })
     assert majority_baseline(["3", "3", "1,000", "1000", "1000", "7"]) == pytest.approx(0.5)
+
+
+# --- paired standard errors ----------------------------------------------------------------------
+def test_paired_stderr_is_the_standard_error_of_the_per_item_differences() -> None:
+    import numpy as np
+
+    from learnforget.measure.uncertainty import average_items, paired_stderr
+
+    a = {"acc": [1.0, 1.0, 0.0, 1.0, 0.0, 1.0], "bits": [50.0, 300.0, 120.0],
+         "bytes": [100.0, 200.0, 80.0]}
+    b = {"acc": [1.0, 0.0, 0.0, 1.0, 1.0, 0.0], "bits": [40.0, 290.0, 100.0],
+         "bytes": [100.0, 200.0, 80.0]}
+    d = np.array(a["acc"]) - np.array(b["acc"])
+    assert paired_stderr(a, b, "acc") == pytest.approx(d.std(ddof=1) / math.sqrt(len(d)))
+    # bits per byte: the ratio Σ(bits_a − bits_b) / Σbytes, delta-method error over items
+    diff = np.array(a["bits"]) - np.array(b["bits"])
+    y = np.array(a["bytes"])
+    r = diff.sum() / y.sum()
+    expected = math.sqrt(((diff - r * y) ** 2).sum() / (3 * 2)) / y.mean()
+    assert paired_stderr(a, b, "bpb") == pytest.approx(expected)
+    # other items (bytes differ) or a missing metric: no paired error
+    assert math.isnan(paired_stderr(a, {**b, "bytes": [1.0, 2.0, 3.0]}, "bpb"))
+    assert math.isnan(paired_stderr(a, {"bits": b["bits"], "bytes": b["bytes"]}, "acc"))
+    # seeds are averaged item by item
+    assert average_items([{"acc": [1.0, 0.0]}, {"acc": [0.0, 0.0], "x": [1.0]}]) == {
+        "acc": [0.5, 0.0]}
+
+
+def test_evaluate_returns_the_per_item_values_behind_each_score(scoring_model, scoring_tokenizer
+                                                                ) -> None:
+    from learnforget.measure.evaluate import score_task
+    from learnforget.measure.tasks import get_task
+    from learnforget.measure.uncertainty import mean_stderr
+
+    items = [ChoiceItem(context=f"The {w} sat", choices=(" on a mat", " in a box", " up"),
+                        label=i % 3) for i, w in enumerate(["cat", "dog", "bird", "fish"])]
+    scored = score_task(scoring_model, scoring_tokenizer, get_task("source_cloze"), items, 2)
+    for metric in ("acc", "acc_norm"):
+        values = scored.per_item[metric]
+        assert len(values) == 4 and set(values) <= {0.0, 1.0}
+        assert scored.scores[metric] == pytest.approx(sum(values) / 4)
+        assert scored.scores[f"{metric}_stderr"] == pytest.approx(mean_stderr(values))

@@ -326,7 +326,7 @@ def eval_command(
     from learnforget.progress import scoring_progress
 
     with scoring_progress(console) as shown:
-        results, counts = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
+        results, counts, _ = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
                                    progress=shown)
     if as_json:  # an unknown standard error (one item) is null, not NaN
         finite = {name: {metric: value if math.isfinite(value) else None

@@ -31,7 +31,7 @@ from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
 from learnforget.measure.progress import ScoringCallback
 from learnforget.measure.tasks import default_tasks, get_task
-from learnforget.measure.uncertainty import COUNT_METRIC, has_delta
+from learnforget.measure.uncertainty import COUNT_METRIC, has_delta, items_kind
 from learnforget.methods import apply_method, count_parameters, scoring_view
 from learnforget.outbase import keep_base
 from learnforget.paths import cache_dir
@@ -188,12 +188,12 @@ class Measurer:
         wanted = self.tasks(final) if only is None else self.tasks(final) & only
         names = [n for n in learning + forgetting if n in wanted]
         with scoring_view(model) as scored:
-            results, counts = evaluate(scored, self.tokenizer, names, ev.limit,
-                                       ev.batch_size, target=self.study.target, on_task=on_task,
-                                       progress=progress)
+            results, counts, per_item = evaluate(
+                scored, self.tokenizer, names, ev.limit, ev.batch_size,
+                target=self.study.target, on_task=on_task, progress=progress)
             diversity = self._diversity(scored, on_task) if "diversity" in wanted else None
         rows = task_rows(results, counts, self.base_values)
-        artifacts: dict = {}
+        artifacts: dict = {items_kind(task): values for task, values in per_item.items()}
         if "spectrum" in wanted:
             spectrum_rows, spectra = measure_spectrum(model, self.base_state)
             rows += spectrum_rows
@@ -266,9 +266,10 @@ def measure_base(study: Study, out: Path, log: Callable[[str], None] = print,
         log("measuring the base model")
         loaded = load_base(study.base, log=log)
         measurer = Measurer(study, loaded.tokenizer, {})
-        rows, _ = measurer(loaded.model, only=missing, progress=progress,
-                           on_task=(lambda n: None) if progress else lambda n: log(f"  base: {n}"))
-        store.record_checkpoint(run_id, 0, 0, None, [(0, 0, m) for m in rows])
+        rows, artifacts = measurer(
+            loaded.model, only=missing, progress=progress,
+            on_task=(lambda n: None) if progress else lambda n: log(f"  base: {n}"))
+        store.record_checkpoint(run_id, 0, 0, None, [(0, 0, m) for m in rows], artifacts)
         store.set_status(run_id, "finished")
     if study.target.domain == "custom" and "data" not in done:
         _record_split(study, store, run_id, log)

@@ -215,6 +215,16 @@ class Store:
         query += " ORDER BY run_id, step, task, metric"
         return [dict(r) for r in self._db.execute(query, args).fetchall()]
 
+    def artifacts_with_prefix(self, prefix: str) -> list[dict]:
+        """Artifacts whose kind starts with ``prefix`` (``items:`` gives every task's per-item
+        values): dicts with run_id, step, kind and the parsed payload."""
+        rows = self._db.execute(
+            "SELECT run_id, step, kind, json FROM artifacts WHERE substr(kind, 1, ?) = ? "
+            "ORDER BY run_id, step, kind", (len(prefix), prefix)
+        ).fetchall()
+        return [{"run_id": r["run_id"], "step": r["step"], "kind": r["kind"],
+                 "data": json.loads(r["json"])} for r in rows]
+
     def artifacts(self, kind: str) -> list[dict]:
         """Artifacts of one kind: dicts with run_id, step and the parsed payload."""
         rows = self._db.execute(

@@ -16,8 +16,10 @@ How a verdict is reached (docs/report.md lists every rule):
   (``variant_comparison``), never inside a verdict.
 - Every comparison of two measured values reads their standard errors
   (``learnforget.analysis.uncertainty``): a difference within Z = 1.96 standard errors is
-  *within noise*. Without stored errors the plain comparison decides and the verdict says that
-  there is no noise estimate.
+  *within noise*. Two checkpoints are compared paired over the items both were scored on
+  (``ClaimData.compare``, ``learnforget.analysis.paired``) when the store holds per-item values,
+  else with √(se_a² + se_b²). Without stored errors the plain comparison decides and the verdict
+  says that there is no noise estimate.
 - A claim has parts; one is its main part. A claim **does not hold** when any tested part fails;
   it is **not testable** when its main part cannot be tested; it is **inconclusive** when a part
   hinges on a difference within noise (or on a best LR at the edge of its sweep); otherwise it
@@ -41,7 +43,8 @@ from learnforget.analysis.frame import (
     reference_label,
     usable,
 )
-from learnforget.analysis.uncertainty import as_float
+from learnforget.analysis.paired import Checkpoint, paired_se
+from learnforget.analysis.uncertainty import Difference, as_float, diff_se
 
 Verdict = Literal["holds", "does not hold", "inconclusive", "not testable"]
 HOLDS: Verdict = "holds"
@@ -249,6 +252,37 @@ class ClaimData:
         """``column`` at ``label``'s last best-LR checkpoint holding it (NaN when none)."""
         row = self.final(label, column)
         return math.nan if row is None else as_float(row[column])
+
+    def checkpoints_of(self, label: str, step: int) -> list[Checkpoint]:
+        """(run_id, step) of every usable best-LR run of ``label`` measured at ``step`` (the
+        seeds behind one point of its curve)."""
+        cp = usable(self.frame.checkpoints)
+        best = self.best.get(label)
+        rows = cp[(cp["label"] == label) & (cp["step"] == step)
+                  & np.isclose(cp["lr"].astype(float), best if best is not None else np.nan)]
+        return [(str(run_id), int(step)) for run_id in rows["run_id"]]
+
+    def compare(self, a: str, b: str, column: str, step: int | None = None) -> Difference:
+        """``column`` of label ``a`` minus that of label ``b`` at ``step`` (or each one's last
+        checkpoint holding it), with the standard error paired over items when both sides have
+        per-item values, else √(se_a² + se_b²)."""
+        rows = []
+        for label in (a, b):
+            curve = self.curve(label)
+            if step is None:
+                rows.append(self.final(label, column))
+            else:
+                match = curve[curve["step"] == step] if column in curve else curve.iloc[:0]
+                rows.append(None if match.empty else match.iloc[0])
+        if any(row is None for row in rows):
+            return Difference(math.nan, math.nan, math.nan)
+        row_a, row_b = rows
+        se_column = se_column_of(column)
+        independent = diff_se(row_a.get(se_column, math.nan), row_b.get(se_column, math.nan))
+        paired = paired_se(self.frame, self.checkpoints_of(a, int(row_a["step"])),
+                           self.checkpoints_of(b, int(row_b["step"])), column)
+        return Difference(as_float(row_a[column]), as_float(row_b[column]),
+                          paired if math.isfinite(paired) else independent)
 
     def error(self, label: str, column: str) -> float:
         """The standard error of ``value(label, column)`` (NaN when not stored)."""

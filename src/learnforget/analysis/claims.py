@@ -42,7 +42,7 @@ from learnforget.analysis.claim_data import (
 )
 from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
 from learnforget.analysis.frame import TARGET_ORDER, Frame, lr_table
-from learnforget.analysis.uncertainty import Difference, Z, difference
+from learnforget.analysis.uncertainty import Difference, Z
 from learnforget.analysis.weight_claims import claim_delta_rank, claim_diversity, claim_intruders
 
 __all__ = [
@@ -124,14 +124,12 @@ def budget_comparison(
     result per budget — True when full FT is clearly above, False when the LoRA is, None within
     noise —, the budgets where the LoRA ``verb``, the differences within noise)."""
     full = s.curve(s.ref).dropna(subset=[column]).set_index("step")
-    se = f"{column}_se"
     lines, results, violations, unresolved = [], [], [], []
     for label in s.judged():
         curve = s.curve(label).dropna(subset=[column]).set_index("step")
         shared = full.index.intersection(curve.index)
         for step in shared:
-            diff = difference(full.loc[step, column], full.loc[step].get(se, math.nan),
-                              curve.loc[step, column], curve.loc[step].get(se, math.nan))
+            diff = s.compare(s.ref, label, column, int(step))
             result = diff.exceeds(strict=strict)
             results.append(result)
             where = f"{s.name(label)} at {fmt_tokens(curve.loc[step, 'tokens'])} tokens"
@@ -143,8 +141,7 @@ def budget_comparison(
                 violations.append(f"{where}: full FT − LoRA {diff.text()}, within noise")
         if len(shared):
             last = shared.max()
-            diff = difference(full.loc[last, column], full.loc[last].get(se, math.nan),
-                              curve.loc[last, column], curve.loc[last].get(se, math.nan))
+            diff = s.compare(s.ref, label, column, int(last))
             lines.append(f"full FT {fmt(full.loc[last, column])} vs {s.name(label)} "
                          f"{fmt(curve.loc[last, column])} at "
                          f"{fmt_tokens(full.loc[last, 'tokens'])} tokens (difference "
@@ -222,8 +219,7 @@ def _gap_narrows(s: ClaimData) -> Part:
         ordered = [(r, label) for r, label in sorted(ranks.items())
                    if math.isfinite(s.value(label, "learn"))]
         for (_, low), (_, high) in zip(ordered, ordered[1:], strict=False):
-            diff = difference(s.value(high, "learn"), s.error(high, "learn"),
-                              s.value(low, "learn"), s.error(low, "learn"))
+            diff = s.compare(high, low, "learn")
             results.append(diff.exceeds())
             if results[-1] is None:
                 unresolved.append(diff)
@@ -436,12 +432,12 @@ def claim_modules(s: ClaimData) -> ClaimVerdict:
     more target sets, final learning (best LR) orders all > mlp > attention, each step resolved
     beyond noise. Also: the mean spread of learning across target sets at one rank exceeds the
     mean spread across ranks for one target set."""
-    cells: dict[tuple[str, int], tuple[float, float]] = {}
+    cells: dict[tuple[str, int], tuple[float, str]] = {}
     for label in s.plain_loras():
         value, targets, r = s.value(label, "learn"), s.targets(label), s.r(label)
         if math.isfinite(value) and targets is not None and r is not None:
-            cells[(targets, r)] = (value, s.error(label, "learn"))
-    by_rank: dict[int, dict[str, tuple[float, float]]] = {}
+            cells[(targets, r)] = (value, label)
+    by_rank: dict[int, dict[str, tuple[float, str]]] = {}
     by_target: dict[str, dict[int, float]] = {}
     for (target, r), value in cells.items():
         by_rank.setdefault(r, {})[target] = value
@@ -455,7 +451,7 @@ def claim_modules(s: ClaimData) -> ClaimVerdict:
         for r, targets in rank_rows.items():
             order = sorted(targets, key=lambda t: -TARGET_ORDER[t])  # all, mlp, attention
             for upper, lower in zip(order, order[1:], strict=False):
-                diff = difference(*targets[upper], *targets[lower])
+                diff = s.compare(targets[upper][1], targets[lower][1], "learn")
                 results.append(diff.exceeds())
                 if results[-1] is None:
                     unresolved.append(diff)

@@ -19,8 +19,12 @@
   * ``checkpoint`` — the checkpoint's folder as the store recorded it (empty when not kept).
   * ``learn_se`` / ``forget_se`` — the standard error of the checkpoint's value behind ``learn``
     / ``forget`` (for ``forget_mean``: √Σse² / k), NaN when the store holds none. The base
-    model's own standard error is in ``base``; a difference of two values has
-    √(se_a² + se_b²) (``learnforget.analysis.uncertainty``).
+    model's own standard error is in ``base``. A difference of two checkpoints is read paired
+    over the items both were scored on when the store holds per-item values
+    (``learnforget.analysis.paired``), else with √(se_a² + se_b²).
+
+- ``items``: the per-item values behind each checkpoint's scores, {(run_id, step): {task:
+  ItemValues}} (``learnforget.measure.uncertainty``); empty for stores written without them.
 
 - ``base``: the base model as a row (step 0, tokens 0, learn = forget = 0).
 - ``train``: the training curves, one row per run × logged step (columns ``train/loss``,
@@ -45,6 +49,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from learnforget.errors import UserError
+from learnforget.measure.uncertainty import ITEMS_KIND_PREFIX, ItemValues
 from learnforget.store import Store
 from learnforget.study import Study
 
@@ -88,6 +93,7 @@ class Frame:
     learn_label: str
     forget_label: str
     forget_mean_tasks: list[str] = field(default_factory=list)
+    items: dict[tuple[str, int], dict[str, ItemValues]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -104,6 +110,19 @@ class Frame:
         """The readable name of method ``label``, built from its settings."""
         methods = self.methods
         return str(methods.at[label, "name"]) if label in methods.index else label
+
+    def parts(self, column: str) -> list[tuple[Orientation, float]]:
+        """The task metrics a derived column (``learn`` or ``forget``) is made of, each with its
+        weight: one metric for ``learn`` and a single forgetting task, k metrics weighing 1/k
+        each for the forgetting mean. Empty for any other column."""
+        if column == "learn":
+            return [(self.learning[0], 1.0)] if self.learning else []
+        if column != "forget" or not self.forgetting:
+            return []
+        if self.forget_mean_tasks and self.forgetting[0].higher_is_better:
+            mean = [o for o in self.forgetting if o.task in self.forget_mean_tasks]
+            return [(o, 1.0 / len(mean)) for o in mean]
+        return [(self.forgetting[0], 1.0)]
 
     def metric_columns(self) -> list[str]:
         """The ``task/metric`` columns present in ``checkpoints``."""
@@ -294,6 +313,10 @@ def load_frame(out: Path) -> Frame:
             [{"run_id": run_id, "step": c["step"], "checkpoint": c["path"]}
              for run_id in all_runs["run_id"] for c in store.checkpoints(run_id)],
             columns=["run_id", "step", "checkpoint"])
+        items: dict[tuple[str, int], dict[str, ItemValues]] = {}
+        for record in store.artifacts_with_prefix(ITEMS_KIND_PREFIX):
+            task = record["kind"][len(ITEMS_KIND_PREFIX):]
+            items.setdefault((record["run_id"], int(record["step"])), {})[task] = record["data"]
     finally:
         store.close()
     measurements["value"] = measurements["value"].astype(float)
@@ -364,7 +387,7 @@ def load_frame(out: Path) -> Frame:
     train = _pivot(train)
     train = runs[["run_id", "label", "lr", "seed", "status"]].merge(train, on="run_id")
     return Frame(checkpoints, train.sort_values(["run_id", "step"]).reset_index(drop=True), runs,
-                 base, study, learning, forgetting, learn_label, forget_label, mean_tasks)
+                 base, study, learning, forgetting, learn_label, forget_label, mean_tasks, items)
 
 
 def _stderr(frame: pd.DataFrame, o: Orientation) -> pd.Series:

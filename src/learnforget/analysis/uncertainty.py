@@ -2,11 +2,11 @@
 above, clearly below, or within noise) and what it would take to resolve a difference.
 
 Every accuracy-type value in the store carries ``<metric>_stderr`` (lm-eval's sample standard
-deviation / √n) and bits per byte a standard error over documents. Two values measured on the
-same items are compared with the standard error √(se_a² + se_b²), which treats their items as
-independent samples: for paired items (the same questions scored by two checkpoints) the true
-error of the difference is smaller, so this errs towards calling a difference unresolved rather
-than resolved. A difference is resolved when it exceeds ``Z`` standard errors (95% two-sided).
+deviation / √n) and bits per byte a standard error over documents. Two checkpoints scored on the
+same items are compared paired, item by item (``learnforget.analysis.paired``); ``difference``
+here takes the standard error √(se_a² + se_b²) of independent values, the fallback when per-item
+values are not stored (it errs towards calling a difference unresolved). A difference is
+resolved when it exceeds ``Z`` standard errors (95% two-sided).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from learnforget.measure.uncertainty import mean_with_stderr
+from learnforget.measure.uncertainty import ItemValues, mean_with_stderr
 
 STRICT_PATTERN = re.compile(r"#### (\-?[0-9\.\,]+)")
 FLEXIBLE_PATTERN = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
@@ -58,19 +58,25 @@ def exact_match(prediction: str | None, answer: str) -> bool:
     return prediction is not None and prediction == normalize_number(answer)
 
 
-def gsm8k_scores(completions: list[str], answers: list[str]) -> dict[str, float]:
-    """``{"exact_match_strict", "exact_match_flexible"}``: the share of completions whose
-    strictly / flexibly extracted number equals the reference answer, each with its standard
-    error over items in ``<metric>_stderr`` (lm-eval's ``mean_stderr``)."""
+def gsm8k_correct(completions: list[str], answers: list[str]) -> ItemValues:
+    """``{"exact_match_strict": [...], "exact_match_flexible": [...]}``: 1.0 for each completion
+    whose strictly / flexibly extracted number equals the reference answer, else 0.0."""
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions for {len(answers)} answers")
     if not answers:
         raise ValueError("GSM8K scoring needs at least one completion")
     pairs = list(zip(completions, answers, strict=True))
-    return mean_with_stderr({
-        "exact_match_strict": [exact_match(extract_strict(c), a) for c, a in pairs],
-        "exact_match_flexible": [exact_match(extract_flexible(c), a) for c, a in pairs],
-    })
+    return {
+        "exact_match_strict": [float(exact_match(extract_strict(c), a)) for c, a in pairs],
+        "exact_match_flexible": [float(exact_match(extract_flexible(c), a)) for c, a in pairs],
+    }
+
+
+def gsm8k_scores(completions: list[str], answers: list[str]) -> dict[str, float]:
+    """``{"exact_match_strict", "exact_match_flexible"}``: the share of completions whose
+    strictly / flexibly extracted number equals the reference answer, each with its standard
+    error over items in ``<metric>_stderr`` (lm-eval's ``mean_stderr``)."""
+    return mean_with_stderr(gsm8k_correct(completions, answers))
 
 
 def majority_baseline(answers: list[str]) -> float:

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from learnforget.data.items import ChoiceItem
 from learnforget.measure.progress import ScoringCallback, ScoringProgress, batch_reporting
 from learnforget.measure.tasks import Task, get_task, load_items
-from learnforget.measure.uncertainty import mean_with_stderr
+from learnforget.measure.uncertainty import ItemValues, mean_with_stderr
 from learnforget.study import TargetSpec
 
 
-def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class TaskScore:
+    """A task's scores (each metric with its ``_stderr``) and the per-item values behind them
+    (``uncertainty.ItemValues``)."""
+
+    scores: dict[str, float]
+    per_item: ItemValues
+
+
+class Evaluation(NamedTuple):
+    """What ``evaluate`` returns: scores {task: {metric: value}}, item counts {task: n} and
+    per-item values {task: ItemValues}."""
+
+    results: dict[str, dict[str, float]]
+    counts: dict[str, int]
+    per_item: dict[str, ItemValues]
+
+
+def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> TaskScore:
     """WinoGrande-style items: each option completes a different context, the continuation is
     shared; the option whose context gives the continuation the highest likelihood wins."""
     from learnforget.measure.benchmarks import winogrande_requests
@@ -27,9 +47,10 @@ def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> dic
     correct = []
     for item, (start, count) in zip(items, spans, strict=True):
         lls = [scores[start + i][0][0] for i in range(count)]
-        correct.append(int(max(range(count), key=lls.__getitem__) == item.label))
+        correct.append(float(max(range(count), key=lls.__getitem__) == item.label))
     acc = mean_with_stderr({"acc": correct})
-    return {**acc, "acc_norm": acc["acc"], "acc_norm_stderr": acc["acc_stderr"]}
+    return TaskScore({**acc, "acc_norm": acc["acc"], "acc_norm_stderr": acc["acc_stderr"]},
+                     {"acc": correct, "acc_norm": correct})
 
 
 def _max_new_tokens(model, tokenizer, task: Task, default: int) -> int:
@@ -41,8 +62,8 @@ def _max_new_tokens(model, tokenizer, task: Task, default: int) -> int:
     return max(8, min(wanted, context_length(model, tokenizer) // 2))
 
 
-def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> dict[str, float]:
-    from learnforget.measure.answers import gsm8k_scores, majority_baseline
+def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> TaskScore:
+    from learnforget.measure.answers import gsm8k_correct, majority_baseline
     from learnforget.measure.scoring import generate
 
     completions = generate(
@@ -51,13 +72,14 @@ def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> 
         stop=items[0].stop, batch_size=batch_size,
     )
     answers = [i.answer for i in items]
-    scores = gsm8k_scores([c[0] for c in completions], answers)
+    correct = gsm8k_correct([c[0] for c in completions], answers)
+    scores = mean_with_stderr(correct)
     scores["majority_baseline"] = majority_baseline(answers)
-    return scores
+    return TaskScore(scores, correct)
 
 
-def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int) -> dict:
-    from learnforget.measure.humaneval import score_completions
+def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int) -> TaskScore:
+    from learnforget.measure.humaneval import pass_at_k, score_completions
     from learnforget.measure.scoring import generate
 
     completions = generate(
@@ -68,19 +90,26 @@ def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int)
     samples = [{"task_id": i.meta["task_id"], "completion": c[0]}
                for i, c in zip(items, completions, strict=True)]
     result = score_completions(samples, ks=[1])
-    return {"pass@1": result["pass@1"], "pass@1_stderr": result["pass@1_stderr"]}
+    per_task = result["per_task"]
+    passed = [pass_at_k(per_task[i.meta["task_id"]]["n"], per_task[i.meta["task_id"]]["c"], 1)
+              for i in items]
+    return TaskScore({"pass@1": result["pass@1"], "pass@1_stderr": result["pass@1_stderr"]},
+                     {"pass@1": passed})
 
 
-def score_task(model, tokenizer, task: Task, items: list, batch_size: int = 16) -> dict:
+def score_task(model, tokenizer, task: Task, items: list, batch_size: int = 16) -> TaskScore:
     """Every metric of ``task`` on ``items``, each (but ``majority_baseline``) with its standard
-    error over items in ``<metric>_stderr`` (see ``uncertainty``)."""
+    error over items in ``<metric>_stderr`` (see ``uncertainty``), and the per-item values."""
     from learnforget.measure import scoring
 
     if task.kind == "bpb":
         per_item = scoring.bits_per_byte_items(model, tokenizer, items, batch_size=batch_size)
-        return scoring.bits_per_byte_scores(per_item)
+        return TaskScore(scoring.bits_per_byte_scores(per_item),
+                         scoring.bits_per_byte_values(per_item))
     if task.kind == "choice":
-        return scoring.multiple_choice_scores(model, tokenizer, items, batch_size=batch_size)
+        lls = scoring.choice_loglikelihoods(model, tokenizer, items, batch_size=batch_size)
+        correct = scoring.choice_correct(items, lls)
+        return TaskScore(mean_with_stderr(correct), correct)
     if task.kind == "partial_choice":
         return _score_partial_choice(model, tokenizer, items, batch_size)
     if task.kind == "gsm8k":
@@ -98,12 +127,14 @@ def evaluate(
     target: TargetSpec | None = None,
     on_task: Callable[[str], None] = lambda name: None,
     progress: ScoringCallback | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """(results {task: {metric: value}}, item counts {task: n}) for ``task_names``; the results
-    hold each metric's standard error beside it (``acc`` and ``acc_stderr``). ``progress``
-    hears of each task's start, every scored batch and the task's end."""
+) -> Evaluation:
+    """(results {task: {metric: value}}, item counts {task: n}, per-item values) for
+    ``task_names``; the results hold each metric's standard error beside it (``acc`` and
+    ``acc_stderr``). ``progress`` hears of each task's start, every scored batch and the task's
+    end."""
     results: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
+    per_item: dict[str, ItemValues] = {}
     target_json = target.model_dump_json() if target is not None else None
     tell = progress or (lambda state: None)
     for index, name in enumerate(task_names):
@@ -119,7 +150,8 @@ def evaluate(
             tell(ScoringProgress(name, index, len(task_names), done, total))
 
         with batch_reporting(batch):
-            results[name] = score_task(model, tokenizer, task, items, batch_size)
+            scored = score_task(model, tokenizer, task, items, batch_size)
+        results[name], per_item[name] = scored.scores, scored.per_item
         counts[name] = len(items)
         tell(ScoringProgress(name, index, len(task_names), passes[-1], passes[-1]))
-    return results, counts
+    return Evaluation(results, counts, per_item)

@@ -31,7 +31,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.errors import UserError
 from learnforget.measure.progress import report_batch
-from learnforget.measure.uncertainty import mean_with_stderr, ratio_stderr
+from learnforget.measure.uncertainty import BITS, BYTES, ItemValues, mean_with_stderr, ratio_stderr
 
 _CONTEXT_LENGTH_ATTRIBUTES = ("n_positions", "max_position_embeddings", "n_ctx")
 _DEFAULT_CONTEXT_LENGTH = 2048  # lm-eval's fallback when nothing states a context length
@@ -240,6 +240,13 @@ def bits_per_byte(
     return bits_per_byte_scores(per_item)["bpb"]
 
 
+def bits_per_byte_values(per_item: Sequence[tuple[float, int]]) -> ItemValues:
+    """``{"bits": [...], "bytes": [...]}`` per item from ``bits_per_byte_items``' (nll in nats,
+    bytes) pairs: what a paired comparison of two checkpoints reads."""
+    return {BITS: [nll / math.log(2) for nll, _ in per_item],
+            BYTES: [float(n_bytes) for _, n_bytes in per_item]}
+
+
 def bits_per_byte_scores(per_item: Sequence[tuple[float, int]]) -> dict[str, float]:
     """``{"bpb", "bpb_stderr"}`` from ``bits_per_byte_items``' (nll in nats, bytes) pairs:
     ``sum nll / sum bytes / ln 2`` and the standard error of that ratio over items
@@ -339,20 +346,26 @@ def choice_predictions(
     return predictions
 
 
+def choice_correct(
+    items: list[ChoiceItem], loglikelihoods: list[list[tuple[float, bool]]]
+) -> ItemValues:
+    """``{"acc": [...], "acc_norm": [...]}``: 1.0 for each item whose prediction (see
+    ``choice_predictions``) is the item's ``label``, else 0.0."""
+    if not items:
+        raise UserError("multiple-choice scoring needs at least one item.")
+    predictions = choice_predictions(items, loglikelihoods)
+    pairs = list(zip(predictions, items, strict=True))
+    return {"acc": [float(p == item.label) for (p, _), item in pairs],
+            "acc_norm": [float(p == item.label) for (_, p), item in pairs]}
+
+
 def choice_accuracy(
     items: list[ChoiceItem], loglikelihoods: list[list[tuple[float, bool]]]
 ) -> dict[str, float]:
     """``{"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}``: the share of items whose
     prediction (see ``choice_predictions``) is the item's ``label``, and its standard error over
     items (lm-eval's ``mean_stderr``, see ``uncertainty``)."""
-    if not items:
-        raise UserError("multiple-choice scoring needs at least one item.")
-    predictions = choice_predictions(items, loglikelihoods)
-    pairs = list(zip(predictions, items, strict=True))
-    return mean_with_stderr({
-        "acc": [p == item.label for (p, _), item in pairs],
-        "acc_norm": [p == item.label for (_, p), item in pairs],
-    })
+    return mean_with_stderr(choice_correct(items, loglikelihoods))
 
 
 def multiple_choice_scores(

@@ -15,6 +15,13 @@ NULL; lm-eval prints "N/A").
 Metric names: a metric ``m`` has its standard error in ``m_stderr`` (``STDERR_SUFFIX``) and its
 task's item count in the metric ``n`` (``COUNT_METRIC``); neither gets a ``_delta`` from the
 base model (``has_delta``).
+
+Per-item values (``ItemValues``) are kept beside the scores, so that two checkpoints scored on
+the same items can be compared item by item (a paired difference, whose standard error is far
+smaller than √(se_a² + se_b²) when the items' difficulty varies): ``{metric: [value per item]}``
+for a mean (``acc``, ``exact_match_strict``, ``pass@1``) and ``{"bits": [...], "bytes": [...]}``
+for bits per byte (``BITS``, ``BYTES``). The runner stores them as artifacts of kind
+``items:<task>`` (``items_kind``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,15 @@ from collections.abc import Mapping, Sequence
 STDERR_SUFFIX = "_stderr"
 COUNT_METRIC = "n"
 DELTA_SUFFIX = "_delta"
+BITS, BYTES = "bits", "bytes"  # per-item values behind bits per byte
+ITEMS_KIND_PREFIX = "items:"
+
+ItemValues = dict[str, list[float]]
+
+
+def items_kind(task: str) -> str:
+    """The artifact kind under which ``task``'s per-item values are stored: ``items:<task>``."""
+    return ITEMS_KIND_PREFIX + task
 
 
 def stderr_name(metric: str) -> str:
@@ -61,6 +77,39 @@ def ratio_stderr(numerators: Sequence[float], denominators: Sequence[float]) -> 
     ratio = sum(numerators) / total
     residuals = sum((b - ratio * y) ** 2 for b, y in zip(numerators, denominators, strict=True))
     return math.sqrt(residuals / (n * (n - 1))) / (total / n)
+
+
+def paired_stderr(a: ItemValues, b: ItemValues, metric: str) -> float:
+    """The standard error of ``metric(a) − metric(b)`` when both were scored on the same items
+    (in the same order): the standard error of the per-item differences — of their mean for a
+    mean metric, of the ratio Σ(bits_a − bits_b) / Σbytes for bits per byte (``metric`` "bpb").
+    NaN when either side lacks the values or the items do not match."""
+    if metric == "bpb":
+        bits_a, bits_b = a.get(BITS), b.get(BITS)
+        if bits_a is None or bits_b is None or a.get(BYTES) != b.get(BYTES):
+            return math.nan
+        if len(bits_a) != len(bits_b):
+            return math.nan
+        return ratio_stderr([x - y for x, y in zip(bits_a, bits_b, strict=True)], a[BYTES])
+    values_a, values_b = a.get(metric), b.get(metric)
+    if values_a is None or values_b is None or len(values_a) != len(values_b):
+        return math.nan
+    return mean_stderr([float(x) - float(y) for x, y in zip(values_a, values_b, strict=True)])
+
+
+def average_items(sides: Sequence[ItemValues]) -> ItemValues:
+    """Per-item values averaged over several runs scored on the same items (seeds of one
+    method): each item's mean; keys missing from any run, or of another length, are dropped."""
+    if not sides:
+        return {}
+    shared = set(sides[0]).intersection(*sides[1:])
+    averaged: ItemValues = {}
+    for key in sorted(shared):
+        columns = [side[key] for side in sides]
+        if len({len(c) for c in columns}) == 1:
+            averaged[key] = [sum(float(v) for v in values) / len(values)
+                             for values in zip(*columns, strict=True)]
+    return averaged
 
 
 def mean_with_stderr(per_item: Mapping[str, Sequence[float]]) -> dict[str, float]:
