@@ -66,18 +66,13 @@ def _predictions(task: str, items: list, lls: list[float], spans) -> list[tuple[
 
 
 def score_learnforget(model, tokenizer, task: str, items: list, batch_size: int) -> list[float]:
-    """Log-likelihood of every request with learnforget's scorer."""
-    from learnforget.data.items import ChoiceItem
-    from learnforget.measure.scoring import choice_loglikelihoods
+    """Log-likelihood of every request with learnforget's scorer (an item's requests grouped,
+    as ``learnforget eval`` groups them)."""
+    from learnforget.measure.scoring import request_loglikelihoods
 
-    if task != "winogrande":
-        return [ll for scores in choice_loglikelihoods(model, tokenizer, items, batch_size)
-                for ll, _ in scores]
-    flat, _ = _requests(task, items)
-    singles = [ChoiceItem(context=c, choices=(cont,), label=0, target_delimiter="")
-               for c, cont in flat]
-    return [scores[0][0] for scores in choice_loglikelihoods(model, tokenizer, singles,
-                                                             batch_size)]
+    flat, spans = _requests(task, items)
+    groups = [list(range(start, start + count)) for start, count in spans]
+    return [ll for ll, _ in request_loglikelihoods(model, tokenizer, flat, groups, batch_size)]
 
 
 def score_lm_eval(lm, task: str, items: list) -> list[float]:

@@ -28,6 +28,7 @@ from learnforget.measure.scoring import (
     bits_per_byte_scores,
     choice_accuracy,
     choice_loglikelihoods,
+    request_loglikelihoods,
     choice_predictions,
     generate,
     multiple_choice_scores,
@@ -337,6 +338,52 @@ def test_choices_sharing_a_context_score_as_separate_sequences(
                 expected = _hand_loglikelihood(scoring_model, scoring_tokenizer, item.context,
                                                choice)
                 assert ll == pytest.approx(expected, abs=1e-4), (batch_size, item.context, choice)
+
+
+def test_requests_sharing_a_prefix_score_as_separate_sequences(
+    scoring_model, scoring_tokenizer
+) -> None:
+    # WinoGrande-style groups: each option ends its own context after a shared sentence start
+    # (the blank), the continuation is shared; groups of 2–3 requests, one request alone, one
+    # group whose contexts share no token. Each request must get its full-sequence
+    # log-likelihood, greedy flags as the plain path gives them.
+    requests = [
+        ("The cat bought the boats because the cat", " was rich and old"),
+        ("The cat bought the boats because the boats", " was rich and old"),
+        ("My sister found 12 apples and", " wrote"),
+        ("My sister found 12 apples but", " wrote"),
+        ("My sister found 12 apples for the old king and", " wrote"),
+        ("A farmer sold", " 7 small boats"),
+        ("Our team", " found the cat"),
+        ("Every student", " found the cat"),
+    ]
+    groups = [[0, 1], [2, 3, 4], [5], [6, 7]]
+    prefixes = [_plain(scoring_tokenizer, requests[i][0]) for i in (0, 1)]
+    assert prefixes[0][:3] == prefixes[1][:3] != prefixes[0]  # a shared prefix, own endings
+    on_cache: list[bool] = []  # whether each forward pass ran on top of a copied cache
+    hook = scoring_model.register_forward_pre_hook(
+        lambda module, args, kwargs: on_cache.append(
+            kwargs.get("past_key_values", kwargs.get("cache")) is not None),
+        with_kwargs=True)
+    try:
+        plain = request_loglikelihoods(scoring_model, scoring_tokenizer, requests,
+                                       [[i] for i in range(8)])
+        assert not any(on_cache)  # groups of one: the plain path only
+        grouped_by_batch = {}
+        for batch_size in (1, 2, 16):
+            on_cache.clear()
+            grouped_by_batch[batch_size] = request_loglikelihoods(
+                scoring_model, scoring_tokenizer, requests, groups, batch_size)
+            assert any(on_cache), batch_size  # the shared prefixes were used
+    finally:
+        hook.remove()
+    for batch_size, grouped in grouped_by_batch.items():
+        for (context, continuation), (ll, greedy), (ll_plain, greedy_plain) in zip(
+                requests, grouped, plain, strict=True):
+            expected = _hand_loglikelihood(scoring_model, scoring_tokenizer, context,
+                                           continuation)
+            assert ll == pytest.approx(expected, abs=1e-4), (batch_size, context)
+            assert ll_plain == pytest.approx(expected, abs=1e-4) and greedy == greedy_plain
 
 
 class _NoPositionIds(torch.nn.Module):

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from learnforget.data.items import ChoiceItem
 from learnforget.measure.progress import ScoringCallback, ScoringProgress, batch_reporting
 from learnforget.measure.tasks import Task, get_task, load_items
 from learnforget.measure.uncertainty import ItemValues, mean_with_stderr
@@ -33,21 +32,22 @@ class Evaluation(NamedTuple):
 
 def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> TaskScore:
     """WinoGrande-style items: each option completes a different context, the continuation is
-    shared; the option whose context gives the continuation the highest likelihood wins."""
+    shared; the option whose context gives the continuation the highest likelihood wins. An
+    item's requests run the sentence up to the blank once (``shared_context``)."""
     from learnforget.measure.benchmarks import winogrande_requests
-    from learnforget.measure.scoring import choice_loglikelihoods
+    from learnforget.measure.scoring import request_loglikelihoods
 
-    flat: list[ChoiceItem] = []
-    spans = []
+    requests: list[tuple[str, str]] = []
+    groups = []
     for item in items:
-        requests = winogrande_requests(item)
-        spans.append((len(flat), len(requests)))
-        flat.extend(ChoiceItem(context=c, choices=(cont,), label=0) for c, cont in requests)
-    scores = choice_loglikelihoods(model, tokenizer, flat, batch_size=batch_size)
+        mine = winogrande_requests(item)
+        groups.append(list(range(len(requests), len(requests) + len(mine))))
+        requests.extend(mine)
+    scores = request_loglikelihoods(model, tokenizer, requests, groups, batch_size)
     correct = []
-    for item, (start, count) in zip(items, spans, strict=True):
-        lls = [scores[start + i][0][0] for i in range(count)]
-        correct.append(float(max(range(count), key=lls.__getitem__) == item.label))
+    for item, group in zip(items, groups, strict=True):
+        lls = [scores[i][0] for i in group]
+        correct.append(float(max(range(len(group)), key=lls.__getitem__) == item.label))
     acc = mean_with_stderr({"acc": correct})
     return TaskScore({**acc, "acc_norm": acc["acc"], "acc_norm_stderr": acc["acc_stderr"]},
                      {"acc": correct, "acc_norm": correct})

@@ -300,25 +300,25 @@ def _lm_eval_encode_pair(tokenizer, context: str, continuation: str) -> TokenPai
     return context_ids, whole[len(context_ids) :]
 
 
-def choice_loglikelihoods(
-    model, tokenizer, items: list[ChoiceItem], batch_size: int = 16
-) -> list[list[tuple[float, bool]]]:
-    """For each item and choice: (log-likelihood of the choice given the context, whether it is
-    the greedy continuation), exactly as lm-eval-harness computes ``loglikelihood`` requests
-    ``(context, choice)``. The choice string is the continuation as is (include its leading
-    space, if any). Contexts too long for the model are cut from the left. Choices that share
-    a context are scored on one pass over it (``shared_context``)."""
+def request_loglikelihoods(
+    model, tokenizer, requests: Sequence[tuple[str, str]],
+    groups: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
+) -> list[tuple[float, bool]]:
+    """For each (context, continuation) request: (log-likelihood of the continuation given the
+    context, whether it is the greedy continuation), exactly as lm-eval-harness computes
+    ``loglikelihood`` requests. Contexts too long for the model are cut from the left. The
+    requests of one of ``groups`` (indices; by default those of identical context) run the
+    token prefix their contexts share once (``shared_context``)."""
     max_length = context_length(model, tokenizer)
     pairs: list[TokenPair] = []
-    for item in items:
-        for choice in item.continuations():
-            context_ids, continuation_ids = _lm_eval_encode_pair(tokenizer, item.context, choice)
-            if not context_ids or not continuation_ids:
-                raise UserError(
-                    f"choice {choice!r} after context {item.context[-40:]!r} encodes to no "
-                    "tokens of its own; make every choice non-empty."
-                )
-            pairs.append((context_ids, continuation_ids))
+    for context, continuation in requests:
+        context_ids, continuation_ids = _lm_eval_encode_pair(tokenizer, context, continuation)
+        if not context_ids or not continuation_ids:
+            raise UserError(
+                f"choice {continuation!r} after context {context[-40:]!r} encodes to no "
+                "tokens of its own; make every choice non-empty."
+            )
+        pairs.append((context_ids, continuation_ids))
     from learnforget.measure.shared_context import shared_context_scores
 
     def plain(subset: Sequence[TokenPair]) -> list[tuple[float, bool]]:
@@ -326,7 +326,23 @@ def choice_loglikelihoods(
 
     _check_batch_size(batch_size)
     with _evaluating(model) as device:
-        flat = iter(shared_context_scores(model, pairs, batch_size, max_length, plain, device))
+        return shared_context_scores(model, pairs, batch_size, max_length, plain, device, groups)
+
+
+def choice_loglikelihoods(
+    model, tokenizer, items: list[ChoiceItem], batch_size: int = 16
+) -> list[list[tuple[float, bool]]]:
+    """For each item and choice: (log-likelihood of the choice given the context, whether it is
+    the greedy continuation), exactly as lm-eval-harness computes ``loglikelihood`` requests
+    ``(context, choice)``. The choice string is the continuation as is (include its leading
+    space, if any). Contexts too long for the model are cut from the left. An item's choices
+    are scored on one pass over its context (``shared_context``)."""
+    requests, groups = [], []
+    for item in items:
+        choices = item.continuations()
+        groups.append(list(range(len(requests), len(requests) + len(choices))))
+        requests.extend((item.context, choice) for choice in choices)
+    flat = iter(request_loglikelihoods(model, tokenizer, requests, groups, batch_size))
     return [[next(flat) for _ in item.choices] for item in items]
 
 
