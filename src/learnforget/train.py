@@ -86,10 +86,12 @@ class LoopResult:
 def response_loss(logits: torch.Tensor, labels: torch.Tensor, n_targets: int) -> torch.Tensor:
     """Summed next-token cross-entropy over labelled positions, divided by ``n_targets``
     (the number of labelled tokens in the whole optimizer batch, so micro-batches add up)."""
-    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    targets = labels[:, 1:].reshape(-1)
+    # The labels are shifted (and padded with IGNORE_INDEX at the end), not the logits: slicing
+    # the (batch, length, vocabulary) logits would copy them, as would its gradient.
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
     total = torch.nn.functional.cross_entropy(
-        shifted, targets, ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.shape[-1]), targets, ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     return total / max(n_targets, 1)
 
@@ -237,7 +239,8 @@ def train_loop(
     reset_peak_memory(accelerator.device)  # the recorded peak is the training loop's
     total_steps = checkpoint_steps[-1]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, run.optimizer, run.method.lr, run.method.weight_decay)
+    optimizer = make_optimizer(params, run.optimizer, run.method.lr, run.method.weight_decay,
+                               allow_fused=scaler is None)
     scheduler = make_scheduler(optimizer, total_steps, run.schedule)
     tokens = skipped = 0
     if resume_step:
