@@ -28,10 +28,10 @@ from learnforget.measure.scoring import (
     bits_per_byte_scores,
     choice_accuracy,
     choice_loglikelihoods,
-    request_loglikelihoods,
     choice_predictions,
     generate,
     multiple_choice_scores,
+    request_loglikelihoods,
 )
 
 torch.set_num_threads(1)
@@ -449,6 +449,29 @@ def test_stop_sequences_truncate(scoring_model, scoring_tokenizer) -> None:
         scoring_model, scoring_tokenizer, ["The cat"], max_new_tokens=16, stop=["@@never@@", stop]
     )
     assert cut == full[: full.find(stop)]
+
+
+def test_greedy_decoding_that_drops_finished_rows_equals_transformers_generate(
+    scoring_model, scoring_tokenizer, monkeypatch
+) -> None:
+    from learnforget.measure import greedy, scoring
+
+    prompts = PROMPTS + ["The old king", "Our team found 3", "My", "A farmer sold 7 small boats"]
+    [[long]] = generate(scoring_model, scoring_tokenizer, ["The cat"], max_new_tokens=24)
+    stops = ["@@never@@", long[5:7], long[12:14]]  # rows stop at different steps
+    assert greedy.supports(scoring_model)
+    calls: list[int] = []
+    original = greedy.greedy_tokens
+    monkeypatch.setattr(scoring, "greedy_tokens",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    ours = {b: generate(scoring_model, scoring_tokenizer, prompts, 24, stop=stops, batch_size=b)
+            for b in (1, 3, 8)}
+    assert calls  # the pruning path ran
+    monkeypatch.setattr(scoring, "greedy_supports", lambda model: False)
+    theirs = generate(scoring_model, scoring_tokenizer, prompts, 24, stop=stops, batch_size=8)
+    assert any(len(texts[0]) < len(long) for texts in theirs)  # some stopped early
+    for batch_size, texts in ours.items():
+        assert texts == theirs, batch_size
 
 
 def test_seeded_sampling_is_reproducible(scoring_model, scoring_tokenizer) -> None:

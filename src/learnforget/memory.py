@@ -43,10 +43,10 @@ import torch
 from learnforget.precision import MIXED, training_dtype
 
 MB = 2**20
-LOGIT_COPIES = 5
+LOGIT_COPIES = 4
 """float32 vocab-sized values per token alive in the loss's backward pass: the logits, the
-log-softmax the loss saves, its gradient, the gradient of the shifted logits and the zero-filled
-gradient of the whole logits it is copied into."""
+log-softmax the loss saves, its gradient and the logits' gradient (the loss shifts the labels,
+not the logits, so no sliced copy of them or of their gradient is made)."""
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 

@@ -30,6 +30,8 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.errors import UserError
+from learnforget.measure.greedy import greedy_tokens
+from learnforget.measure.greedy import supports as greedy_supports
 from learnforget.measure.progress import report_batch
 from learnforget.measure.uncertainty import BITS, BYTES, ItemValues, mean_with_stderr, ratio_stderr
 
@@ -445,7 +447,8 @@ def generate(
     left untouched. Prompts are encoded with the tokenizer's own special tokens (e.g. its BOS)
     and cut from the left to leave room for ``max_new_tokens``; an empty prompt is the start
     token (BOS, else EOS). Generation of a sequence ends at EOS, at a stop string or after
-    ``max_new_tokens``.
+    ``max_new_tokens``; greedy decoding of a ``transformers`` model drops a finished sequence
+    from the batch (``greedy``), sampling and other models go through ``model.generate``.
     """
     _check_batch_size(batch_size)
     if max_new_tokens < 1 or num_return_sequences < 1:
@@ -483,6 +486,14 @@ def generate(
     )
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     completions: list[list[str]] = [[] for _ in prompts]
+    pruned = not do_sample and greedy_supports(model)
+
+    def finished(tokens: Sequence[int]) -> bool:
+        if not stop:
+            return False
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        return any(s in text for s in stop)
+
     device = _model_device(model)
     rng_devices = [device] if device.type != "cpu" else []
     with (
@@ -498,14 +509,20 @@ def generate(
             for row, i in enumerate(indices):  # left padding
                 input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 attention_mask[row, width - len(encoded[i]) :] = 1
-            stopping = StoppingCriteriaList([_StopOnText(tokenizer, stop, width)]) if stop else None
-            output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=config,
-                stopping_criteria=stopping,
-            )
-            for row, new_tokens in enumerate(output[:, width:].tolist()):
+            if pruned:  # greedy, each sequence leaving the batch when it is done
+                new_rows = greedy_tokens(model, input_ids.to(device), attention_mask.to(device),
+                                         max_new_tokens, tokenizer.eos_token_id, finished)
+            else:
+                stopping = (StoppingCriteriaList([_StopOnText(tokenizer, stop, width)])
+                            if stop else None)
+                output = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=config,
+                    stopping_criteria=stopping,
+                )
+                new_rows = output[:, width:].tolist()
+            for row, new_tokens in enumerate(new_rows):
                 if tokenizer.eos_token_id in new_tokens:
                     new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
                 text = tokenizer.decode(new_tokens, skip_special_tokens=True)

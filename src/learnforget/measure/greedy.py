@@ -1,0 +1,82 @@
+"""Greedy decoding of a batch that drops each sequence from the batch once it has finished.
+
+``transformers``' ``generate`` keeps every sequence of a batch in every forward pass until the
+last one stops, feeding pad tokens to those already done; so does lm-eval's ``generate_until``,
+which calls it. On GSM8K or HumanEval, where one completion stops after 40 tokens and another
+runs to the limit, most of that work is wasted. Here a finished sequence (EOS, a stop string, or
+the length limit) leaves the batch, and its rows leave the key/value cache
+(``batch_select_indices``), so each step runs only the sequences still going. The tokens are the
+ones ``generate`` picks: the argmax of the same logits, with the position ids it derives from the
+attention mask (``cumsum − 1``). No library offers this for a plain model (continuous batching
+belongs to serving engines), hence this module.
+
+It serves ``scoring.generate``'s greedy path for ``transformers`` models (``supports``); other
+models, and sampling, go through ``generate``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def _base_model(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports(model) -> bool:
+    """Whether ``model`` is a ``transformers`` model whose forward takes position ids and a
+    key/value cache (what the loop feeds it)."""
+    from transformers import PreTrainedModel
+
+    base = _base_model(model)
+    if not isinstance(base, PreTrainedModel):
+        return False
+    parameters = inspect.signature(base.forward).parameters
+    return "position_ids" in parameters and (
+        "past_key_values" in parameters or "cache" in parameters)
+
+
+def _cache_argument(model) -> str:
+    parameters = inspect.signature(_base_model(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  max_new_tokens: int, eos_token_id: int | None,
+                  finished: Callable[[Sequence[int]], bool]) -> list[list[int]]:
+    """The new tokens of each left-padded row of ``input_ids``, decoded greedily until EOS (kept
+    as the last token), until ``finished(tokens so far)`` says a stop string has appeared, or
+    for ``max_new_tokens`` tokens."""
+    cache_argument = _cache_argument(model)
+    rows = input_ids.shape[0]
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    alive = list(range(rows))
+    mask = attention_mask
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                use_cache=True)
+    cache = out.get("cache", None) or out.get("past_key_values", None)
+    last_position = positions[:, -1]
+    for step in range(max_new_tokens):
+        tokens = out.logits[:, -1].argmax(-1)
+        keep = []
+        for index, (row, token) in enumerate(zip(alive, tokens.tolist(), strict=True)):
+            generated[row].append(token)
+            if token != eos_token_id and not finished(generated[row]):
+                keep.append(index)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):
+            select = torch.tensor(keep, device=tokens.device)
+            cache.batch_select_indices(select)
+            tokens, mask, last_position = tokens[select], mask[select], last_position[select]
+            alive = [alive[i] for i in keep]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        last_position = last_position + 1
+        out = model(input_ids=tokens[:, None], attention_mask=mask,
+                    position_ids=last_position[:, None], use_cache=True,
+                    **{cache_argument: cache})
+    return generated
