@@ -150,7 +150,10 @@ def pretrain(
     blocks = pack_documents(docs, tokenizer, spec.seq_len, max_tokens=needed)
     model = LlamaForCausalLM(builtin_model_config(spec, tokenizer))
     stream = BatchStream(blocks, spec.batch_size, spec.seed, tokenizer.eos_token_id)
-    optimizer = make_optimizer(list(model.parameters()), OptimizerSpec(), spec.lr, 0.01)
+    # The per-tensor AdamW, not the fused kernel: a built-in base is the same weights whether
+    # it was cached by an earlier version or pretrained now (the kernels round differently).
+    optimizer = make_optimizer(list(model.parameters()), OptimizerSpec(), spec.lr, 0.01,
+                               allow_fused=False)
     schedule = ScheduleSpec(name="cosine", warmup=0.05, min_lr_ratio=0.1)
     scheduler = make_scheduler(optimizer, steps, schedule)
     model.train()
