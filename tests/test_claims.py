@@ -698,3 +698,18 @@ def test_differences_on_the_same_items_are_judged_paired(tmp_path: Path) -> None
     # full FT − LoRA r=64 at 8 steps: 0.04, the pieces differing by 0.04 ± 0.02 bits/byte:
     # 1.96 × 0.02 / √49 = 0.0056
     assert "(difference +0.04 ± 0.0056)" in claim.evidence, claim.evidence
+
+
+def test_claim_2_is_not_testable_when_full_finetuning_forgets_nothing_measurable(
+        tmp_path: Path) -> None:
+    # every forgetting is zero (the forgetting scores did not move from the base's): the old
+    # rule read "LoRA forgets as much (0 vs 0)" as the claim failing
+    values = full_lora(full=[(0.10, 0.0), (0.20, 0.0)], r8=[(0.05, 0.0), (0.12, 0.0)],
+                       r64=[(0.08, 0.0), (0.16, 0.0)])
+    errors = {"source_bpb/bpb_stderr": 0.01, "source_bpb/n": 50.0}
+    extra = {label: [errors] * 2 for label in ("full", "lora-r8-all", "lora-r64-all")}
+    claim = verdict_of(frame_of(tmp_path, FULL_LORA, values, extra=extra,
+                                base_extra={"source_bpb/bpb_stderr": 0.01}), 2)
+    assert claim.verdict == UNTESTABLE, claim
+    assert "forgetting by full FT beyond noise" in claim.missing
+    assert "8.19k tokens +0 ± 0.028" in claim.missing  # 1.96 · √(0.01² + 0.01²)

@@ -284,6 +284,23 @@ class ClaimData:
         return Difference(as_float(row_a[column]), as_float(row_b[column]),
                           paired if math.isfinite(paired) else independent)
 
+    def change_from_base(self, label: str, column: str, step: int) -> Difference:
+        """``column`` (``learn`` / ``forget``, 0 on the base model) of ``label`` at ``step``
+        against the base model, with the standard error paired over items when both have
+        per-item values, else √(se² + base se²): whether the change is beyond noise."""
+        curve = self.curve(label)
+        match = curve[curve["step"] == step] if column in curve else curve.iloc[:0]
+        if match.empty:
+            return Difference(math.nan, 0.0, math.nan)
+        row, base = match.iloc[0], self.frame.base
+        se_column = se_column_of(column)
+        independent = diff_se(row.get(se_column, math.nan), base.get(se_column, math.nan))
+        base_id = base.get("run_id")
+        paired = (paired_se(self.frame, self.checkpoints_of(label, step), [(str(base_id), 0)],
+                            column) if base_id is not None else math.nan)
+        return Difference(as_float(row[column]), 0.0,
+                          paired if math.isfinite(paired) else independent)
+
     def error(self, label: str, column: str) -> float:
         """The standard error of ``value(label, column)`` (NaN when not stored)."""
         row = self.final(label, column)
