@@ -713,3 +713,13 @@ def test_claim_2_is_not_testable_when_full_finetuning_forgets_nothing_measurable
     assert claim.verdict == UNTESTABLE, claim
     assert "forgetting by full FT beyond noise" in claim.missing
     assert "8.19k tokens +0 ± 0.028" in claim.missing  # 1.96 · √(0.01² + 0.01²)
+
+
+def test_a_difference_of_exactly_zero_on_the_same_items_is_equal_not_below() -> None:
+    from learnforget.analysis.uncertainty import Difference
+
+    same = Difference(0.3, 0.3, 0.0)  # every item scored alike: 0 ± 0
+    assert same.comparison == "equal"
+    assert same.exceeds(strict=False) is True and same.exceeds(strict=True) is False
+    chance = Difference(0.3, 0.3, 0.05)  # equal means by chance: within noise
+    assert chance.comparison == "within noise" and chance.exceeds() is None

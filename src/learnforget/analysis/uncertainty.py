@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Z = 1.96  # a difference is resolved beyond Z standard errors (95%, two-sided)
-Comparison = Literal["above", "below", "within noise", "no estimate"]
+Comparison = Literal["above", "below", "equal", "within noise", "no estimate"]
 
 
 def diff_se(*errors: float) -> float:
@@ -52,7 +52,10 @@ class Difference:
     @property
     def comparison(self) -> Comparison:
         """``above`` / ``below`` when |a − b| ≥ Z·se, ``within noise`` otherwise,
-        ``no estimate`` when the standard error is unknown."""
+        ``no estimate`` when the standard error is unknown, ``equal`` when a and b are the same
+        (two models that score every item alike: a difference of exactly 0 ± 0)."""
+        if self.value == 0 and self.se == 0:
+            return "equal"
         if not math.isfinite(self.se):
             return "no estimate"
         if abs(self.value) < Z * self.se:
@@ -64,7 +67,7 @@ class Difference:
         within noise. Without an error estimate the plain comparison decides (``strict``: a > b,
         otherwise a ≥ b)."""
         reading = self.comparison
-        if reading == "no estimate":
+        if reading in ("no estimate", "equal"):
             return self.a > self.b if strict else self.a >= self.b
         if reading == "within noise":
             return None
