@@ -66,8 +66,16 @@ def rank_correlation(xs: list[float], ys: list[float], resamples: int = 2000) ->
     draws.sort()
     interval = ([draws[int(0.025 * len(draws))], draws[int(0.975 * len(draws)) - 1]]
                 if len(draws) >= 100 else None)
-    return {"n": len(xs), "rho": rho(xs, ys), "interval95": interval,
-            "usable_resamples": len(draws)}
+    value = rho(xs, ys)
+    result = {"n": len(xs), "rho": value if math.isfinite(value) else None,
+              "interval95": interval, "usable_resamples": len(draws)}
+    if not math.isfinite(value):  # say why there is no correlation
+        constant = [name for name, side in (("proxy", xs), ("benchmark", ys))
+                    if len(set(side)) < 2]
+        verb = "takes" if len(constant) == 1 else "take"
+        result["undefined_because"] = (f"the {' and the '.join(constant)} {verb} one value over "
+                                       "every point" if constant else "fewer than two points")
+    return result
 
 
 def main(outs: list[Path]) -> dict:

@@ -53,3 +53,18 @@ def test_generation_sides_give_the_same_completions() -> None:
 
 def test_demo_timing_script_is_valid_bash() -> None:
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / "demo_time.sh")]).returncode == 0
+
+
+def test_proxy_correlation_is_spearmans_rho_and_says_why_it_is_undefined() -> None:
+    from proxy_correlation import rank_correlation
+    from scipy.stats import spearmanr
+
+    xs = [1.2, 1.1, 1.05, 0.9, 0.95, 0.8]  # bits/byte falls ...
+    ys = [0.20, 0.25, 0.24, 0.40, 0.35, 0.50]  # ... as the score rises
+    result = rank_correlation(xs, ys, resamples=500)
+    assert result["rho"] == pytest.approx(spearmanr(xs, ys).statistic) and result["rho"] < -0.9
+    low, high = result["interval95"]
+    assert -1.0 <= low <= result["rho"] <= high <= 1.0
+    flat = rank_correlation(xs, [0.3] * 6, resamples=100)
+    assert flat["rho"] is None and flat["interval95"] is None
+    assert flat["undefined_because"] == "the benchmark takes one value over every point"
