@@ -68,3 +68,11 @@ def test_proxy_correlation_is_spearmans_rho_and_says_why_it_is_undefined() -> No
     flat = rank_correlation(xs, [0.3] * 6, resamples=100)
     assert flat["rho"] is None and flat["interval95"] is None
     assert flat["undefined_because"] == "the benchmark takes one value over every point"
+
+
+def test_adamw_step_sides_make_the_same_update() -> None:
+    import adamw_step
+
+    result = adamw_step.main(["--shapes", "micro", "--repeats", "2"])
+    assert result["max_weight_difference"] < 1e-6  # fused and per-tensor: rounding only
+    assert all(seconds > 0 for seconds in result["seconds"].values())

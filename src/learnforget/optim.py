@@ -32,6 +32,7 @@ def make_optimizer(
         return Lion(params, lr=lr, betas=spec.betas, weight_decay=weight_decay)
     # torch's fused AdamW (one kernel over all tensors, on CPU and CUDA) instead of the default
     # per-tensor loop on CPU / foreach on CUDA: the same update, fewer passes over memory
+    # (benchmarks/adamw_step.py: 4.9× faster for SmolLM2-135M's parameters on one CPU thread)
     fused = allow_fused and all(p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES
                                 for p in params)
     return torch.optim.AdamW(params, lr=lr, betas=spec.betas, eps=spec.eps,
