@@ -549,6 +549,16 @@ def test_claim_8_compares_the_diversity_of_generations(tmp_path: Path) -> None:
     assert claim.verdict == INCONCLUSIVE and "more prompts" in claim.settle
 
 
+def test_claim_8_is_not_testable_when_every_method_keeps_all_samples_distinct(
+        tmp_path: Path) -> None:
+    # 8 of 8 distinct for every method: the count is at its ceiling (the old rule: LoRA − full
+    # FT = 0 ± 0, "does not hold")
+    claim = verdict_of(_diversity_study(tmp_path, (8.0, 0.42), (8.0, 0.21)), 8)
+    assert claim.verdict == UNTESTABLE, claim
+    assert "every method kept all 8 samples of every prompt distinct" in claim.missing
+    assert "full FT 8 (similarity 0.42)" in claim.missing
+
+
 def test_claim_8_is_not_testable_without_diversity_rows(plain_frame: Frame) -> None:
     claim = verdict_of(plain_frame, 8)
     assert claim.verdict == UNTESTABLE and "evaluation.diversity" in claim.missing

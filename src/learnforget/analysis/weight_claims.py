@@ -223,6 +223,14 @@ def claim_diversity(s: ClaimData) -> ClaimVerdict:
     if not math.isfinite(s.value(s.ref, distinct)) or not loras:
         return untestable(8, "diversity of full FT and LoRA (evaluation.diversity: true)", s.scope)
     per_prompt = s.value(s.ref, "diversity/samples") / s.value(s.ref, "diversity/prompts")
+    counts = {lab: s.value(lab, distinct) for lab in [s.ref, *loras]}
+    if all(count >= per_prompt - 1e-9 for count in counts.values()):
+        shown = "; ".join(f"{s.name(lab)} {fmt(count)} (similarity {fmt(s.value(lab, similar))})"
+                          for lab, count in counts.items())
+        return combine(8, [Part("LoRA more diverse", UNTESTABLE, main=True, missing=(
+            f"a distinct-samples count below its ceiling: every method kept all {fmt(per_prompt)} "
+            f"samples of every prompt distinct ({shown}), so the count cannot tell them apart; "
+            "more samples per prompt or a lower temperature"))], s.scope)
     results, lines = [], []
     for label in loras:
         diff = difference(s.value(label, distinct), s.error(label, distinct),
@@ -242,8 +250,7 @@ def claim_diversity(s: ClaimData) -> ClaimVerdict:
     verdict = tri_state(results)
     settle = ""
     if verdict == INCONCLUSIVE:
-        settle = ("more prompts, more samples per prompt, or a higher temperature (when every "
-                  "method keeps all samples distinct, no difference can show)")
+        settle = "more prompts or more samples per prompt"
     return combine(8, [Part("LoRA more diverse", verdict, evidence, main=True, settle=settle)],
                    s.scope)
 
