@@ -262,44 +262,47 @@ class ClaimData:
                   & np.isclose(cp["lr"].astype(float), best if best is not None else np.nan)]
         return [(str(run_id), int(step)) for run_id in rows["run_id"]]
 
+    def _row(self, label: str, column: str, step: int | None) -> pd.Series | None:
+        """``label``'s best-LR curve row at ``step`` (its last holding ``column`` when None)."""
+        if step is None:
+            return self.final(label, column)
+        curve = self.curve(label)
+        match = curve[curve["step"] == step] if column in curve else curve.iloc[:0]
+        return None if match.empty else match.iloc[0]
+
+    def _difference(self, row_a: pd.Series, a: list[Checkpoint], row_b: pd.Series,
+                    b: list[Checkpoint], column: str, value_b: float) -> Difference:
+        """``row_a[column]`` − ``value_b`` with the error paired over the items of checkpoints
+        ``a`` and ``b`` when both have per-item values, else √(se_a² + se_b²)."""
+        se_column = se_column_of(column)
+        paired = paired_se(self.frame, a, b, column)
+        independent = diff_se(row_a.get(se_column, math.nan), row_b.get(se_column, math.nan))
+        return Difference(as_float(row_a[column]), value_b,
+                          paired if math.isfinite(paired) else independent)
+
     def compare(self, a: str, b: str, column: str, step: int | None = None) -> Difference:
         """``column`` of label ``a`` minus that of label ``b`` at ``step`` (or each one's last
         checkpoint holding it), with the standard error paired over items when both sides have
         per-item values, else √(se_a² + se_b²)."""
-        rows = []
-        for label in (a, b):
-            curve = self.curve(label)
-            if step is None:
-                rows.append(self.final(label, column))
-            else:
-                match = curve[curve["step"] == step] if column in curve else curve.iloc[:0]
-                rows.append(None if match.empty else match.iloc[0])
-        if any(row is None for row in rows):
+        row_a, row_b = self._row(a, column, step), self._row(b, column, step)
+        if row_a is None or row_b is None:
             return Difference(math.nan, math.nan, math.nan)
-        row_a, row_b = rows
-        se_column = se_column_of(column)
-        independent = diff_se(row_a.get(se_column, math.nan), row_b.get(se_column, math.nan))
-        paired = paired_se(self.frame, self.checkpoints_of(a, int(row_a["step"])),
-                           self.checkpoints_of(b, int(row_b["step"])), column)
-        return Difference(as_float(row_a[column]), as_float(row_b[column]),
-                          paired if math.isfinite(paired) else independent)
+        return self._difference(row_a, self.checkpoints_of(a, int(row_a["step"])), row_b,
+                                self.checkpoints_of(b, int(row_b["step"])), column,
+                                as_float(row_b[column]))
 
     def change_from_base(self, label: str, column: str, step: int) -> Difference:
         """``column`` (``learn`` / ``forget``, 0 on the base model) of ``label`` at ``step``
         against the base model, with the standard error paired over items when both have
         per-item values, else √(se² + base se²): whether the change is beyond noise."""
-        curve = self.curve(label)
-        match = curve[curve["step"] == step] if column in curve else curve.iloc[:0]
-        if match.empty:
+        row = self._row(label, column, step)
+        if row is None:
             return Difference(math.nan, 0.0, math.nan)
-        row, base = match.iloc[0], self.frame.base
-        se_column = se_column_of(column)
-        independent = diff_se(row.get(se_column, math.nan), base.get(se_column, math.nan))
+        base = self.frame.base
         base_id = base.get("run_id")
-        paired = (paired_se(self.frame, self.checkpoints_of(label, step), [(str(base_id), 0)],
-                            column) if base_id is not None else math.nan)
-        return Difference(as_float(row[column]), 0.0,
-                          paired if math.isfinite(paired) else independent)
+        base_checkpoints = [(str(base_id), 0)] if base_id is not None else []
+        return self._difference(row, self.checkpoints_of(label, step), base, base_checkpoints,
+                                column, 0.0)
 
     def error(self, label: str, column: str) -> float:
         """The standard error of ``value(label, column)`` (NaN when not stored)."""

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from learnforget.measure.shared_context import cache_argument_name
+
 
 def _base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -39,18 +41,13 @@ def supports(model) -> bool:
         "past_key_values" in parameters or "cache" in parameters)
 
 
-def _cache_argument(model) -> str:
-    parameters = inspect.signature(_base_model(model).forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   max_new_tokens: int, eos_token_id: int | None,
                   finished: Callable[[Sequence[int]], bool]) -> list[list[int]]:
     """The new tokens of each left-padded row of ``input_ids``, decoded greedily until EOS (kept
     as the last token), until ``finished(tokens so far)`` says a stop string has appeared, or
     for ``max_new_tokens`` tokens."""
-    cache_argument = _cache_argument(model)
+    cache_argument = cache_argument_name(model)
     rows = input_ids.shape[0]
     generated: list[list[int]] = [[] for _ in range(rows)]
     alive = list(range(rows))

@@ -31,7 +31,7 @@ PlainScorer = Callable[[Sequence[TokenPair]], Scores]
 TOLERANCE = 1e-3  # nats: the shared and the plain path must agree on the probe batch
 
 
-def _cache_argument(model) -> str:
+def cache_argument_name(model) -> str:
     """The name the model's forward gives its key/value cache (transformers 5 renamed
     ``past_key_values`` to ``cache``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -151,7 +151,7 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
             batches[-1].append(group)
         else:
             batches.append([group])
-    cache_argument = _cache_argument(model)
+    cache_argument = cache_argument_name(model)
     for number, batch in enumerate(batches):
         groups_in = [(pairs[members[0]][0][:prefix],
                       [(pairs[i][0][prefix:], pairs[i][1]) for i in members])
