@@ -35,14 +35,9 @@ def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> Tas
     shared; the option whose context gives the continuation the highest likelihood wins. An
     item's requests run the sentence up to the blank once (``shared_context``)."""
     from learnforget.measure.benchmarks import winogrande_requests
-    from learnforget.measure.scoring import request_loglikelihoods
+    from learnforget.measure.scoring import grouped_requests, request_loglikelihoods
 
-    requests: list[tuple[str, str]] = []
-    groups = []
-    for item in items:
-        mine = winogrande_requests(item)
-        groups.append(list(range(len(requests), len(requests) + len(mine))))
-        requests.extend(mine)
+    requests, groups = grouped_requests([winogrande_requests(item) for item in items])
     scores = request_loglikelihoods(model, tokenizer, requests, groups, batch_size)
     correct = []
     for item, group in zip(items, groups, strict=True):

@@ -331,6 +331,18 @@ def request_loglikelihoods(
         return shared_context_scores(model, pairs, batch_size, max_length, plain, device, groups)
 
 
+def grouped_requests(per_item: Sequence[Sequence[tuple[str, str]]]
+                     ) -> tuple[list[tuple[str, str]], list[list[int]]]:
+    """Every item's (context, continuation) requests in one flat list, and each item's indices
+    into it (the groups ``request_loglikelihoods`` shares prefixes within)."""
+    requests: list[tuple[str, str]] = []
+    groups: list[list[int]] = []
+    for mine in per_item:
+        groups.append(list(range(len(requests), len(requests) + len(mine))))
+        requests.extend(mine)
+    return requests, groups
+
+
 def choice_loglikelihoods(
     model, tokenizer, items: list[ChoiceItem], batch_size: int = 16
 ) -> list[list[tuple[float, bool]]]:
@@ -339,11 +351,8 @@ def choice_loglikelihoods(
     ``(context, choice)``. The choice string is the continuation as is (include its leading
     space, if any). Contexts too long for the model are cut from the left. An item's choices
     are scored on one pass over its context (``shared_context``)."""
-    requests, groups = [], []
-    for item in items:
-        choices = item.continuations()
-        groups.append(list(range(len(requests), len(requests) + len(choices))))
-        requests.extend((item.context, choice) for choice in choices)
+    requests, groups = grouped_requests(
+        [[(item.context, choice) for choice in item.continuations()] for item in items])
     flat = iter(request_loglikelihoods(model, tokenizer, requests, groups, batch_size))
     return [[next(flat) for _ in item.choices] for item in items]
 
