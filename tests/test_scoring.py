@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from itertools import product
+from itertools import combinations, product
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peft import LoraConfig, get_peft_model
 
 from learnforget.data.items import ChoiceItem, TextItem
@@ -360,21 +362,21 @@ def test_requests_sharing_a_prefix_score_as_separate_sequences(
     groups = [[0, 1], [2, 3, 4], [5], [6, 7]]
     prefixes = [_plain(scoring_tokenizer, requests[i][0]) for i in (0, 1)]
     assert prefixes[0][:3] == prefixes[1][:3] != prefixes[0]  # a shared prefix, own endings
-    on_cache: list[bool] = []  # whether each forward pass ran on top of a copied cache
+    shared: list[bool] = []  # whether each forward pass ran groups of requests (a 4-D mask)
     hook = scoring_model.register_forward_pre_hook(
-        lambda module, args, kwargs: on_cache.append(
-            kwargs.get("past_key_values", kwargs.get("cache")) is not None),
+        lambda module, args, kwargs: shared.append(
+            kwargs.get("attention_mask") is not None and kwargs["attention_mask"].dim() == 4),
         with_kwargs=True)
     try:
         plain = request_loglikelihoods(scoring_model, scoring_tokenizer, requests,
                                        [[i] for i in range(8)])
-        assert not any(on_cache)  # groups of one: the plain path only
+        assert not any(shared)  # groups of one: the plain path only
         grouped_by_batch = {}
         for batch_size in (1, 2, 16):
-            on_cache.clear()
+            shared.clear()
             grouped_by_batch[batch_size] = request_loglikelihoods(
                 scoring_model, scoring_tokenizer, requests, groups, batch_size)
-            assert any(on_cache), batch_size  # the shared prefixes were used
+            assert any(shared), batch_size  # the shared prefixes were used
     finally:
         hook.remove()
     for batch_size, grouped in grouped_by_batch.items():
@@ -398,24 +400,40 @@ class _NoPositionIds(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask)
 
 
-class _IgnoresCache(_NoPositionIds):
-    """Takes a cache and position ids but ignores them: only the probe can tell."""
+class _IgnoresMask(_NoPositionIds):
+    """Takes a 4-D mask and position ids but reads each row as plain causal text: only the
+    probe can tell."""
 
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        return self.model(input_ids=input_ids, use_cache=True,
-                          attention_mask=attention_mask[:, -input_ids.shape[1]:])
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        self.masks_seen.append(attention_mask.dim())
+        return self.model(input_ids=input_ids, position_ids=position_ids)
 
 
-@pytest.mark.parametrize("wrapper", [_NoPositionIds, _IgnoresCache])
-def test_models_without_cache_support_are_scored_the_plain_way(
+class _IgnoresPositions(_IgnoresMask):
+    """Takes position ids but ignores them (the mask is honoured): only the probe can tell."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        self.masks_seen.append(attention_mask.dim())
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+@pytest.mark.parametrize("wrapper", [_NoPositionIds, _IgnoresMask, _IgnoresPositions])
+def test_models_without_mask_or_position_support_are_scored_the_plain_way(
     wrapper, scoring_model, scoring_tokenizer
 ) -> None:
     items = [ChoiceItem("The cat bought", (" 12 apples", " books"), 0),
              ChoiceItem("My sister", (" wrote", " painted", " carried 5 coins"), 1)]
     expected = choice_loglikelihoods(scoring_model, scoring_tokenizer, items)
-    got = choice_loglikelihoods(wrapper(scoring_model), scoring_tokenizer, items)
+    wrapped = wrapper(scoring_model)
+    wrapped.masks_seen = []
+    got = choice_loglikelihoods(wrapped, scoring_tokenizer, items)
     for a, b in zip(sum(expected, []), sum(got, []), strict=True):
         assert a[0] == pytest.approx(b[0], abs=1e-4) and a[1] == b[1]
+    if wrapper is not _NoPositionIds:  # the grouped batch ran and the probe turned it down
+        assert wrapped.masks_seen[0] == 4 and 2 in wrapped.masks_seen
 
 
 # --- generation ----------------------------------------------------------------------------------
@@ -592,3 +610,28 @@ def test_evaluate_returns_the_per_item_values_behind_each_score(scoring_model, s
         assert len(values) == 4 and set(values) <= {0.0, 1.0}
         assert scored.scores[metric] == pytest.approx(sum(values) / 4)
         assert scored.scores[f"{metric}_stderr"] == pytest.approx(mean_stderr(values))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=9), st.integers(1, 200),
+       st.integers(0, 64))
+def test_rows_are_cut_into_the_cheapest_batches(lengths, budget, forward_cost) -> None:
+    # every way of cutting the sorted rows into consecutive batches, against the one chosen
+    from learnforget.measure.shared_context import chunks_by_length
+
+    lengths = sorted(lengths, reverse=True)
+
+    def cost(cuts: list[list[int]]) -> float | None:
+        if any(len(c) > 1 and len(c) * lengths[c[0]] > budget for c in cuts):
+            return None  # over the budget (a single row may exceed it)
+        return sum(forward_cost + len(c) * lengths[c[0]] for c in cuts)
+
+    n = len(lengths)
+    every = []
+    for k in range(n):
+        for bounds in combinations(range(1, n), k):
+            edges = [0, *bounds, n]
+            every.append([list(range(a, b)) for a, b in zip(edges, edges[1:], strict=False)])
+    chosen = chunks_by_length(lengths, budget, forward_cost)
+    assert sorted(i for c in chosen for i in c) == list(range(n))
+    assert cost(chosen) == min(c for c in map(cost, every) if c is not None)

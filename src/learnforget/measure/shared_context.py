@@ -2,17 +2,21 @@
 
 lm-eval scores every (context, choice) request as a sequence of its own, so a four-way
 HellaSwag item costs four passes over the same context. Here the requests of one item form a
-group; the token prefix their contexts share goes through the model once, its key/value cache is
-copied to one row per request, and only each request's own tokens run on top of it. For
-HellaSwag, ARC and the built-in cloze the shared prefix is the whole context; for WinoGrande
-(each option fills the blank and forms its own context) it is the sentence up to the blank. lm-eval
-has no such path (its ``HFLM`` re-runs the context per request), hence this module.
+group, and a group is one row of a batch: the token prefix their contexts share, then each
+request's own tokens (the rest of its context, its continuation), side by side. A 4-D attention
+mask lets each request's tokens see the prefix and their own earlier tokens only, and position
+ids restart after the prefix for each request, so every request is computed as if it were alone
+after the prefix (the idea of tree attention in speculative decoding). For HellaSwag, ARC and
+the built-in cloze the shared prefix is the whole context; for WinoGrande (each option fills the
+blank and forms its own context) it is the sentence up to the blank. lm-eval has no such path
+(its ``HFLM`` re-runs the context per request), hence this module.
 
-The numbers are lm-eval's, up to float rounding: the first batch is also scored the plain way
-and, if the two disagree by more than ``TOLERANCE`` nats (a model whose cache or position ids
-do not behave like a Llama's), or the model cannot take a cache and position ids at all, the
-caller scores everything the plain way. Requests that need their context cut (longer than the
-model's context) and contexts with a single choice are always scored the plain way.
+The numbers are lm-eval's, up to float rounding: one request of the first batch (one that sits
+after another in its row) is also scored the plain way and, if the two disagree by more than
+``TOLERANCE`` nats (a model that ignores a 4-D mask or position ids), or the model cannot take
+them at all, the caller scores everything the plain way. Requests that need their context cut
+(longer than the model's context) and contexts with a single choice are always scored the plain
+way.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ TokenPair = tuple[list[int], list[int]]
 Scores = list[tuple[float, bool]]
 PlainScorer = Callable[[Sequence[TokenPair]], Scores]
 
-TOLERANCE = 1e-3  # nats: the shared and the plain path must agree on the probe batch
+TOLERANCE = 1e-3  # nats: the shared and the plain path must agree on the probe request
+# A forward pass costs about as much as this many more positions, whatever its size: on a CPU
+# each pass repacks every weight matrix (SmolLM2-135M, one thread: ~0.23 s a pass, ~7 ms a
+# position); cutting the rows into batches trades padding against passes with it.
+FORWARD_COST = 32
+
+# A group whose members share a prefix: (prefix, [(context after the prefix, continuation)]).
+Group = tuple[list[int], list[tuple[list[int], list[int]]]]
 
 
 def cache_argument_name(model) -> str:
@@ -36,27 +47,6 @@ def cache_argument_name(model) -> str:
     ``past_key_values`` to ``cache``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _context_pass(model, contexts: list[list[int]], device: torch.device):
-    """Left-padded contexts → (log-probs of the token after each context, cache, mask)."""
-    width = max(len(c) for c in contexts)
-    ids = torch.zeros((len(contexts), width), dtype=torch.long)
-    mask = torch.zeros((len(contexts), width), dtype=torch.long)
-    for row, context in enumerate(contexts):
-        ids[row, width - len(context):] = torch.tensor(context)
-        mask[row, width - len(context):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-              "position_ids": positions.to(device), "use_cache": True}
-    try:  # only the last position's logits are needed
-        out = model(**inputs, logits_to_keep=1)
-    except TypeError:  # a model without logits_to_keep
-        out = model(**inputs)
-    cache = out.get("cache", None) or out.get("past_key_values", None)
-    if cache is None:
-        raise NotImplementedError("the model returned no key/value cache")
-    return out.logits[:, -1].float().log_softmax(-1), cache, mask
 
 
 def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
@@ -69,51 +59,96 @@ def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-# A group whose members share a prefix: (prefix, [(context after the prefix, continuation)]).
-Group = tuple[list[int], list[tuple[list[int], list[int]]]]
+def _own_tokens(rest: list[int], continuation: list[int]) -> list[int]:
+    """The tokens a member adds to its group's row: the rest of its context and its
+    continuation but the last token (the last is only predicted)."""
+    return (rest + continuation)[:-1]
 
 
-def _score_batch(model, groups: list[Group], device: torch.device,
-                 cache_argument: str) -> list[Scores]:
-    """Scores of every member of ``groups``, one batch: each prefix goes through the model once;
-    its cache is copied to one row per member, which runs the rest of its context and its
-    continuation (but the last token) on top of it."""
-    first_logp, cache, prefix_mask = _context_pass(model, [prefix for prefix, _ in groups],
-                                                   device)
-    rows = [(g, rest, cont) for g, (_, members) in enumerate(groups) for rest, cont in members]
-    width = max(len(rest) + len(cont) for _, rest, cont in rows) - 1
-    rest_logits = None
-    if width > 0:  # the members' own tokens, on top of the copied cache
-        index = torch.tensor([g for g, _, _ in rows])
-        cache.batch_select_indices(index.to(device))
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, (_, rest, cont) in enumerate(rows):
-            tokens = (rest + cont)[:-1]
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, : len(tokens)] = 1
-        lengths = prefix_mask.sum(-1)[index]
-        positions = lengths[:, None] + torch.arange(width)[None, :]
-        out = model(input_ids=ids.to(device),
-                    attention_mask=torch.cat([prefix_mask[index], mask], dim=1).to(device),
-                    position_ids=positions.to(device), use_cache=True,
-                    **{cache_argument: cache})
-        rest_logits = out.logits
-    scores: list[Scores] = [[] for _ in groups]
-    for row, (g, rest, cont) in enumerate(rows):
-        # continuation token j is predicted at position len(rest) − 1 + j of the row (−1: the
-        # prefix's last position)
-        first = first_logp[g] if not rest else None
-        start = len(rest) - 1 if rest else 0
-        pieces = [] if rest else [first[cont[0]]]
-        greedy = True if rest else int(first.argmax()) == cont[0]
-        targets = cont if rest else cont[1:]
-        if targets:
-            logp = rest_logits[row, start : start + len(targets)].float().log_softmax(-1)
-            target = torch.tensor(targets, device=logp.device)
-            pieces.append(logp.gather(-1, target[:, None]).sum())
-            greedy = greedy and bool((logp.argmax(-1) == target).all())
-        scores[g].append((float(sum(float(piece) for piece in pieces)), greedy))
+def _row_width(group: Group) -> int:
+    prefix, members = group
+    return len(prefix) + sum(len(_own_tokens(rest, cont)) for rest, cont in members)
+
+
+def chunks_by_length(lengths: Sequence[int], budget: int,
+                     forward_cost: int = FORWARD_COST) -> list[list[int]]:
+    """Indices of ``lengths`` (sorted longest first) cut into consecutive batches of at most
+    ``budget`` padded positions (rows × the batch's first length; a longer row goes alone),
+    choosing the cut that costs least when a forward pass costs ``forward_cost`` positions plus
+    one per padded position: an exact split by dynamic programming over the sorted rows."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n  # best[j]: the cost of rows [0, j)
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for begin in range(end - 1, -1, -1):
+            padded = (end - begin) * lengths[begin]
+            if padded > budget and end - begin > 1:
+                break
+            cost = best[begin] + forward_cost + padded
+            if cost < best[end]:
+                best[end], cut[end] = cost, begin
+    chunks: list[list[int]] = []
+    end = n
+    while end > 0:
+        chunks.append(list(range(cut[end], end)))
+        end = cut[end]
+    return chunks[::-1]
+
+
+def _tree_batch(groups: list[Group], dtype: torch.dtype):
+    """Right-padded rows of prefix + members' own tokens → (ids, position ids, additive 4-D
+    mask, per member the row positions whose logits predict its continuation)."""
+    width = max(_row_width(group) for group in groups)
+    ids = torch.zeros((len(groups), width), dtype=torch.long)
+    positions = torch.zeros((len(groups), width), dtype=torch.long)
+    allowed = torch.ones((len(groups), width, width), dtype=torch.bool).tril()
+    predicting: list[list[list[int]]] = []
+    for row, (prefix, members) in enumerate(groups):
+        ids[row, : len(prefix)] = torch.tensor(prefix)
+        positions[row, : len(prefix)] = torch.arange(len(prefix))
+        start = len(prefix)
+        mine = []
+        for rest, cont in members:
+            own = _own_tokens(rest, cont)
+            end = start + len(own)
+            ids[row, start:end] = torch.tensor(own, dtype=torch.long)
+            positions[row, start:end] = torch.arange(len(prefix), len(prefix) + len(own))
+            allowed[row, start:end, len(prefix):start] = False  # not the other members
+            # cont[0] follows the prefix or the member's rest; cont[j] follows cont[j − 1]
+            first = start + len(rest) - 1 if rest else len(prefix) - 1
+            mine.append([first] + list(range(start + len(rest), start + len(rest)
+                                             + len(cont) - 1)))
+            start = end
+        allowed[row, start:, len(prefix):start] = False  # padding: the prefix and itself
+        predicting.append(mine)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return ids, positions, mask[:, None], predicting
+
+
+def _score_batch(model, groups: list[Group], device: torch.device) -> list[Scores]:
+    """Scores of every member of ``groups``: one forward pass, one row per group."""
+    dtype = model.get_input_embeddings().weight.dtype
+    ids, positions, mask, predicting = _tree_batch(groups, dtype)
+    # logits only from the first position any member reads onwards (the heads of long prefixes
+    # are not needed)
+    first_needed = min(p for rows in predicting for member in rows for p in member[:1])
+    keep = ids.shape[1] - first_needed
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+              "position_ids": positions.to(device)}
+    try:
+        logits = model(**inputs, logits_to_keep=keep).logits
+    except TypeError:  # a model without logits_to_keep
+        logits = model(**inputs).logits[:, first_needed:]
+    scores: list[Scores] = []
+    for row, (_, members) in enumerate(groups):
+        mine = []
+        for (_, cont), where in zip(members, predicting[row], strict=True):
+            index = torch.tensor(where, device=logits.device) - first_needed
+            logp = logits[row, index].float().log_softmax(-1)
+            target = torch.tensor(cont, device=logp.device)
+            mine.append((float(logp.gather(-1, target[:, None]).sum()),
+                         bool((logp.argmax(-1) == target).all())))
+        scores.append(mine)
     return scores
 
 
@@ -122,54 +157,41 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
                           groups: Sequence[Sequence[int]] | None = None) -> Scores:
     """(log-likelihood, is greedy) of each pair, in order. ``groups`` (indices into ``pairs``;
     by default the pairs of identical context) share the prefix their contexts have in common:
-    it is run once per group. Pairs in no group of two or more, pairs that would need their
-    context cut, and all pairs when the model fails the probe are scored by ``plain``."""
+    it is run once per group. A batch holds as many positions as ``batch_size`` of the longest
+    requests would. Pairs in no group of two or more, pairs that would need their context cut,
+    and all pairs when the model fails the probe are scored by ``plain``."""
     if groups is None:
         by_context: dict[tuple[int, ...], list[int]] = {}
         for i, (context, _) in enumerate(pairs):
             by_context.setdefault(tuple(context), []).append(i)
         groups = list(by_context.values())
-    shared: list[tuple[int, list[int]]] = []  # (prefix length, members)
+    shared: list[tuple[Group, list[int]]] = []  # (the group's row, its members' indices)
     for members in groups:
         if len(members) < 2 or any(len(pairs[i][0]) + len(pairs[i][1]) > max_length + 1
                                    for i in members):
             continue
         prefix = _common_prefix([pairs[i][0] for i in members])
         if prefix > 0:
-            shared.append((prefix, list(members)))
+            row = (pairs[members[0]][0][:prefix],
+                   [(pairs[i][0][prefix:], pairs[i][1]) for i in members])
+            shared.append((row, list(members)))
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
-
-    def rest_width(group: tuple[int, list[int]]) -> int:
-        prefix, members = group
-        return max(len(pairs[i][0]) - prefix + len(pairs[i][1]) for i in members)
-
-    # batches pad the members' own tokens to their longest, and those cost most: group by that
-    shared.sort(key=lambda group: (-rest_width(group), -group[0]))
-    batches: list[list[tuple[int, list[int]]]] = []
-    for group in shared:
-        if batches and sum(len(m) for _, m in batches[-1]) + len(group[1]) <= batch_size:
-            batches[-1].append(group)
-        else:
-            batches.append([group])
-    cache_argument = cache_argument_name(model)
+    shared.sort(key=lambda entry: -_row_width(entry[0]))
+    longest = max((len(pairs[i][0]) + len(pairs[i][1]) for _, members in shared
+                   for i in members), default=0)
+    batches = chunks_by_length([_row_width(row) for row, _ in shared], batch_size * longest)
     for number, batch in enumerate(batches):
-        groups_in = [(pairs[members[0]][0][:prefix],
-                      [(pairs[i][0][prefix:], pairs[i][1]) for i in members])
-                     for prefix, members in batch]
+        entries = [shared[i] for i in batch]
         if number == 0:
             try:
-                scores = _score_batch(model, groups_in, device, cache_argument)
+                scores = _score_batch(model, [row for row, _ in entries], device)
             except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
-                return plain(pairs)  # the model cannot take a cache and position ids
-            members = batch[0][1]
-            with batch_reporting(None):  # the probe is not progress
-                reference = plain([pairs[i] for i in members])
-            if any(abs(ours[0] - theirs[0]) > TOLERANCE
-                   for ours, theirs in zip(scores[0], reference, strict=True)):
+                return plain(pairs)  # the model cannot take a 4-D mask and position ids
+            if not _passes_probe(pairs, entries, scores, plain):
                 return plain(pairs)
         else:
-            scores = _score_batch(model, groups_in, device, cache_argument)
-        for (_, members), group_scores in zip(batch, scores, strict=True):
+            scores = _score_batch(model, [row for row, _ in entries], device)
+        for (_, members), group_scores in zip(entries, scores, strict=True):
             for i, score in zip(members, group_scores, strict=True):
                 results[i] = score
         report_batch(sum(r is not None for r in results), len(pairs))
@@ -179,3 +201,25 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
     for i, score in zip(rest, scores, strict=True):
         results[i] = score
     return [r for r in results if r is not None]
+
+
+def _passes_probe(pairs: Sequence[TokenPair], entries: list[tuple[Group, list[int]]],
+                  scores: list[Scores], plain: PlainScorer) -> bool:
+    """Whether one request of the batch scores the same the plain way: the last request with
+    tokens of its own in its row (it sits after other members, so it depends on both the mask
+    and the position ids), from a row with two such requests where there is one, the shortest
+    such request otherwise."""
+    candidates = []
+    for ((_, own), members), group_scores in zip(entries, scores, strict=True):
+        with_tokens = [(i, score) for (rest, cont), i, score
+                       in zip(own, members, group_scores, strict=True) if _own_tokens(rest, cont)]
+        if with_tokens:
+            i, score = with_tokens[-1]
+            candidates.append((-min(len(with_tokens), 2), len(pairs[i][0]) + len(pairs[i][1]),
+                               i, score))
+    if not candidates:
+        return True  # every request is read off its prefix's last position
+    *_, probe, score = min(candidates, key=lambda found: found[:2])
+    with batch_reporting(None):  # the probe is not progress
+        [reference] = plain([pairs[probe]])
+    return abs(score[0] - reference[0]) <= TOLERANCE
