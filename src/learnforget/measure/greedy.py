@@ -41,6 +41,10 @@ def supports(model) -> bool:
         "past_key_values" in parameters or "cache" in parameters)
 
 
+def _takes_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(_base_model(model).forward).parameters
+
+
 def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   max_new_tokens: int, eos_token_id: int | None,
                   finished: Callable[[Sequence[int]], bool]) -> list[list[int]]:
@@ -53,8 +57,10 @@ def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     alive = list(range(rows))
     mask = attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    keep_last = _takes_logits_to_keep(model)
+    # the prompt's pass: only its last position's logits are read (as ``generate`` asks too)
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                use_cache=True)
+                use_cache=True, **({"logits_to_keep": 1} if keep_last else {}))
     cache = out.get("cache", None) or out.get("past_key_values", None)
     last_position = positions[:, -1]
     for step in range(max_new_tokens):

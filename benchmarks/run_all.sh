@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every speed benchmark at full size, one after another, each table written to
+# benchmarks/results/ with the load average before and after (run it on an otherwise idle
+# machine: the load is part of the result).
+#
+#   PATH=.venv/bin:$PATH benchmarks/run_all.sh [SUFFIX]     # SUFFIX names the machine, e.g. cpu
+set -uo pipefail
+cd "$(dirname "$0")/.."
+suffix="${1:-cpu}"
+results=benchmarks/results
+mkdir -p "$results"
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+measure() {  # measure NAME COMMAND…: run COMMAND, its table to $results/NAME.txt
+    local name="$1"; shift
+    echo "$(date +%T) $name: $*"
+    { echo "# $*"; echo "# load at the start: $(load)"
+      "$@"; echo "# exit status $?; load at the end: $(load)"; } > "$results/$name.txt" 2>&1
+}
+
+measure "choice_scoring_smollm2_$suffix" python benchmarks/choice_scoring.py \
+    --model smollm2-135m-instruct-gguf --limit 16 --threads 1,2 --repeats 3 \
+    --json "$results/choice_scoring_smollm2_$suffix.json"
+measure "train_throughput_smollm2_$suffix" python benchmarks/train_throughput.py \
+    --model smollm2-135m-instruct-gguf --steps 3 --batch-size 2 --seq-len 128 --repeats 3 \
+    --json "$results/train_throughput_smollm2_$suffix.json"
+measure "train_throughput_tiny_$suffix" python benchmarks/train_throughput.py \
+    --model builtin:tiny --repeats 3 --json "$results/train_throughput_tiny_$suffix.json"
+measure "generation_smollm2_$suffix" python benchmarks/generation.py \
+    --model smollm2-135m-instruct-gguf --limit 8 --repeats 3 \
+    --json "$results/generation_smollm2_$suffix.json"
+measure "adamw_step_$suffix" python benchmarks/adamw_step.py --threads 1 --repeats 5
+out="$(mktemp -d)/demo"
+measure "demo_time_$suffix" benchmarks/demo_time.sh "$out"
+echo "$(date +%T) done"
