@@ -92,6 +92,8 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     from learnforget.base import load_for_eval
     from learnforget.measure.benchmarks import BENCHMARKS
+    from learnforget.measure.scoring import encode_requests
+    from learnforget.measure.shared_context import positions_fed
     from learnforget.study import BaseModelSpec
 
     loaded = load_for_eval(BaseModelSpec(model=args.model, device="cpu"), log=lambda m: None)
@@ -108,6 +110,10 @@ def benchmark(args: argparse.Namespace) -> dict:
                  "lm-eval": lambda t=task, it=items: score_lm_eval(lm, t, it)}
         loglikelihoods = {}
         entry: dict = {"items": len(items), "threads": {}}
+        plain, grouped = positions_fed(encode_requests(tokenizer, _requests(task, items)[0]),
+                                       [list(range(start, start + count))
+                                        for start, count in spans])
+        entry["positions"] = {"lm-eval": plain, "learnforget": grouped}
         predictions = {}
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
@@ -143,17 +149,20 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 
 def print_table(results: dict) -> None:
-    """One table: per task and thread count, both sides' items/s and scores, the ratio."""
+    """One table: per task and thread count, both sides' items/s and scores, the ratio, and the
+    ratio of token positions each side feeds the model (what sharing the context can gain at
+    most, padding aside)."""
     print(f"model {results['model']}, {results['limit']} items per task, median of "
           f"{results['repeats']}; {results['machine']}")
     print(f"{'task':<14} {'threads':>7} {'learnforget/s':>13} {'lm-eval/s':>10} {'ratio':>6} "
-          f"{'acc (both)':>10} {'acc_norm':>9} {'differ':>6} {'max |Δll|':>9}")
+          f"{'positions':>9} {'acc (both)':>10} {'acc_norm':>9} {'differ':>6} {'max |Δll|':>9}")
     for task, entry in results["tasks"].items():
+        fed = entry["positions"]["lm-eval"] / entry["positions"]["learnforget"]
         for threads, timing in entry["threads"].items():
             rate = timing["items_per_s"]
             same = "same" if entry["learnforget"] == entry["lm-eval"] else "DIFFER"
             print(f"{task:<14} {threads:>7} {rate['learnforget']:>13.2f} {rate['lm-eval']:>10.2f} "
-                  f"{timing['ratio']:>5.2f}× {entry['learnforget']['acc']:>10.3f} "
+                  f"{timing['ratio']:>5.2f}× {fed:>8.2f}× {entry['learnforget']['acc']:>10.3f} "
                   f"{entry['learnforget']['acc_norm']:>9.3f} "
                   f"{len(entry['differing_items']) or same:>6} "
                   f"{entry['max_ll_difference']:>9.1e}")

@@ -39,6 +39,7 @@ def test_choice_scoring_sides_agree_item_by_item() -> None:
         assert entry["differing_items"] == [], task
         assert entry["learnforget"] == entry["lm-eval"]
         assert entry["max_ll_difference"] < 1e-3
+        assert 0 < entry["positions"]["learnforget"] < entry["positions"]["lm-eval"], task
 
 
 def test_generation_sides_give_the_same_completions() -> None:
@@ -51,8 +52,9 @@ def test_generation_sides_give_the_same_completions() -> None:
         assert entry["sides"]["learnforget"]["tokens"] == entry["sides"]["lm-eval"]["tokens"]
 
 
-def test_demo_timing_script_is_valid_bash() -> None:
-    assert subprocess.run(["bash", "-n", str(BENCHMARKS / "demo_time.sh")]).returncode == 0
+@pytest.mark.parametrize("script", ["demo_time.sh", "run_all.sh"])
+def test_shell_scripts_are_valid_bash(script: str) -> None:
+    assert subprocess.run(["bash", "-n", str(BENCHMARKS / script)]).returncode == 0
 
 
 def test_proxy_correlation_is_spearmans_rho_and_says_why_it_is_undefined() -> None:

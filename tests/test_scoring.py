@@ -635,3 +635,14 @@ def test_rows_are_cut_into_the_cheapest_batches(lengths, budget, forward_cost) -
     chosen = chunks_by_length(lengths, budget, forward_cost)
     assert sorted(i for c in chosen for i in c) == list(range(n))
     assert cost(chosen) == min(c for c in map(cost, every) if c is not None)
+
+
+def test_positions_fed_count_each_shared_prefix_once() -> None:
+    from learnforget.measure.shared_context import positions_fed
+
+    pairs = [([1, 2, 3], [7, 8]), ([1, 2, 3], [9]), ([1, 2, 4], [5, 6, 7]), ([4], [5])]
+    # plain: every request alone, its last token only predicted: 4 + 3 + 5 + 1
+    # grouped: [0, 1] share 3 tokens (3 + 1 + 0), [2] alone (5), [3] alone (1)
+    assert positions_fed(pairs, [[0, 1], [2], [3]]) == (13, 10)
+    # [0, 1, 2] share [1, 2]: 2 + (1 + 1) + (1 + 0) + (1 + 2); [3] alone
+    assert positions_fed(pairs, [[0, 1, 2], [3]]) == (13, 9)

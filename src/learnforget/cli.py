@@ -244,14 +244,15 @@ def run(
 
 @app.command()
 @friendly
-def report(out: Path = typer.Argument(..., help="a study's output folder")) -> None:
-    """(Re)write OUT/report/index.html and OUT/measurements.csv from OUT/results.sqlite
-    (nothing is written when the store is unreadable or empty)."""
-    from learnforget.outdir import check_store_for_report
-    from learnforget.report.build import build_report
+def report(out: Path = typer.Argument(
+        ..., help="a study's output folder, or a multi-study run's (the demo's)")) -> None:
+    """(Re)write OUT/report/index.html and OUT/measurements.csv from OUT/results.sqlite; for a
+    multi-study run (or one of its studies) every study's report and the run's index page too
+    (nothing is written when a store is unreadable or empty)."""
+    from learnforget.pipeline import rewrite_reports
 
-    check_store_for_report(out)
-    console.print(f"report: {build_report(out)}")
+    for page in rewrite_reports(out):
+        console.print(f"report: {page}")
 
 
 DEMOS = {"tiny": "demo.yaml", "micro": "demo-micro.yaml", "full": "demo-full.yaml"}

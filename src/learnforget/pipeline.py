@@ -188,3 +188,37 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def studies_of_run(root: Path) -> list[Path]:
+    """The study folders of a multi-study run (each with a store and its ``study.json``), in
+    name order; none when ``root`` is a study's own folder or not a folder."""
+    if not root.is_dir() or (root / "results.sqlite").exists():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "results.sqlite").is_file()
+                  and (p / "study.json").is_file())
+
+
+def rewrite_reports(out: Path) -> list[Path]:
+    """Rewrite reports from the stores, returning the pages written: OUT's own when OUT is a
+    study's folder, every study's when OUT is a multi-study run's folder; and the run's index
+    page (cross-study claims and recommendations) in both cases when OUT belongs to such a run,
+    so the index never lags its studies' stores. A store that cannot be read stops everything
+    before a page is written."""
+    from learnforget.outdir import check_store_for_report
+    from learnforget.report.build import build_report
+    from learnforget.report.index import write_index
+
+    studies = studies_of_run(out)
+    if studies:
+        for study in studies:
+            check_store_for_report(study)
+        return [build_report(study) for study in studies] + [write_index(out, studies)]
+    check_store_for_report(out)
+    pages = [build_report(out)]
+    siblings = studies_of_run(out.parent)
+    if (out.parent / "index.html").is_file() and out.resolve() in {s.resolve() for s in siblings}:
+        for study in siblings:
+            check_store_for_report(study)
+        pages.append(write_index(out.parent, siblings))
+    return pages

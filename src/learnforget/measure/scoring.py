@@ -302,6 +302,21 @@ def _lm_eval_encode_pair(tokenizer, context: str, continuation: str) -> TokenPai
     return context_ids, whole[len(context_ids) :]
 
 
+def encode_requests(tokenizer, requests: Sequence[tuple[str, str]]) -> list[TokenPair]:
+    """The (context, continuation) token ids of each request, as lm-eval builds them; a
+    ``UserError`` for a continuation that encodes to no tokens of its own."""
+    pairs: list[TokenPair] = []
+    for context, continuation in requests:
+        context_ids, continuation_ids = _lm_eval_encode_pair(tokenizer, context, continuation)
+        if not context_ids or not continuation_ids:
+            raise UserError(
+                f"choice {continuation!r} after context {context[-40:]!r} encodes to no "
+                "tokens of its own; make every choice non-empty."
+            )
+        pairs.append((context_ids, continuation_ids))
+    return pairs
+
+
 def request_loglikelihoods(
     model, tokenizer, requests: Sequence[tuple[str, str]],
     groups: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
@@ -312,15 +327,7 @@ def request_loglikelihoods(
     requests of one of ``groups`` (indices; by default those of identical context) run the
     token prefix their contexts share once (``shared_context``)."""
     max_length = context_length(model, tokenizer)
-    pairs: list[TokenPair] = []
-    for context, continuation in requests:
-        context_ids, continuation_ids = _lm_eval_encode_pair(tokenizer, context, continuation)
-        if not context_ids or not continuation_ids:
-            raise UserError(
-                f"choice {continuation!r} after context {context[-40:]!r} encodes to no "
-                "tokens of its own; make every choice non-empty."
-            )
-        pairs.append((context_ids, continuation_ids))
+    pairs = encode_requests(tokenizer, requests)
     from learnforget.measure.shared_context import shared_context_scores
 
     def plain(subset: Sequence[TokenPair]) -> list[tuple[float, bool]]:

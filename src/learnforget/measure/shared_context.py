@@ -152,6 +152,20 @@ def _score_batch(model, groups: list[Group], device: torch.device) -> list[Score
     return scores
 
 
+def positions_fed(pairs: Sequence[TokenPair], groups: Sequence[Sequence[int]]
+                  ) -> tuple[int, int]:
+    """The token positions the plain path (one sequence per request, as lm-eval) and the
+    grouped path (each group's shared prefix once) feed the model, padding aside: their ratio
+    bounds what sharing can gain."""
+    plain = sum(len(context) + len(cont) - 1 for context, cont in pairs)
+    grouped = 0
+    for members in groups:
+        prefix = _common_prefix([pairs[i][0] for i in members]) if len(members) > 1 else 0
+        grouped += prefix + sum(len(pairs[i][0]) - prefix + len(pairs[i][1]) - 1
+                                for i in members)
+    return plain, grouped
+
+
 def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, max_length: int,
                           plain: PlainScorer, device: torch.device,
                           groups: Sequence[Sequence[int]] | None = None) -> Scores:
