@@ -30,6 +30,11 @@ measure "generation_smollm2_$suffix" python benchmarks/generation.py \
     --model smollm2-135m-instruct-gguf --limit 8 --repeats 3 \
     --json "$results/generation_smollm2_$suffix.json"
 measure "adamw_step_$suffix" python benchmarks/adamw_step.py --threads 1 --repeats 5
-out="$(mktemp -d)/demo"
-measure "demo_time_$suffix" benchmarks/demo_time.sh "$out"
+out="$(mktemp -d)/demo"  # the demo's own output (progress, findings) goes to $out.log
+echo "$(date +%T) demo_time_$suffix: benchmarks/demo_time.sh $out"
+{ echo "# benchmarks/demo_time.sh $out (the demo's output: $out.log)"
+  echo "# load at the start: $(load)"
+  benchmarks/demo_time.sh "$out" > "$out.log" 2>&1; status=$?
+  grep -E "^(machine|python|load|demo wall time|runs:|claims:|verdict:)" "$out.log"
+  echo "# exit status $status; load at the end: $(load)"; } > "$results/demo_time_$suffix.txt"
 echo "$(date +%T) done"

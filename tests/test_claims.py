@@ -46,14 +46,15 @@ def write_study(out: Path, methods: list[dict], values: Values, extra: Extra | N
                 domain: str = "code", regime: str = "cpt", name: str = "claims",
                 base_extra: dict[str, float] | None = None,
                 artifacts: dict[str, list[dict]] | None = None,
-                seed_offsets: dict[int, float] | None = None) -> Path:
+                seed_offsets: dict[int, float] | None = None,
+                base_artifacts: dict | None = None) -> Path:
     """OUT with study.json and a store holding the base model and every run of ``methods``.
 
     ``values[label][lr]`` lists (learn, forget) at steps 4 and 8; a run whose (label, lr) is
     missing is stored as diverged without a checkpoint. ``extra[label]`` lists, per step, more
     ``task/metric`` values for every run of the label; ``artifacts[label]`` per step artifacts
-    (``{kind: payload}``). ``seed_offsets`` runs one seed per key and adds its value to every
-    forgetting of that seed's runs."""
+    (``{kind: payload}``), ``base_artifacts`` the base model's. ``seed_offsets`` runs one seed
+    per key and adds its value to every forgetting of that seed's runs."""
     learn_task = f"{domain}_bpb"
     study = parse_study({
         "name": name, "base": "builtin:micro", "target": {"domain": domain, "regime": regime},
@@ -66,7 +67,7 @@ def write_study(out: Path, methods: list[dict], values: Values, extra: Extra | N
     base = [Measurement(learn_task, "bpb", 3.0), Measurement("source_bpb", "bpb", 2.0),
             *(Measurement(*key.split("/"), v) for key, v in (base_extra or {}).items())]
     store.ensure_run("base-x", study.name, "base", "base", {"base": {}})
-    store.record_checkpoint("base-x", 0, 0, None, [(0, 0, m) for m in base])
+    store.record_checkpoint("base-x", 0, 0, None, [(0, 0, m) for m in base], base_artifacts)
     store.set_status("base-x", "finished")
     for run in expand(study):
         store.ensure_run(run.run_id, study.name, run.method.kind, run.label,
@@ -708,6 +709,43 @@ def test_differences_on_the_same_items_are_judged_paired(tmp_path: Path) -> None
     # full FT − LoRA r=64 at 8 steps: 0.04, the pieces differing by 0.04 ± 0.02 bits/byte:
     # 1.96 × 0.02 / √49 = 0.0056
     assert "(difference +0.04 ± 0.0056)" in claim.evidence, claim.evidence
+
+
+def _source_items(forget: float, jitter: float) -> dict:
+    """Per-item values of source_bpb for a model that forgot ``forget`` bits/byte on every one
+    of 50 passages of 100 bytes whose base difficulty ranges from 1 to 3 bits/byte (mean 2.0,
+    the synthetic base), ± ``jitter`` alternating from item to item."""
+    bits = [100 * (1 + 2 * i / 49 + forget + (jitter if i % 2 else -jitter)) for i in range(50)]
+    return {"items:source_bpb": {"bits": bits, "bytes": [100.0] * 50}}
+
+
+def test_claim_4_gaps_to_an_interpolated_frontier_are_paired_over_items(
+        tmp_path: Path) -> None:
+    from learnforget.measure.uncertainty import ratio_stderr
+
+    # LoRA forgets 0.01 and 0.018 less than the weight-decay frontier, which at its learning
+    # lies between the base model and a checkpoint, or between two checkpoints. Each value
+    # alone carries ± 0.08 (the passages' difficulty varies), so read independently every gap
+    # is within noise; on the same passages the combination LoRA − interpolated frontier varies
+    # by the jitters only, and both gaps are resolved.
+    points = {"full": [(0.10, 0.05), (0.20, 0.10)], "full-wd0.1": [(0.10, 0.04), (0.20, 0.08)],
+              "lora-r8-all": [(0.05, 0.01), (0.12, 0.03)]}
+    lrs = {"full": 1e-3, "full-wd0.1": 1e-3, "lora-r8-all": 1e-2}
+    jitters = {"full": 0.002, "full-wd0.1": -0.002, "lora-r8-all": 0.001}
+    values = {label: {lrs[label]: p} for label, p in points.items()}
+    artifacts = {label: [_source_items(forget, jitters[label]) for _, forget in p]
+                 for label, p in points.items()}
+    extra = {label: [{"source_bpb/bpb_stderr": ratio_stderr(*a["items:source_bpb"].values()),
+                      "source_bpb/n": 50.0} for a in artifacts[label]] for label in points}
+    base = _source_items(0.0, 0.0)
+    independent = verdict_of(frame_of(tmp_path / "a", REGULARISED, values, extra=extra), 4)
+    assert independent.verdict == INCONCLUSIVE, independent
+    assert "2 within noise" in independent.evidence
+    paired = verdict_of(frame_of(tmp_path / "b", REGULARISED, values, extra=extra,
+                                 artifacts=artifacts, base_artifacts=base), 4)
+    assert paired.verdict == HOLDS, paired
+    assert "2 of 2 LoRA checkpoints forget less at equal learning (gaps -0.018 … -0.01)" \
+        in paired.evidence
 
 
 def test_claim_2_is_not_testable_when_full_finetuning_forgets_nothing_measurable(

@@ -492,6 +492,33 @@ def test_greedy_decoding_that_drops_finished_rows_equals_transformers_generate(
         assert texts == theirs, batch_size
 
 
+def test_prompts_sharing_a_preamble_run_it_once_and_decode_as_generate_does(
+    scoring_model, scoring_tokenizer, monkeypatch
+) -> None:
+    from learnforget.measure import greedy, scoring
+
+    # a few-shot preamble (as GSM8K's eight examples) before questions of different lengths
+    preamble = "The cat bought 12 apples. My sister found 5 red boxes. Our team sold 7 books. "
+    questions = ["A farmer", "Every student wrote 257 small", "The old king found", "My"]
+    prompts = [preamble + q for q in questions]
+    encoded = [scoring_tokenizer(p)["input_ids"] for p in prompts]
+    shared = greedy.common_prefix(encoded)
+    assert shared >= greedy.MIN_SHARED_PREFIX
+    assert max(map(len, encoded)) + 16 <= scoring_model.config.max_position_embeddings  # uncut
+    batches: list[tuple[int, int]] = []  # (rows, length) of every forward pass's input
+    hook = scoring_model.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True)
+    try:
+        ours = generate(scoring_model, scoring_tokenizer, prompts, 16, batch_size=4)
+    finally:
+        hook.remove()
+    assert batches[0] == (1, shared)  # the preamble once, then each row's own tokens
+    assert batches[1] == (4, max(len(e) for e in encoded) - shared)
+    monkeypatch.setattr(scoring, "greedy_supports", lambda model: False)
+    assert ours == generate(scoring_model, scoring_tokenizer, prompts, 16, batch_size=4)
+
+
 def test_seeded_sampling_is_reproducible(scoring_model, scoring_tokenizer) -> None:
     def sample(seed: int) -> list[list[str]]:
         return generate(

@@ -1,6 +1,10 @@
 """Claims 3 and 4 of the checklist: LoRA's checkpoints against full finetuning's learn–forget
 frontier, and against regularised full finetuning's. Both measure the vertical gap in forgetting
-at equal learning (``pareto.distance_to_front``) of each LoRA best-LR checkpoint.
+at equal learning (``pareto.distance_to_front``) of each LoRA best-LR checkpoint. The frontier
+there is an interpolation between two checkpoints (or the base model), so the gap is a
+combination of three checkpoints' scores on the same items, and its standard error is paired
+over those items (``paired.combination_se``); √2 × the LoRA checkpoint's own error where
+per-item values are missing.
 """
 
 from __future__ import annotations
@@ -25,18 +29,32 @@ from learnforget.analysis.claim_data import (
     untestable,
 )
 from learnforget.analysis.frame import Frame, usable
-from learnforget.analysis.pareto import distance_to_front, frontier
+from learnforget.analysis.paired import Checkpoint, combination_se
+from learnforget.analysis.pareto import distance_to_front, frontier_weights, pareto_front
 from learnforget.analysis.uncertainty import Difference, Z, diff_se
 
 
 # --- 3: one Pareto curve -----------------------------------------------------------------------
-def _frontier_of(frame: Frame, label: str) -> list[tuple[float, float]]:
+class Frontier(NamedTuple):
+    """A label's frontier: its points sorted by learning, and the checkpoint behind each (the
+    base model's for its (0, 0); none when the base has no run id)."""
+
+    points: list[tuple[float, float]]
+    checkpoints: list[list[Checkpoint]]
+
+
+def _frontier_of(frame: Frame, label: str) -> Frontier:
     """Frontier of a label's usable checkpoints at every LR, with the base model's (0, 0)."""
     cp = usable(frame.checkpoints[frame.checkpoints["label"] == label])
     cp = cp.dropna(subset=["learn", "forget"])
-    return frontier(
-        [(0.0, 0.0), *zip(cp["learn"].astype(float), cp["forget"].astype(float), strict=True)]
-    )
+    base_id = frame.base.get("run_id")
+    points = [(0.0, 0.0), *zip(cp["learn"].astype(float), cp["forget"].astype(float),
+                               strict=True)]
+    keys = [[(str(base_id), 0)] if base_id is not None else [],
+            *([(str(run_id), int(step))] for run_id, step in zip(cp["run_id"], cp["step"],
+                                                                  strict=True))]
+    front = sorted(pareto_front(points), key=lambda i: points[i][0])
+    return Frontier([points[i] for i in front], [keys[i] for i in front])
 
 
 class Gap(NamedTuple):
@@ -54,21 +72,25 @@ class Gap(NamedTuple):
         return Difference(0.0, self.gap, self.se).exceeds()
 
 
-def _lora_gaps(
-    s: ClaimData, line: list[tuple[float, float]], labels: list[str]
-) -> tuple[list[Gap], int]:
-    """[Gap] of every best-LR checkpoint of ``labels`` against
-    ``line``, and how many checkpoints lie outside its learning range."""
+def _lora_gaps(s: ClaimData, front: Frontier, labels: list[str]) -> tuple[list[Gap], int]:
+    """[Gap] of every best-LR checkpoint of ``labels`` against ``front``, and how many
+    checkpoints lie outside its learning range."""
     gaps, outside = [], 0
     for label in labels:
         for row in s.curve(label).dropna(subset=["learn", "forget"]).itertuples():
-            gap = distance_to_front((float(row.learn), float(row.forget)), line)
-            if math.isfinite(gap):
-                se = float(getattr(row, "forget_se", math.nan))
-                gaps.append(Gap(label, float(row.tokens), float(row.learn), gap,
-                                diff_se(se, se)))
-            else:
+            learn = float(row.learn)
+            gap = distance_to_front((learn, float(row.forget)), front.points)
+            if not math.isfinite(gap):
                 outside += 1
+                continue
+            terms = [(s.checkpoints_of(label, int(row.step)), 1.0)]
+            terms += [(front.checkpoints[i], -weight)
+                      for i, weight in frontier_weights(learn, front.points) if weight]
+            se = combination_se(s.frame, terms, "forget")
+            if not math.isfinite(se):  # no per-item values: the frontier's error taken as
+                own = float(getattr(row, "forget_se", math.nan))  # the checkpoint's own
+                se = diff_se(own, own)
+            gaps.append(Gap(label, float(row.tokens), learn, gap, se))
     return gaps, outside
 
 
@@ -103,8 +125,9 @@ def claim_one_curve(s: ClaimData, tolerance: float = PARETO_TOLERANCE) -> ClaimV
     overshoots (far more learning or forgetting than any LoRA reaches) must not widen it."""
     if (missing := needs_pair(s, 3)) is not None:
         return missing
-    line = _frontier_of(s.frame, s.ref)
-    gaps, outside = _lora_gaps(s, line, s.judged())
+    front = _frontier_of(s.frame, s.ref)
+    line = front.points
+    gaps, outside = _lora_gaps(s, front, s.judged())
     if not gaps:
         return untestable(
             3,

@@ -20,9 +20,35 @@ import math
 from collections.abc import Sequence
 
 from learnforget.analysis.frame import Frame
-from learnforget.measure.uncertainty import average_items, paired_stderr
+from learnforget.measure.uncertainty import average_items, combination_stderr
 
 Checkpoint = tuple[str, int]  # (run_id, step)
+
+
+def combination_se(frame: Frame, terms: Sequence[tuple[Sequence[Checkpoint], float]],
+                   column: str) -> float:
+    """The standard error of ``Σ coefficient · column(checkpoints)`` over ``terms`` (each term's
+    checkpoints averaged, e.g. seeds), paired over items: e.g. a checkpoint's gap to a frontier
+    interpolated between two others. The coefficients must sum to 0, so the base model's part
+    of ``learn`` / ``forget`` cancels. NaN when a term lacks per-item values of a task the
+    column reads, or the items differ."""
+    parts = frame.parts(column)
+    if not parts or not terms or any(not checkpoints for checkpoints, _ in terms):
+        return math.nan
+    coefficients = [coefficient for _, coefficient in terms]
+    variance = 0.0
+    for orientation, weight in parts:
+        sides = []
+        for checkpoints, _ in terms:
+            values = [frame.items.get(key, {}).get(orientation.task) for key in checkpoints]
+            if any(v is None for v in values):
+                return math.nan
+            sides.append(average_items(values))
+        se = combination_stderr(sides, coefficients, orientation.metric)
+        if not math.isfinite(se):
+            return math.nan
+        variance += (weight * se) ** 2
+    return math.sqrt(variance)
 
 
 def paired_se(frame: Frame, a: Sequence[Checkpoint], b: Sequence[Checkpoint],
@@ -30,19 +56,4 @@ def paired_se(frame: Frame, a: Sequence[Checkpoint], b: Sequence[Checkpoint],
     """The standard error of ``column`` (``learn`` / ``forget``) of checkpoints ``a`` minus that
     of checkpoints ``b`` (each side the mean over its runs, e.g. seeds), paired over items. NaN
     when any side lacks per-item values of a task the column reads, or the items differ."""
-    parts = frame.parts(column)
-    if not parts or not a or not b:
-        return math.nan
-    variance = 0.0
-    for orientation, weight in parts:
-        sides = []
-        for checkpoints in (a, b):
-            values = [frame.items.get(key, {}).get(orientation.task) for key in checkpoints]
-            if any(v is None for v in values):
-                return math.nan
-            sides.append(average_items(values))
-        se = paired_stderr(sides[0], sides[1], orientation.metric)
-        if not math.isfinite(se):
-            return math.nan
-        variance += (weight * se) ** 2
-    return math.sqrt(variance)
+    return combination_se(frame, [(a, 1.0), (b, -1.0)], column)

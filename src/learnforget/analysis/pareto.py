@@ -45,22 +45,33 @@ def frontier(points: Sequence[Point]) -> list[Point]:
     return sorted((points[i] for i in pareto_front(points)), key=lambda p: p[0])
 
 
+def frontier_weights(learn: float, front: Sequence[Point]) -> list[tuple[int, float]]:
+    """The frontier polyline ``front`` at ``learn`` as a weighted sum of its points (linear
+    interpolation between the two around it): ``(index into front, weight)`` pairs whose weights
+    sum to 1; empty when ``learn`` is not finite or outside the frontier's learning range."""
+    if not front or not _finite((learn, 0.0)):
+        return []
+    order = sorted(range(len(front)), key=lambda i: front[i][0])
+    if learn < front[order[0]][0] or learn > front[order[-1]][0]:
+        return []
+    for i0, i1 in zip(order, order[1:], strict=False):
+        x0, x1 = front[i0][0], front[i1][0]
+        if x0 <= learn <= x1:
+            t = 0.0 if x1 == x0 else (learn - x0) / (x1 - x0)
+            return [(i0, 1.0 - t), (i1, t)]
+    return [(order[0], 1.0)]  # a one-point frontier at exactly this learning
+
+
 def distance_to_front(point: Point, front: Sequence[Point]) -> float:
     """Vertical gap in forgetting between ``point`` and the frontier polyline ``front`` at the
-    same learning (linear interpolation between frontier points): positive = the point forgets
-    more than the frontier would at equal learning, negative = it lies below (beyond) it.
+    same learning (linear interpolation between frontier points, ``frontier_weights``): positive
+    = the point forgets more than the frontier would at equal learning, negative = it lies below
+    (beyond) it.
 
     NaN when the point's learning lies outside the frontier's learning range (no
     extrapolation) or a coordinate is not finite. Include the base model's ``(0, 0)`` in the
     frontier to cover learning from zero."""
-    if not _finite(point) or not front:
+    weights = frontier_weights(point[0], front) if _finite(point) else []
+    if not weights:
         return math.nan
-    line = sorted(front, key=lambda p: p[0])
-    learn, forget = point
-    if learn < line[0][0] or learn > line[-1][0]:
-        return math.nan
-    for (x0, y0), (x1, y1) in zip(line, line[1:], strict=False):
-        if x0 <= learn <= x1:
-            at = y0 if x1 == x0 else y0 + (y1 - y0) * (learn - x0) / (x1 - x0)
-            return forget - at
-    return forget - line[0][1]  # a one-point frontier at exactly this learning
+    return point[1] - sum(weight * front[i][1] for i, weight in weights)

@@ -10,6 +10,9 @@ ones ``generate`` picks: the argmax of the same logits, with the position ids it
 attention mask (``cumsum − 1``). No library offers this for a plain model (continuous batching
 belongs to serving engines), hence this module.
 
+Prompts of a batch that share a long token prefix (a few-shot preamble) run it once
+(``_prompt_pass``): prefix caching, as serving engines do, for one batch.
+
 It serves ``scoring.generate``'s greedy path for ``transformers`` models (``supports``); other
 models, and sampling, go through ``generate``.
 """
@@ -21,7 +24,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from learnforget.measure.shared_context import cache_argument_name
+from learnforget.measure.shared_context import cache_argument_name, common_prefix
+
+MIN_SHARED_PREFIX = 16  # tokens the prompts of a batch must share to run them once
 
 
 def _base_model(model):
@@ -45,6 +50,46 @@ def _takes_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(_base_model(model).forward).parameters
 
 
+def _cache_of(out):
+    return out.get("cache", None) or out.get("past_key_values", None)
+
+
+def _prompt_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 cache_argument: str):
+    """The prompts' forward pass → (output, cache, attention mask, position ids). Only each
+    row's last logits are computed (as ``generate`` asks too). When the rows share a token
+    prefix of ``MIN_SHARED_PREFIX`` or more (a few-shot preamble: GSM8K's eight worked
+    examples), the prefix runs once, its cache is repeated for every row, and each row's own
+    tokens follow it, left-padded: ``[prefix | padding | own tokens]``, the padding masked and
+    the positions those of the unpadded prompt."""
+    keep = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+    rows = input_ids.shape[0]
+    prompts = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, attention_mask,
+                                                                      strict=True)]
+    shared = min(common_prefix(prompts), min(len(p) for p in prompts) - 1) if rows > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    use_cache=True, **keep)
+        return out, _cache_of(out), attention_mask, positions
+    device = input_ids.device
+    prefix = torch.tensor([prompts[0][:shared]], device=device)
+    cache = _cache_of(model(input_ids=prefix, use_cache=True, **keep))
+    cache.batch_repeat_interleave(rows)
+    width = max(len(p) - shared for p in prompts)
+    ids = input_ids.new_zeros((rows, width))
+    own_mask = attention_mask.new_zeros((rows, width))
+    for row, prompt in enumerate(prompts):
+        own = prompt[shared:]
+        ids[row, width - len(own):] = torch.tensor(own, device=device)
+        own_mask[row, width - len(own):] = 1
+    positions = shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([own_mask.new_ones((rows, shared)), own_mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                **{cache_argument: cache}, **keep)
+    return out, _cache_of(out), mask, positions
+
+
 def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   max_new_tokens: int, eos_token_id: int | None,
                   finished: Callable[[Sequence[int]], bool]) -> list[list[int]]:
@@ -55,13 +100,7 @@ def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     rows = input_ids.shape[0]
     generated: list[list[int]] = [[] for _ in range(rows)]
     alive = list(range(rows))
-    mask = attention_mask
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    keep_last = _takes_logits_to_keep(model)
-    # the prompt's pass: only its last position's logits are read (as ``generate`` asks too)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                use_cache=True, **({"logits_to_keep": 1} if keep_last else {}))
-    cache = out.get("cache", None) or out.get("past_key_values", None)
+    out, cache, mask, positions = _prompt_pass(model, input_ids, attention_mask, cache_argument)
     last_position = positions[:, -1]
     for step in range(max_new_tokens):
         tokens = out.logits[:, -1].argmax(-1)

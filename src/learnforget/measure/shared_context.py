@@ -34,8 +34,9 @@ PlainScorer = Callable[[Sequence[TokenPair]], Scores]
 
 TOLERANCE = 1e-3  # nats: the shared and the plain path must agree on the probe request
 # A forward pass costs about as much as this many more positions, whatever its size: on a CPU
-# each pass repacks every weight matrix (SmolLM2-135M, one thread: ~0.23 s a pass, ~7 ms a
-# position); cutting the rows into batches trades padding against passes with it.
+# each pass repacks every weight matrix and runs the layers' Python (SmolLM2-135M, one thread:
+# ~0.23 s a pass, ~7 ms a position); cutting the rows into batches trades padding against
+# passes with it.
 FORWARD_COST = 32
 
 # A group whose members share a prefix: (prefix, [(context after the prefix, continuation)]).
@@ -49,7 +50,7 @@ def cache_argument_name(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
+def common_prefix(sequences: Sequence[Sequence[int]]) -> int:
     """The number of leading tokens all ``sequences`` share."""
     length = min(len(seq) for seq in sequences)
     for position in range(length):
@@ -160,7 +161,7 @@ def positions_fed(pairs: Sequence[TokenPair], groups: Sequence[Sequence[int]]
     plain = sum(len(context) + len(cont) - 1 for context, cont in pairs)
     grouped = 0
     for members in groups:
-        prefix = _common_prefix([pairs[i][0] for i in members]) if len(members) > 1 else 0
+        prefix = common_prefix([pairs[i][0] for i in members]) if len(members) > 1 else 0
         grouped += prefix + sum(len(pairs[i][0]) - prefix + len(pairs[i][1]) - 1
                                 for i in members)
     return plain, grouped
@@ -184,7 +185,7 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
         if len(members) < 2 or any(len(pairs[i][0]) + len(pairs[i][1]) > max_length + 1
                                    for i in members):
             continue
-        prefix = _common_prefix([pairs[i][0] for i in members])
+        prefix = common_prefix([pairs[i][0] for i in members])
         if prefix > 0:
             row = (pairs[members[0]][0][:prefix],
                    [(pairs[i][0][prefix:], pairs[i][1]) for i in members])

@@ -79,22 +79,34 @@ def ratio_stderr(numerators: Sequence[float], denominators: Sequence[float]) -> 
     return math.sqrt(residuals / (n * (n - 1))) / (total / n)
 
 
+def combination_stderr(sides: Sequence[ItemValues], coefficients: Sequence[float],
+                       metric: str) -> float:
+    """The standard error of ``Σ coefficient_k · metric(side_k)`` when every side was scored on
+    the same items (in the same order): the standard error of the per-item combinations — of
+    their mean for a mean metric, of the ratio Σ(Σ_k c_k · bits_k) / Σbytes for bits per byte
+    (``metric`` "bpb"). NaN when a side lacks the values or the items do not match."""
+    if len(sides) != len(coefficients) or not sides:
+        raise ValueError(f"{len(sides)} sides for {len(coefficients)} coefficients")
+    key = BITS if metric == "bpb" else metric
+    columns = [side.get(key) for side in sides]
+    if any(c is None for c in columns) or len({len(c) for c in columns}) != 1:
+        return math.nan
+    combined = [sum(c * float(v) for c, v in zip(coefficients, values, strict=True))
+                for values in zip(*columns, strict=True)]
+    if metric != "bpb":
+        return mean_stderr(combined)
+    if sides[0].get(BYTES) is None or any(side.get(BYTES) != sides[0].get(BYTES)
+                                          for side in sides):
+        return math.nan
+    return ratio_stderr(combined, sides[0][BYTES])
+
+
 def paired_stderr(a: ItemValues, b: ItemValues, metric: str) -> float:
     """The standard error of ``metric(a) − metric(b)`` when both were scored on the same items
     (in the same order): the standard error of the per-item differences — of their mean for a
     mean metric, of the ratio Σ(bits_a − bits_b) / Σbytes for bits per byte (``metric`` "bpb").
     NaN when either side lacks the values or the items do not match."""
-    if metric == "bpb":
-        bits_a, bits_b = a.get(BITS), b.get(BITS)
-        if bits_a is None or bits_b is None or a.get(BYTES) != b.get(BYTES):
-            return math.nan
-        if len(bits_a) != len(bits_b):
-            return math.nan
-        return ratio_stderr([x - y for x, y in zip(bits_a, bits_b, strict=True)], a[BYTES])
-    values_a, values_b = a.get(metric), b.get(metric)
-    if values_a is None or values_b is None or len(values_a) != len(values_b):
-        return math.nan
-    return mean_stderr([float(x) - float(y) for x, y in zip(values_a, values_b, strict=True)])
+    return combination_stderr([a, b], [1.0, -1.0], metric)
 
 
 def average_items(sides: Sequence[ItemValues]) -> ItemValues:
