@@ -262,7 +262,8 @@ DEMOS = {"tiny": "demo.yaml", "micro": "demo-micro.yaml", "full": "demo-full.yam
 @friendly
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="output folder"),
-    scale: str = typer.Option("tiny", help="tiny (the demo, ~15 min on 2 cores) | micro (~1 min)"),
+    scale: str = typer.Option("tiny",
+                              help="tiny (the demo, 15–30 min on 2 cores) | micro (~1 min)"),
     full: bool = typer.Option(False, "--full", help="the whole grid: all nine claims (~40 min)"),
 ) -> None:
     """The whole study at tiny scale on this CPU, offline: pretrain the built-in base, finetune
