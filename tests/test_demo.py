@@ -48,9 +48,13 @@ def test_micro_demo_writes_every_report(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert (again.stdout + again.stderr).count("nothing to do: all 5 runs") == 2
     # `learnforget report` on the run's folder, or on one of its studies, rewrites the index
-    # too: the same page as the demo wrote, from the stores alone
+    # too (a stale one, or a missing one for the run's folder): the same page as the demo wrote,
+    # from the stores alone
     for target in (out, out / "code-cpt"):
-        (out / "index.html").unlink()
+        if target == out:
+            (out / "index.html").unlink()
+        else:
+            (out / "index.html").write_text("stale")
         rewritten = subprocess.run([sys.executable, "-m", "learnforget", "report", str(target)],
                                    capture_output=True, text=True, timeout=600)
         assert rewritten.returncode == 0, rewritten.stderr[-3000:]

@@ -252,7 +252,7 @@ def report(out: Path = typer.Argument(
     from learnforget.pipeline import rewrite_reports
 
     for page in rewrite_reports(out):
-        console.print(f"report: {page}")
+        console.print(f"report: {escape(str(page))}", highlight=False, soft_wrap=True)
 
 
 DEMOS = {"tiny": "demo.yaml", "micro": "demo-micro.yaml", "full": "demo-full.yaml"}
