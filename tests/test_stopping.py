@@ -1,10 +1,12 @@
-"""Stopping a study: Ctrl-C and SIGTERM stop every worker at once and the rerun resumes; killing
-the main process leaves no worker behind; a failed run (a full disk) ends `run` with a summary
-and a non-zero exit; one writer per output folder, one study per folder; a corrupt checkpoint at
-resume falls back; `report` never replaces a good report with an empty one."""
+"""Stopping a study: Ctrl-C and SIGTERM stop every worker at once and the rerun resumes; SIGUSR1
+prints every process's stacks; killing the main process leaves no worker behind; a failed run (a
+full disk) ends `run` with a summary and a non-zero exit; one writer per output folder, one study
+per folder; a corrupt checkpoint at resume falls back; `report` never replaces a good report with
+an empty one."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -107,10 +109,29 @@ def assert_same_numbers(out: Path, reference: dict[tuple, float]) -> None:
         assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+def exit_status(process: subprocess.Popen, out: Path, timeout: float) -> int:
+    """The exit status of ``process`` within ``timeout`` s; past it, the test fails with where
+    every process of its group is (the stacks SIGUSR1 prints into the log, their states)."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        members = group(process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGUSR1)
+        time.sleep(2)
+        states = {pid: Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+                  for pid in members if Path(f"/proc/{pid}").exists()}
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"pid {process.pid} still running after {timeout} s; its group's states "
+                    f"{states}; the log's end:\n{log_of(out)[-6000:]}")
+
+
 def finish(study_file: Path, out: Path, timeout: float = 300) -> None:
     """Run the study to the end; it must succeed."""
     process = start(study_file, out)
-    assert process.wait(timeout) == 0, log_of(out)[-3000:]
+    assert exit_status(process, out, timeout) == 0, log_of(out)[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +169,7 @@ def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
     process = start_training(study_file, out)
     sent = time.time()
     os.kill(process.pid, signal.SIGINT)  # the main process only: it stops the workers
-    assert process.wait(10) == 130, log_of(out)[-3000:]
+    assert exit_status(process, out, 10) == 130, log_of(out)[-3000:]
     assert time.time() - sent < 5
     assert wait_for(lambda: not group(process.pid), 5 - (time.time() - sent))
     text = log_of(out)
@@ -160,10 +181,18 @@ def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
     assert_same_numbers(out, reference)
 
 
-def test_killing_the_main_process_leaves_no_worker_behind(study_file: Path,
-                                                          tmp_path: Path) -> None:
+def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_worker(
+        study_file: Path, tmp_path: Path) -> None:
+    """SIGUSR1 to the group: the main process and each worker print where they are and go on;
+    then SIGKILL to the main process: the workers end with it."""
     out = tmp_path / "out"
     process = start_training(study_file, out)
+    workers = workers_of(process.pid)
+    os.killpg(process.pid, signal.SIGUSR1)
+    assert wait_for(lambda: log_of(out).count("(most recent call first)") >= 1 + len(workers)
+                    and "in spawn_main" in log_of(out), 10), log_of(out)[-3000:]
+    assert "in run_all" in log_of(out)  # the main process's loop over its workers
+    assert process.poll() is None and set(workers) <= set(group(process.pid))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert wait_for(lambda: not group(process.pid), 5), group(process.pid)
@@ -180,7 +209,7 @@ def test_a_failed_run_ends_the_command_with_a_summary_and_exit_1(study_file: Pat
     (out / "runs").mkdir(parents=True)
     (out / "runs" / full.run_id).write_text("in the way")
     process = start(study_file, out)
-    assert process.wait(300) == 1, log_of(out)[-3000:]
+    assert exit_status(process, out, 300) == 1, log_of(out)[-3000:]
     text = log_of(out)
     assert "Traceback" not in text, text[-3000:]
     assert statuses(out) == {"full": "failed", "lora-r4-all": "finished"}

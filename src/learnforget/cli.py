@@ -454,4 +454,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
           debug: bool = typer.Option(False, "--debug",
                                      help="on an error, show the full traceback")) -> None:
     """What does finetuning teach a model, what does it make it forget, and which method?"""
+    from learnforget.stacks import dump_stacks_on_sigusr1
+
     DEBUG["traceback"] = debug
+    dump_stacks_on_sigusr1()

@@ -40,8 +40,10 @@ STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL
 def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_pid: int) -> None:
     """Process entry point: rebuild the configs, execute the run, send its result."""
     from learnforget.executors.lifeline import bind_to_parent
+    from learnforget.stacks import dump_stacks_on_sigusr1
 
     bind_to_parent(parent_pid)
+    dump_stacks_on_sigusr1()
     from learnforget.plan import RunConfig as _Run
     from learnforget.quiet import quiet_warnings
     from learnforget.runner import execute_run

@@ -19,12 +19,15 @@ models, and sampling, go through ``generate``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 
-from learnforget.measure.shared_context import cache_argument_name, common_prefix
+from learnforget.measure.shared_context import (
+    cache_argument_name,
+    common_prefix,
+    forward_parameters,
+)
 
 MIN_SHARED_PREFIX = 16  # tokens the prompts of a batch must share to run them once
 
@@ -41,13 +44,13 @@ def supports(model) -> bool:
     base = _base_model(model)
     if not isinstance(base, PreTrainedModel):
         return False
-    parameters = inspect.signature(base.forward).parameters
+    parameters = forward_parameters(base)
     return "position_ids" in parameters and (
         "past_key_values" in parameters or "cache" in parameters)
 
 
 def _takes_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(_base_model(model).forward).parameters
+    return "logits_to_keep" in forward_parameters(model)
 
 
 def _cache_of(out):

@@ -21,7 +21,9 @@ way.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -43,11 +45,26 @@ FORWARD_COST = 32
 Group = tuple[list[int], list[tuple[list[int], list[int]]]]
 
 
+_FORWARD_PARAMETERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def forward_parameters(model) -> frozenset[str]:
+    """The argument names of the forward of ``model`` (of the model a PEFT wrapper holds), read
+    once per model: scoring and decoding ask on every batch."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return _FORWARD_PARAMETERS[base]
+    except (KeyError, TypeError):  # not seen yet, or not weak-referenceable
+        names = frozenset(inspect.signature(base.forward).parameters)
+    with contextlib.suppress(TypeError):
+        _FORWARD_PARAMETERS[base] = names
+    return names
+
+
 def cache_argument_name(model) -> str:
     """The name the model's forward gives its key/value cache (transformers 5 renamed
     ``past_key_values`` to ``cache``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
 
 
 def common_prefix(sequences: Sequence[Sequence[int]]) -> int:
@@ -191,10 +208,12 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
                    [(pairs[i][0][prefix:], pairs[i][1]) for i in members])
             shared.append((row, list(members)))
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
-    shared.sort(key=lambda entry: -_row_width(entry[0]))
+    by_width = sorted(((_row_width(row), row, members) for row, members in shared),
+                      key=lambda entry: -entry[0])
+    shared = [(row, members) for _, row, members in by_width]
     longest = max((len(pairs[i][0]) + len(pairs[i][1]) for _, members in shared
                    for i in members), default=0)
-    batches = chunks_by_length([_row_width(row) for row, _ in shared], batch_size * longest)
+    batches = chunks_by_length([width for width, _, _ in by_width], batch_size * longest)
     for number, batch in enumerate(batches):
         entries = [shared[i] for i in batch]
         if number == 0:
