@@ -22,6 +22,7 @@ from conftest import micro_study, stored_numbers
 from typer.testing import CliRunner
 
 from learnforget.cli import app
+from learnforget.executors.local import WORKER_NAME
 from learnforget.outdir import check_same_study
 from learnforget.pipeline import StudyOutcome, failed_runs, failure_summary
 from learnforget.plan import expand
@@ -90,14 +91,14 @@ def statuses(out: Path) -> dict[str, str]:
 
 
 def workers_of(pid: int) -> list[int]:
-    """The worker processes of a ``learnforget run`` (children running ``spawn_main``)."""
+    """The worker processes of a ``learnforget run`` (named ``WORKER_NAME`` once started)."""
     found = []
     for member in group(pid):
         try:
-            command = Path(f"/proc/{member}/cmdline").read_bytes()
+            name = Path(f"/proc/{member}/comm").read_text().strip()
         except OSError:
             continue
-        if b"spawn_main" in command:
+        if name == WORKER_NAME:
             found.append(member)
     return found
 
@@ -190,7 +191,7 @@ def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_
     workers = workers_of(process.pid)
     os.killpg(process.pid, signal.SIGUSR1)
     assert wait_for(lambda: log_of(out).count("(most recent call first)") >= 1 + len(workers)
-                    and "in spawn_main" in log_of(out), 10), log_of(out)[-3000:]
+                    and "in _worker" in log_of(out), 10), log_of(out)[-3000:]
     assert "in run_all" in log_of(out)  # the main process's loop over its workers
     assert process.poll() is None and set(workers) <= set(group(process.pid))
     os.kill(process.pid, signal.SIGKILL)

@@ -106,6 +106,16 @@ class Frame:
         (built once: every figure and table names methods through it)."""
         return method_table(self.runs)
 
+    @functools.cached_property
+    def lr_summary(self) -> pd.DataFrame:
+        """``lr_table`` of this frame, built once (read it through ``lr_table``: a copy)."""
+        return _lr_table(self)
+
+    @functools.cached_property
+    def best_lr_by_label(self) -> dict[str, float]:
+        """``best_lrs`` of this frame, built once (read it through ``best_lrs``: a copy)."""
+        return _best_lrs(self)
+
     def name(self, label: str) -> str:
         """The readable name of method ``label``, built from its settings."""
         methods = self.methods
@@ -425,7 +435,12 @@ def usable(rows: pd.DataFrame) -> pd.DataFrame:
 
 def lr_table(frame: Frame) -> pd.DataFrame:
     """One row per (label, lr): run counts by status and the final scores averaged over seeds
-    (over usable runs only): learn, forget, tokens and the ΔW ``spectrum/rank90`` median."""
+    (over usable runs only): learn, forget, tokens and the ΔW ``spectrum/rank90`` median.
+    Computed once per frame (a report asks some forty times); each call gets its own copy."""
+    return frame.lr_summary.copy()
+
+
+def _lr_table(frame: Frame) -> pd.DataFrame:
     runs = frame.runs
     if runs.empty:
         return pd.DataFrame(columns=["label", "lr", "runs", "diverged", "failed", "pending",
@@ -448,7 +463,11 @@ def lr_table(frame: Frame) -> pd.DataFrame:
 def best_lrs(frame: Frame) -> dict[str, float]:
     """The best learning rate of each label: the LR whose usable runs have the highest final
     ``learn`` (mean over seeds). Labels with no usable, measured run are left out."""
-    table = lr_table(frame).dropna(subset=["learn"])
+    return dict(frame.best_lr_by_label)
+
+
+def _best_lrs(frame: Frame) -> dict[str, float]:
+    table = frame.lr_summary.dropna(subset=["learn"])
     if table.empty:
         return {}
     best = table.loc[table.groupby("label")["learn"].idxmax()]

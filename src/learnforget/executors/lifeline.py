@@ -1,9 +1,10 @@
-"""Tie a worker process's life to its parent's: a worker never outlives the ``learnforget``
-process that started it, and leaves stopping to it.
+"""Tie a worker process's life to the ``learnforget`` process that started it: a worker never
+outlives it, and leaves stopping to it.
 
-On Linux the kernel sends the worker SIGKILL when its parent dies (``prctl`` with
+A worker's parent is that process (``spawn``) or its forkserver, which ends as soon as that
+process does. On Linux the kernel sends the worker SIGKILL when its parent dies (``prctl`` with
 ``PR_SET_PDEATHSIG``); everywhere, a watchdog thread checks once a second that the parent is
-still there and ends the worker when it is not.
+still there and that the starting process lives, and ends the worker when not.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PR_SET_NAME = 15
 
 
 def _set_parent_death_signal() -> None:
@@ -28,19 +31,55 @@ def _set_parent_death_signal() -> None:
         pass  # the watchdog still ends the worker
 
 
-def _watch(parent_pid: int, interval: float) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _descends_from(parent: int, main_pid: int) -> bool:
+    """Whether ``parent`` is ``main_pid`` or its child (the forkserver), with ``main_pid``
+    alive; where ``/proc`` cannot tell the parent's parent, whether ``main_pid`` lives."""
+    if parent == main_pid:
+        return True
+    try:
+        stat = Path(f"/proc/{parent}/stat").read_text()
+    except OSError:
+        return _alive(main_pid) and parent != 1
+    return int(stat[stat.rindex(")") + 2:].split()[1]) == main_pid
+
+
+def _watch(parent: int, main_pid: int, interval: float) -> None:
     while True:
         time.sleep(interval)
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent or not _alive(main_pid):
             os._exit(1)
 
 
-def bind_to_parent(parent_pid: int, interval: float = 1.0) -> None:
-    """End this process when ``parent_pid`` (its parent) dies; ignore Ctrl-C here, so that the
-    parent alone decides how a grid stops (a terminal sends SIGINT to every process)."""
+def bind_to_parent(main_pid: int, interval: float = 1.0) -> None:
+    """End this process when ``main_pid`` (the process that started it) or this process's
+    parent (that process, or its forkserver) dies; ignore Ctrl-C here, so that the main
+    process alone decides how a grid stops (a terminal sends SIGINT to every process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_parent_death_signal()
-    if os.getppid() != parent_pid:  # the parent died before the death signal was set
+    parent = os.getppid()
+    if not _descends_from(parent, main_pid):  # orphaned before the death signal was set
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent_pid, interval), daemon=True,
+    threading.Thread(target=_watch, args=(parent, main_pid, interval), daemon=True,
                      name="parent-watchdog").start()
+
+
+def name_this_process(name: str) -> None:
+    """Show this process as ``name`` in ``ps`` and ``top`` (Linux: at most 15 bytes; elsewhere
+    nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
