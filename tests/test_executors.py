@@ -17,6 +17,7 @@ from learnforget.study import parse_study
 MICRO = micro_study(name="micro-executors", workers=2)  # a full-FT and a LoRA run
 
 
+@pytest.mark.slow  # starting Ray takes most of a minute on 2 cores
 def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="needs pip install 'learnforget[ray]'")
     study = parse_study(MICRO)

@@ -141,6 +141,7 @@ def test_scoring_lines_off_a_terminal() -> None:
     for done in range(1, 9):  # a batch every 4 s
         clock.now = done * 4.0
         shown(ScoringProgress("code_bpb", 0, 2, done, 8))
+    shown(ScoringProgress("code_bpb", 0, 2, 8, 8))  # the task's end, reported again: one line
     lines = buffer.getvalue().splitlines()
     assert lines[0] == "scoring base: code_bpb (task 1 of 2)"
     # a line when 10 s have passed (batches at 12 s and 24 s), and the last batch

@@ -230,6 +230,7 @@ class ScoringDisplay:
         self.bars = console.is_terminal if bars is None else bars
         self.progress: Progress | None = None
         self.tasks: dict[str, int] = {}
+        self.last_line: tuple[str, int] | None = None
 
     def __call__(self, state: ScoringProgress) -> None:
         """Show one scoring event."""
@@ -248,8 +249,10 @@ class ScoringDisplay:
         if state.done == 0 and state.total == 0:
             self.console.print(f"scoring {name} (task {state.index + 1} of {state.tasks})",
                                highlight=False)
-        elif state.done == state.total or self.pacer.due():
+        elif (state.done == state.total or self.pacer.due()) and (
+                (name, state.done) != self.last_line):  # a task's end is reported twice
             self.console.print(f"  {name}: {state.done}/{state.total}", highlight=False)
+            self.last_line = (name, state.done)
 
     def close(self) -> None:
         """Stop the bars."""
