@@ -44,3 +44,20 @@ def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
 def test_bad_executor_options_are_named(choice: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         ExecutorChoice(**choice)
+
+
+def test_a_worker_whose_main_process_is_gone_ends_quietly() -> None:
+    """A worker that finds its pipe to the main process closed (the main process was killed)
+    ends at once with status 1: no traceback, nothing recorded."""
+    import subprocess
+    import sys
+
+    code = ("from multiprocessing import Pipe\n"
+            "from learnforget.executors.local import _sender\n"
+            "reader, writer = Pipe(duplex=False)\n"
+            "reader.close()\n"
+            "_sender(writer)({'log': 'still here'})\n"
+            "print('went on')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr

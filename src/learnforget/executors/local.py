@@ -94,20 +94,35 @@ def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_p
 
     quiet_warnings()
     run = _Run.model_validate_json(run_json)
+    send = _sender(conn)
     try:
         status = execute_run(_Study.model_validate_json(study_json), run, Path(out),
-                             progress=conn.send, log=lambda msg: conn.send({"log": msg}))
-        conn.send({"result": status, "run_id": run.run_id})
+                             progress=send, log=lambda msg: send({"log": msg}))
+        send({"result": status, "run_id": run.run_id})
     except UserError as exc:
-        conn.send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
+        send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
     except Exception as exc:  # before the run could record it (its folder, the store)
         from learnforget.runner import first_line
 
-        conn.send({"log": f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: "
-                          f"{first_line(exc)}"})
-        conn.send({"result": "failed", "run_id": run.run_id,
-                   "error": "".join(traceback.format_exception(exc))[-4000:]})
+        send({"log": f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: "
+                     f"{first_line(exc)}"})
+        send({"result": "failed", "run_id": run.run_id,
+              "error": "".join(traceback.format_exception(exc))[-4000:]})
     conn.close()
+
+
+def _sender(conn: Connection):
+    """``conn.send``, except that a closed pipe ends this process at once: the main process is
+    gone (killed; the kernel or the watchdog is about to end this worker too), so the run is
+    neither marked failed nor reported — the next ``run`` resumes it from its last checkpoint."""
+
+    def send(event: dict) -> None:
+        try:
+            conn.send(event)
+        except (BrokenPipeError, ConnectionResetError):
+            os._exit(1)
+
+    return send
 
 
 @dataclass
