@@ -182,6 +182,24 @@ def test_ctrl_c_stops_every_worker_at_once_and_the_rerun_resumes(
     assert_same_numbers(out, reference)
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """Ctrl-C while ``learnforget`` still imports its libraries (here: raised by the import of
+    the command line itself, where a real Ctrl-C lands in the first seconds)."""
+    code = ("import sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'learnforget.cli':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['learnforget', 'run', 'study.yaml']\n"
+            "from learnforget.__main__ import main\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "interrupted while starting: nothing was done\n"
+
+
 def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_worker(
         study_file: Path, tmp_path: Path) -> None:
     """SIGUSR1 to the group: the main process and each worker print where they are and go on;
