@@ -9,6 +9,7 @@ still there and that the starting process lives, and ends the worker when not.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -21,14 +22,16 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PR_SET_NAME = 15
 
 
-def _set_parent_death_signal() -> None:
+def _prctl(option: int, argument) -> None:
+    """``prctl(option, argument)`` on Linux; nothing elsewhere or where libc cannot be called."""
     if not sys.platform.startswith("linux"):
         return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # the watchdog still ends the worker
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, argument, 0, 0, 0)
+
+
+def _set_parent_death_signal() -> None:
+    _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))  # elsewhere the watchdog ends the worker
 
 
 def _alive(pid: int) -> bool:
@@ -36,7 +39,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, another user's
         return True
     return True
 
@@ -76,10 +79,4 @@ def bind_to_parent(main_pid: int, interval: float = 1.0) -> None:
 def name_this_process(name: str) -> None:
     """Show this process as ``name`` in ``ps`` and ``top`` (Linux: at most 15 bytes; elsewhere
     nothing changes)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    _prctl(PR_SET_NAME, name.encode()[:15])
