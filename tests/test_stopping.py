@@ -200,6 +200,23 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path: Path
     assert done.stderr == "interrupted while starting: nothing was done\n"
 
 
+def test_ctrl_c_after_the_command_ended_leaves_its_exit_status(study_file: Path,
+                                                               tmp_path: Path) -> None:
+    """Ctrl-C while a finished command's interpreter tears down (here: sent by an exit hook,
+    where a real Ctrl-C lands in the moment the ML libraries take to unload) changes nothing:
+    the command's own exit status, no traceback, no "Exception ignored"."""
+    code = ("import atexit, os, signal, sys, time\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5)))\n"
+            f"sys.argv = ['learnforget', 'plan', {str(study_file)!r}]\n"
+            "from learnforget.__main__ import main\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert "full" in done.stdout  # the plan itself was printed
+
+
 def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_worker(
         study_file: Path, tmp_path: Path) -> None:
     """SIGUSR1 to the group: the main process and each worker print where they are and go on;
