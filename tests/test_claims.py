@@ -1,129 +1,35 @@
-"""The claims checklist: each of the paper's nine claims judged on small hand-made studies, where
-it must hold, where it must not, and where it cannot be tested.
-
-Stores are written with the real ``Store`` and real run configs (``plan.expand`` of a real
-``Study``); every checkpoint's learning and forgetting are given directly as the change of the
-study's first learning task (``<task>/bpb`` = 3 − learn) and of ``source_bpb`` (2 + forget), so
-the expected verdicts follow from the numbers in each test.
-"""
+"""The claims checklist: each of the paper's nine claims judged on small hand-made studies
+(``claim_studies``), where it must hold, where it must not, and where it cannot be tested."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from claim_studies import (
+    FULL_LORA,
+    PLAIN,
+    REGULARISED,
+    Values,
+    frame_of,
+    full_lora,
+    verdict_of,
+)
 
 from learnforget.analysis.claims import (
-    CLAIMS,
     FAILS,
     HOLDS,
     INCONCLUSIVE,
     UNTESTABLE,
-    VERDICTS,
     ClaimData,
     claim_delta_rank,
     judge_claims,
     judge_claims_across,
 )
-from learnforget.analysis.frame import Frame, load_frame
-from learnforget.analysis.variants import variant_comparison
-from learnforget.plan import expand
-from learnforget.store import Measurement, Store
-from learnforget.study import parse_study
+from learnforget.analysis.frame import Frame
 
 torch.set_num_threads(1)
-
-STEPS = (4, 8)
-TOKENS_PER_STEP = 1024
-Values = dict[str, dict[float, list[tuple[float, float]]]]
-Extra = dict[str, list[dict[str, float]]]
-
-
-def write_study(out: Path, methods: list[dict], values: Values, extra: Extra | None = None,
-                domain: str = "code", regime: str = "cpt", name: str = "claims",
-                base_extra: dict[str, float] | None = None,
-                artifacts: dict[str, list[dict]] | None = None,
-                seed_offsets: dict[int, float] | None = None,
-                base_artifacts: dict | None = None) -> Path:
-    """OUT with study.json and a store holding the base model and every run of ``methods``.
-
-    ``values[label][lr]`` lists (learn, forget) at steps 4 and 8; a run whose (label, lr) is
-    missing is stored as diverged without a checkpoint. ``extra[label]`` lists, per step, more
-    ``task/metric`` values for every run of the label; ``artifacts[label]`` per step artifacts
-    (``{kind: payload}``), ``base_artifacts`` the base model's. ``seed_offsets`` runs one seed
-    per key and adds its value to every forgetting of that seed's runs."""
-    learn_task = f"{domain}_bpb"
-    study = parse_study({
-        "name": name, "base": "builtin:micro", "target": {"domain": domain, "regime": regime},
-        "methods": methods, "budgets": {"steps": list(STEPS)},
-        "training": {"seeds": sorted(seed_offsets or {0: 0.0})},
-        "evaluation": {"learning": [learn_task], "forgetting": ["source_bpb"]}})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(study.model_dump_json())
-    store = Store(out / "results.sqlite")
-    base = [Measurement(learn_task, "bpb", 3.0), Measurement("source_bpb", "bpb", 2.0),
-            *(Measurement(*key.split("/"), v) for key, v in (base_extra or {}).items())]
-    store.ensure_run("base-x", study.name, "base", "base", {"base": {}})
-    store.record_checkpoint("base-x", 0, 0, None, [(0, 0, m) for m in base], base_artifacts)
-    store.set_status("base-x", "finished")
-    for run in expand(study):
-        store.ensure_run(run.run_id, study.name, run.method.kind, run.label,
-                         run.model_dump(mode="json"))
-        points = values.get(run.label, {}).get(run.method.lr)
-        if points is None:
-            store.set_status(run.run_id, "diverged")
-            continue
-        for i, (step, (learn, forget)) in enumerate(zip(STEPS, points, strict=False)):
-            forget += (seed_offsets or {}).get(run.seed, 0.0)
-            rows = [Measurement(learn_task, "bpb", 3.0 - learn),
-                    Measurement(learn_task, "bpb_delta", -learn),
-                    Measurement("source_bpb", "bpb", 2.0 + forget),
-                    Measurement("source_bpb", "bpb_delta", forget)]
-            more = (extra or {}).get(run.label, [])
-            if i < len(more):
-                rows += [Measurement(*key.split("/"), v) for key, v in more[i].items()]
-            stored = (artifacts or {}).get(run.label, [])
-            tokens = step * TOKENS_PER_STEP
-            store.record_checkpoint(run.run_id, step, tokens, None,
-                                    [(step, tokens, m) for m in rows],
-                                    stored[i] if i < len(stored) else None)
-        store.set_status(run.run_id, "finished")
-    store.close()
-    return out
-
-
-def frame_of(tmp_path: Path, methods: list[dict], values: Values, **kwargs) -> Frame:
-    """``write_study`` then ``load_frame``."""
-    return load_frame(write_study(tmp_path, methods, values, **kwargs))
-
-
-def verdict_of(frame: Frame, number: int):
-    """Claim ``number`` of ``judge_claims(frame)``."""
-    verdicts = judge_claims(frame)
-    assert [v.number for v in verdicts] == list(range(1, 10))
-    return verdicts[number - 1]
-
-
-FULL_LORA = [{"kind": "full", "lr": [1e-4, 1e-3]},
-             {"kind": "lora", "r": [8, 64], "targets": ["all"], "lr": [1e-3, 1e-2]}]
-
-
-def full_lora(full: list, r8: list, r64: list) -> Values:
-    """Full FT best at 1e-3 and LoRA best at 1e-2 with the given points; the other LRs learn
-    half as much (forgetting the same)."""
-    def sweep(points: list, best: float, other: float) -> dict:
-        return {best: points, other: [(learn / 2, forget) for learn, forget in points]}
-
-    return {"full": sweep(full, 1e-3, 1e-4), "lora-r8-all": sweep(r8, 1e-2, 1e-3),
-            "lora-r64-all": sweep(r64, 1e-2, 1e-3)}
-
-
-# full FT learns and forgets more than LoRA r=8 and r=64 (all), r=64 closer to full FT
-PLAIN = full_lora(full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.01), (0.12, 0.02)],
-                  r64=[(0.08, 0.02), (0.16, 0.03)])
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +213,6 @@ def test_claim_3_is_not_testable_when_lora_learns_beyond_full_finetuning(tmp_pat
 
 
 # --- 4 ----------------------------------------------------------------------------------------
-REGULARISED = [{"kind": "full", "lr": [1e-3], "weight_decay": [0.0, 0.1]},
-               {"kind": "lora", "r": [8], "lr": [1e-2]}]
 
 
 def test_claim_4_compares_lora_with_regularised_full_finetuning(tmp_path: Path) -> None:
@@ -587,187 +491,3 @@ def test_claim_9_is_not_testable_without_intruder_counts(tmp_path: Path) -> None
     frame = _rank_study(tmp_path, [_spectrum_rows(18, 15, 25)] * 2)
     claim = verdict_of(frame, 9)
     assert claim.verdict == UNTESTABLE and "intruder counts" in claim.missing
-
-
-# --- the verdict records ----------------------------------------------------------------------
-def test_verdicts_are_json_ready_and_name_the_claims(plain_frame: Frame) -> None:
-    records = json.loads(json.dumps([c.to_dict() for c in judge_claims(plain_frame)]))
-    assert [r["claim"] for r in records] == [CLAIMS[n] for n in range(1, 10)]
-    assert all(r["verdict"] in VERDICTS for r in records)
-    for record in records:  # a tested claim shows numbers; an untested one says what is missing
-        assert record["evidence"] if record["verdict"] != UNTESTABLE else record["missing"]
-        assert not any(isinstance(v, float) and math.isnan(v) for v in record.values())
-
-
-# --- which runs stand for LoRA ----------------------------------------------------------------
-VARIANTS = [{"kind": "full", "lr": [1e-3]},
-            {"kind": "lora", "r": [8], "lr": [1e-2]},
-            {"kind": "lora", "r": [8], "use_dora": True, "lr": [1e-2]},
-            {"kind": "lora", "r": [8], "init": "pissa", "lr": [1e-2]},
-            {"kind": "lora", "r": [8], "targets": ["attention"], "lr": [1e-2]}]
-
-
-def test_claims_judge_the_papers_lora_and_compare_variants_apart(tmp_path: Path) -> None:
-    # plain LoRA r=8 has 3.25 intruders per matrix against full FT's 0.79; DoRA 0.64 and PiSSA
-    # 0.32 made the old rule (the minimum over every LoRA label) say "does not hold"
-    intruders = {"full": 0.79, "lora-r8-all": 3.25, "lora-r8-all-dora": 0.64,
-                 "lora-r8-all-pissa": 0.32, "lora-r8-attention": 0.1}
-    points = {"full": [(0.1, 0.05), (0.2, 0.1)], "lora-r8-all": [(0.05, 0.01), (0.12, 0.02)],
-              "lora-r8-all-dora": [(0.3, 0.01), (0.4, 0.02)],
-              "lora-r8-all-pissa": [(0.05, 0.3), (0.12, 0.4)],
-              "lora-r8-attention": [(0.01, 0.01), (0.02, 0.02)]}
-    values = {label: {1e-3 if label == "full" else 1e-2: p} for label, p in points.items()}
-    extra = {label: [{"spectrum/intruders": v}] * 2 for label, v in intruders.items()}
-    frame = frame_of(tmp_path, VARIANTS, values, extra=extra)
-    claims = judge_claims(frame)
-    assert claims[8].verdict == HOLDS, claims[8]
-    assert "DoRA" not in claims[8].evidence and "pissa" not in claims[8].evidence
-    # DoRA learns more than full FT and PiSSA forgets more: neither touches claims 1 and 2
-    assert claims[0].verdict == HOLDS and claims[1].verdict == HOLDS
-    assert claims[0].scope.startswith("LoRA = the paper's configuration: LoRA r=8 (all)")
-    assert "compared apart, not judged: LoRA r=8 (attention), LoRA r=8 (all, DoRA), " \
-        "LoRA r=8 (all, pissa init)" in claims[0].scope
-    table = variant_comparison(frame).set_index("label")
-    assert table.loc["lora-r8-all", "role"] == "judged"
-    assert table.loc["lora-r8-all-dora", "role"] == "compared apart"
-    assert table.loc["lora-r8-all-dora", "learn_share"] == pytest.approx(2.0)
-    assert table.loc["lora-r8-all-pissa", "intruders"] == pytest.approx(0.32)
-
-
-def test_claims_fall_back_to_the_targets_a_study_has_and_say_so(tmp_path: Path) -> None:
-    methods = [{"kind": "full", "lr": [1e-3]},
-               {"kind": "lora", "r": [8], "targets": ["mlp"], "lr": [1e-2]}]
-    values = {"full": {1e-3: [(0.1, 0.05), (0.2, 0.1)]},
-              "lora-r8-mlp": {1e-2: [(0.05, 0.01), (0.12, 0.02)]}}
-    claim = verdict_of(frame_of(tmp_path, methods, values), 1)
-    assert claim.verdict == HOLDS
-    assert "LoRA = LoRA r=8 (mlp): this study has no LoRA on all linear modules" in claim.scope
-
-
-# --- uncertainty ------------------------------------------------------------------------------
-def test_a_difference_within_noise_is_inconclusive_and_says_what_would_settle_it(
-        tmp_path: Path) -> None:
-    # full FT learns 0.20, LoRA r=64 0.16 at 8 steps; bits/byte standard errors of 0.03 give
-    # the difference 0.04 a 95% half-width of 1.96·√2·0.03 = 0.083: within noise
-    errors = {"code_bpb/bpb_stderr": 0.03, "code_bpb/n": 50.0, "source_bpb/bpb_stderr": 0.001,
-              "source_bpb/n": 50.0}
-    extra = {label: [errors] * 2 for label in ("full", "lora-r8-all", "lora-r64-all")}
-    frame = frame_of(tmp_path, FULL_LORA, PLAIN, extra=extra,
-                     base_extra={"code_bpb/bpb_stderr": 0.03, "source_bpb/bpb_stderr": 0.001})
-    assert frame.checkpoints["learn_se"].eq(0.03).all()
-    claim = verdict_of(frame, 1)
-    assert claim.verdict == INCONCLUSIVE, claim
-    assert "within noise" in claim.evidence and "± 0.083" in claim.evidence
-    # n·(1.96·se/|d|)² for the smallest difference, 0.02 at 4 steps: 50·(0.0832/0.02)² ≈ 864
-    assert "about 864 items (now 50)" in claim.settle
-    # forgetting has small errors: LoRA's smaller forgetting is resolved
-    assert verdict_of(frame, 2).verdict == HOLDS
-
-
-def test_claim_3_band_has_a_seed_noise_floor(tmp_path: Path) -> None:
-    # LoRA lies 0.03 above full FT's frontier: outside the 10% band (±0.008) with one seed;
-    # two seeds whose forgetting differs by 0.04 (sd 0.028) widen the band to ±0.057
-    values = full_lora(full=[(0.10, 0.05), (0.20, 0.10)], r8=[(0.05, 0.055), (0.12, 0.09)],
-                       r64=[(0.08, 0.07), (0.16, 0.11)])
-    one = verdict_of(frame_of(tmp_path / "a", FULL_LORA, values), 3)
-    assert one.verdict == FAILS and "no noise estimate" in one.evidence
-    two = verdict_of(frame_of(tmp_path / "b", FULL_LORA, values,
-                              seed_offsets={0: -0.02, 1: 0.02}), 3)
-    assert two.verdict == HOLDS, two
-    assert "2 × the seeds' standard deviation of forgetting (0.0283" in two.evidence
-
-
-def _code_items(learn: float, jitter: float) -> dict:
-    """Per-item values of code_bpb for a model that learned ``learn`` bits/byte on every one of
-    50 pieces of 100 bytes whose base difficulty ranges from 1 to 5 bits/byte (mean 3.0, the
-    synthetic base), ± ``jitter`` alternating from item to item."""
-    bits = [100 * (1 + 4 * i / 49 - learn + (jitter if i % 2 else -jitter)) for i in range(50)]
-    return {"bits": bits, "bytes": [100.0] * 50}
-
-
-def test_differences_on_the_same_items_are_judged_paired(tmp_path: Path) -> None:
-    from learnforget.measure.uncertainty import ratio_stderr
-
-    # the pieces' difficulty varies so much (1–5 bits/byte) that each value alone carries
-    # ± 0.17: full FT − LoRA (0.04 at 8 steps) is within √2·0.17·1.96 = 0.47 when read as two
-    # independent values, but every piece shows it, so paired it is resolved
-    labels = {"full": ([0.10, 0.20], 0.01), "lora-r8-all": ([0.05, 0.12], 0.0),
-              "lora-r64-all": ([0.08, 0.16], -0.01)}
-    artifacts, extra = {}, {}
-    for label, (learns, jitter) in labels.items():
-        payloads = [_code_items(learn, jitter) for learn in learns]
-        artifacts[label] = [{"items:code_bpb": p} for p in payloads]
-        extra[label] = [{"code_bpb/bpb_stderr": ratio_stderr(p["bits"], p["bytes"]),
-                         "code_bpb/n": 50.0} for p in payloads]
-    independent = frame_of(tmp_path / "a", FULL_LORA, PLAIN, extra=extra)
-    assert independent.checkpoints["learn_se"].between(0.16, 0.18).all()
-    claim = verdict_of(independent, 1)
-    assert claim.verdict == INCONCLUSIVE and "± 0.47" in claim.evidence, claim
-    paired = frame_of(tmp_path / "b", FULL_LORA, PLAIN, extra=extra, artifacts=artifacts)
-    claim = verdict_of(paired, 1)
-    assert claim.verdict == HOLDS, claim
-    # full FT − LoRA r=64 at 8 steps: 0.04, the pieces differing by 0.04 ± 0.02 bits/byte:
-    # 1.96 × 0.02 / √49 = 0.0056
-    assert "(difference +0.04 ± 0.0056)" in claim.evidence, claim.evidence
-
-
-def _source_items(forget: float, jitter: float) -> dict:
-    """Per-item values of source_bpb for a model that forgot ``forget`` bits/byte on every one
-    of 50 passages of 100 bytes whose base difficulty ranges from 1 to 3 bits/byte (mean 2.0,
-    the synthetic base), ± ``jitter`` alternating from item to item."""
-    bits = [100 * (1 + 2 * i / 49 + forget + (jitter if i % 2 else -jitter)) for i in range(50)]
-    return {"items:source_bpb": {"bits": bits, "bytes": [100.0] * 50}}
-
-
-def test_claim_4_gaps_to_an_interpolated_frontier_are_paired_over_items(
-        tmp_path: Path) -> None:
-    from learnforget.measure.uncertainty import ratio_stderr
-
-    # LoRA forgets 0.01 and 0.018 less than the weight-decay frontier, which at its learning
-    # lies between the base model and a checkpoint, or between two checkpoints. Each value
-    # alone carries ± 0.08 (the passages' difficulty varies), so read independently every gap
-    # is within noise; on the same passages the combination LoRA − interpolated frontier varies
-    # by the jitters only, and both gaps are resolved.
-    points = {"full": [(0.10, 0.05), (0.20, 0.10)], "full-wd0.1": [(0.10, 0.04), (0.20, 0.08)],
-              "lora-r8-all": [(0.05, 0.01), (0.12, 0.03)]}
-    lrs = {"full": 1e-3, "full-wd0.1": 1e-3, "lora-r8-all": 1e-2}
-    jitters = {"full": 0.002, "full-wd0.1": -0.002, "lora-r8-all": 0.001}
-    values = {label: {lrs[label]: p} for label, p in points.items()}
-    artifacts = {label: [_source_items(forget, jitters[label]) for _, forget in p]
-                 for label, p in points.items()}
-    extra = {label: [{"source_bpb/bpb_stderr": ratio_stderr(*a["items:source_bpb"].values()),
-                      "source_bpb/n": 50.0} for a in artifacts[label]] for label in points}
-    base = _source_items(0.0, 0.0)
-    independent = verdict_of(frame_of(tmp_path / "a", REGULARISED, values, extra=extra), 4)
-    assert independent.verdict == INCONCLUSIVE, independent
-    assert "2 within noise" in independent.evidence
-    paired = verdict_of(frame_of(tmp_path / "b", REGULARISED, values, extra=extra,
-                                 artifacts=artifacts, base_artifacts=base), 4)
-    assert paired.verdict == HOLDS, paired
-    assert "2 of 2 LoRA checkpoints forget less at equal learning (gaps -0.018 … -0.01)" \
-        in paired.evidence
-
-
-def test_claim_2_is_not_testable_when_full_finetuning_forgets_nothing_measurable(
-        tmp_path: Path) -> None:
-    # every forgetting is zero (the forgetting scores did not move from the base's): the old
-    # rule read "LoRA forgets as much (0 vs 0)" as the claim failing
-    values = full_lora(full=[(0.10, 0.0), (0.20, 0.0)], r8=[(0.05, 0.0), (0.12, 0.0)],
-                       r64=[(0.08, 0.0), (0.16, 0.0)])
-    errors = {"source_bpb/bpb_stderr": 0.01, "source_bpb/n": 50.0}
-    extra = {label: [errors] * 2 for label in ("full", "lora-r8-all", "lora-r64-all")}
-    claim = verdict_of(frame_of(tmp_path, FULL_LORA, values, extra=extra,
-                                base_extra={"source_bpb/bpb_stderr": 0.01}), 2)
-    assert claim.verdict == UNTESTABLE, claim
-    assert "forgetting by full FT beyond noise" in claim.missing
-    assert "8.19k tokens +0 ± 0.028" in claim.missing  # 1.96 · √(0.01² + 0.01²)
-
-
-def test_a_difference_of_exactly_zero_on_the_same_items_is_equal_not_below() -> None:
-    from learnforget.analysis.uncertainty import Difference
-
-    same = Difference(0.3, 0.3, 0.0)  # every item scored alike: 0 ± 0
-    assert same.comparison == "equal"
-    assert same.exceeds(strict=False) is True and same.exceeds(strict=True) is False
-    chance = Difference(0.3, 0.3, 0.05)  # equal means by chance: within noise
-    assert chance.comparison == "within noise" and chance.exceeds() is None

@@ -23,7 +23,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
-from test_claims import write_study
+from claim_studies import write_study
 
 from learnforget.analysis.claims import judge_claims
 from learnforget.analysis.frame import load_frame
