@@ -21,6 +21,7 @@ def test_micro_demo_writes_every_report(tmp_path: Path) -> None:
     elapsed = time.time() - started
     assert result.returncode == 0, result.stderr[-3000:]
     index = (out / "index.html").read_text()
+    spans = {}
     for study in ("code-cpt", "math-ift"):
         folder = out / study
         assert f"{study}/report/index.html" in index
@@ -28,10 +29,15 @@ def test_micro_demo_writes_every_report(tmp_path: Path) -> None:
         statuses = {r["status"] for r in store.runs()}
         assert statuses == {"finished"}, statuses
         assert len(store.runs()) == 1 + 5  # the base and 3 full + 2 LoRA runs
+        spans[study] = [(r["started_at"], r["finished_at"]) for r in store.runs()
+                        if r["label"] != "base"]
         page = (folder / "report" / "index.html").read_text()
         assert not re.search(r"(src|href)=\"(https?:|/)", page), "the report must be offline"
         assert (folder / "measurements.csv").stat().st_size > 1000
         assert len(list((folder / "report").glob("*.png"))) >= 4
+    # one queue of runs for both studies: math-ift's first run starts while code-cpt's last
+    # one still trains (5 runs on 2 workers), not after it
+    assert min(start for start, _ in spans["math-ift"]) < max(end for _, end in spans["code-cpt"])
     # each study ends with its findings, and the demo with the index of reports
     output = result.stdout + result.stderr
     for study in ("code-cpt", "math-ift"):

@@ -1,5 +1,6 @@
-"""The Ray executor trains and measures a micro study exactly as the local process pool does,
-and its results store stays one SQLite file written by one actor."""
+"""The executors: Ray trains and measures a micro study exactly as the local process pool does,
+its results store staying one SQLite file written by one actor; local workers take the runs of
+several studies from one queue, each into its own study's store."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from conftest import micro_study, stored_numbers
 
 from learnforget.errors import UserError
 from learnforget.executors import ExecutorChoice
-from learnforget.pipeline import run_study
+from learnforget.pipeline import run_study, run_together
+from learnforget.plan import expand
 from learnforget.store import Store
 from learnforget.study import parse_study
 
@@ -34,6 +36,17 @@ def test_ray_executor_matches_the_local_one(tmp_path: Path) -> None:
     assert [c["step"] for c in store.checkpoints(store.runs()[1]["run_id"])] == [3, 6]
     store.close()
     assert (tmp_path / "ray" / "report" / "index.html").exists()
+
+
+def test_two_studies_share_one_queue_and_each_run_lands_in_its_own_store(tmp_path: Path) -> None:
+    """Two studies whose runs have the same ids (the same configs under other names): one
+    queue of local workers trains all four runs, each into its own study's store, and both
+    stores hold the same numbers."""
+    first = parse_study(micro_study(name="first", workers=2))
+    second = parse_study(micro_study(name="second", workers=2))
+    outcomes = run_together([(first, tmp_path / "first"), (second, tmp_path / "second")])
+    assert [o.statuses for o in outcomes] == [{run.run_id: "finished" for run in expand(first)}] * 2
+    assert stored_numbers(tmp_path / "first") == stored_numbers(tmp_path / "second")
 
 
 @pytest.mark.parametrize(("choice", "message"), [

@@ -1,6 +1,7 @@
-"""The study pipeline: validate every study of a file, then for each study lock its output
-folder, check that the folder belongs to it, measure the base model, train and measure every
-run (with an executor), and write the report; several studies also get an index of reports.
+"""The study pipeline: validate every study of a file; for each study lock its output folder,
+check that the folder belongs to it and measure the base model; train and measure the runs of
+every study (with an executor); write each study's report; several studies also get an index
+of reports.
 
 The command line (``learnforget run`` / ``demo``) calls ``run_studies``; so can any program.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from learnforget.executors import ExecutorChoice
+from learnforget.plan import RunConfig
 from learnforget.study import Study
 
 
@@ -44,9 +46,9 @@ class StudyOutcome:
 def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | None = None,
                 console: Console | None = None, force_new_study: bool = False
                 ) -> list[StudyOutcome]:
-    """Validate every study of the file, then for each: measure the base, train every run
-    (with ``executor``; default local processes), write the report. One study goes to OUT,
-    several to OUT/NAME each (and OUT gets an index of their reports)."""
+    """Validate every study of the file, then run them (``run_together``: each base measured,
+    every run trained, each report written). One study goes to OUT, several to OUT/NAME each
+    (and OUT gets an index of their reports)."""
     from learnforget.plan import expand
     from learnforget.preflight import check_output_folder, check_study
     from learnforget.study import load_studies
@@ -59,10 +61,10 @@ def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | N
     check_output_folder(out if out is not None else Path("out"))
     if len(studies) == 1:
         target = out or Path("out") / studies[0].name
-        return [run_study(studies[0], target, executor, console, force_new_study)]
+        return run_together([(studies[0], target)], executor, console, force_new_study)
     root = out or Path("out") / study_file.stem
-    outcomes = [run_study(study, root / study.name, executor, console, force_new_study,
-                          index=root / "index.html") for study in studies]
+    outcomes = run_together([(study, root / study.name) for study in studies], executor,
+                            console, force_new_study, index=root / "index.html")
     from learnforget.report.index import write_index
 
     console.print(f"index of reports: {write_index(root, [o.out for o in outcomes])}")
@@ -72,51 +74,93 @@ def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | N
 def run_study(study: Study, out: Path, executor: ExecutorChoice | None = None,
               console: Console | None = None, force_new_study: bool = False,
               index: Path | None = None) -> StudyOutcome:
-    """Measure the base, train and measure every run of one study, write its report (linking
-    back to ``index``, the index of a multi-study run) and print its findings.
+    """Measure the base, train and measure every run of one study, write its report and print
+    its findings (``run_together`` with one study)."""
+    return run_together([(study, out)], executor, console, force_new_study, index)[0]
 
-    OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming this
-    process), and a folder that holds another study is refused unless ``force_new_study``."""
-    from learnforget.executors import execute_runs
-    from learnforget.outdir import check_same_study, locked
-    from learnforget.plan import expand
-    from learnforget.runner import measure_base
+
+@dataclass
+class _Started:
+    """A study whose folder is locked and checked and whose base is measured."""
+
+    study: Study
+    out: Path
+    runs: list[RunConfig]
+    started: float
+    finished_before: int
+
+
+def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | None = None,
+                 console: Console | None = None, force_new_study: bool = False,
+                 index: Path | None = None) -> list[StudyOutcome]:
+    """Run studies, each into its own folder: measure each base, then train and measure the
+    runs of every study (local workers take them from one queue, so that none idles between
+    studies), then write each study's report (linking back to ``index``, the index of a
+    multi-study run) and print its findings.
+
+    Each OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming
+    this process), and a folder that holds another study is refused unless
+    ``force_new_study``."""
+    from learnforget.executors import RunJob, execute_jobs
 
     console = console or Console(stderr=True)
+    with contextlib.ExitStack() as locks:
+        started = [_start_study(study, out, console, force_new_study, locks)
+                   for study, out in studies]
+        jobs = [RunJob(s.study, run, s.out) for s in started for run in s.runs]
+        statuses = iter(execute_jobs(jobs, console, executor))
+        ended = time.time()
+        return [_end_study(s, {run.run_id: next(statuses) for run in s.runs}, ended, console,
+                           index) for s in started]
+
+
+def _start_study(study: Study, out: Path, console: Console, force_new_study: bool,
+                 locks: contextlib.ExitStack) -> _Started:
+    """Lock OUT (until ``locks`` closes), check that it holds this study, record the study and
+    measure its base."""
+    from learnforget.outdir import check_same_study, locked
+    from learnforget.plan import expand
+    from learnforget.progress import scoring_progress
+    from learnforget.runner import measure_base
+
     runs = expand(study)
     out.mkdir(parents=True, exist_ok=True)
-    with locked(out):
-        changed = check_same_study(out, study.model_dump(mode="json"), force_new_study)
-        if changed:
-            fields = sorted({name.split(".")[0] for name in changed})
-            console.print(f"[dim]the study changed since {out} was last run ({', '.join(fields)})"
-                          ": runs of its earlier definition stay in the store[/dim]")
-        (out / "study.json").write_text(study.model_dump_json(indent=2))
-        started = time.time()
-        console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
-        from learnforget.progress import scoring_progress
+    locks.enter_context(locked(out))
+    changed = check_same_study(out, study.model_dump(mode="json"), force_new_study)
+    if changed:
+        fields = sorted({name.split(".")[0] for name in changed})
+        console.print(f"[dim]the study changed since {out} was last run ({', '.join(fields)})"
+                      ": runs of its earlier definition stay in the store[/dim]")
+    (out / "study.json").write_text(study.model_dump_json(indent=2))
+    began = time.time()
+    console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
+    with scoring_progress(console, "base: ") as shown:
+        measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"), progress=shown)
+    return _Started(study, out, runs, began, finished_runs(out, [run.run_id for run in runs]))
 
-        with scoring_progress(console, "base: ") as shown:
-            measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"),
-                         progress=shown)
-        finished_before = finished_runs(out, [run.run_id for run in runs])
-        statuses = execute_runs(study, runs, out, console, executor)
-        counts: dict[str, int] = {}
-        for status in statuses.values():
-            counts[status] = counts.get(status, 0) + 1
-        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        if runs and finished_before == len(runs):
-            console.print(f"nothing to do: all {len(runs)} runs of {study.name} were already "
-                          "finished (the report is rewritten from the store)")
-        else:
-            console.print(f"runs: {summary or 'none'} in {time.time() - started:.0f} s")
-        outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
-        from learnforget.analysis.findings import study_findings
-        from learnforget.report.build import build_report
 
-        build_report(out, index=index)
-        for line in study_findings(out).lines():
-            console.print(line, highlight=False, soft_wrap=True)
+def _end_study(started: _Started, statuses: dict[str, str], ended: float, console: Console,
+               index: Path | None) -> StudyOutcome:
+    """Say how the study's runs ended (at ``ended``), write its report and print its
+    findings."""
+    from learnforget.analysis.findings import study_findings
+    from learnforget.report.build import build_report
+
+    study, out, runs = started.study, started.out, started.runs
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    if runs and started.finished_before == len(runs):
+        console.print(f"nothing to do: all {len(runs)} runs of {study.name} were already "
+                      "finished (the report is rewritten from the store)")
+    else:
+        console.print(f"{study.name} runs: {summary or 'none'} in "
+                      f"{ended - started.started:.0f} s")
+    outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
+    build_report(out, index=index)
+    for line in study_findings(out).lines():
+        console.print(line, highlight=False, soft_wrap=True)
     return outcome
 
 

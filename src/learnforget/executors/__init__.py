@@ -32,14 +32,48 @@ class ExecutorChoice:
             raise UserError(f"--gpus-per-run must be ≥ 0, not {self.gpus_per_run}")
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """One run to execute: its study, its config and the study's output folder."""
+
+    study: Study
+    run: RunConfig
+    out: Path
+
+
 def execute_runs(study: Study, runs: list[RunConfig], out: Path, console: Console,
                  choice: ExecutorChoice | None = None) -> dict[str, str]:
     """Train and measure ``runs`` with the chosen executor; returns {run_id: status}."""
+    statuses = execute_jobs([RunJob(study, run, out) for run in runs], console, choice)
+    return {run.run_id: status for run, status in zip(runs, statuses, strict=True)}
+
+
+def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | None = None
+                 ) -> list[str]:
+    """Train and measure the runs of ``jobs`` (of one study or several) with the chosen
+    executor; returns each job's final status, in order. Local processes take the jobs of
+    every study from one queue, so that no worker idles while one study's last run ends and
+    the next study's runs wait; Ray runs one study after another (its cluster schedules
+    within each)."""
     choice = choice or ExecutorChoice()
     if choice.name == "ray":
         from learnforget.executors.ray_cluster import run_all_ray
 
-        return run_all_ray(study, runs, out, console, choice.ray_address, choice.gpus_per_run)
-    from learnforget.executors.local import run_all
+        statuses: dict[int, str] = {}
+        for study_jobs in _by_study(jobs):
+            first = jobs[study_jobs[0]]
+            done = run_all_ray(first.study, [jobs[i].run for i in study_jobs], first.out,
+                               console, choice.ray_address, choice.gpus_per_run)
+            statuses.update({i: done[jobs[i].run.run_id] for i in study_jobs})
+        return [statuses[i] for i in range(len(jobs))]
+    from learnforget.executors.local import run_jobs
 
-    return run_all(study, runs, out, console)
+    return run_jobs(jobs, console)
+
+
+def _by_study(jobs: list[RunJob]) -> list[list[int]]:
+    """Indices of ``jobs`` grouped by output folder (one study each), in first-seen order."""
+    groups: dict[Path, list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault(job.out, []).append(index)
+    return list(groups.values())

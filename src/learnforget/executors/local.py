@@ -1,4 +1,6 @@
-"""Run a study's runs on this machine: one after another, or ``workers`` side by side.
+"""Run a study's runs on this machine: one after another, or ``workers`` side by side. The runs
+of several studies (a study file with more than one, like the demo's) share one queue, so the
+next study's runs start while the last runs of the one before end.
 
 Each run is its own process with ``training.threads`` torch threads — on a small CPU machine, one
 thread per run and two runs at once was the robust setting. Each worker sends its progress
@@ -34,6 +36,7 @@ from pathlib import Path
 from rich.console import Console
 
 from learnforget.errors import UserError
+from learnforget.executors import RunJob
 from learnforget.plan import RunConfig
 from learnforget.progress import RunProgress as _Bars
 from learnforget.progress import progress_bars
@@ -127,11 +130,27 @@ def _sender(conn: Connection):
 
 @dataclass
 class _Worker:
-    run: RunConfig
+    job: RunJob
+    key: str  # what its events are filed under: the run id, prefixed by the study's name
+    # when the queue holds several studies (their run ids may coincide)
     process: mp.process.BaseProcess
     conn: Connection
     result: dict | None = None
     error: str | None = None  # the first line of the run's error, when it failed
+
+    @property
+    def run(self) -> RunConfig:
+        return self.job.run
+
+    def shown(self, event: dict) -> dict:
+        """``event`` as the progress display takes it: filed under this worker's key, its run
+        named with the study's name when the queue holds several studies."""
+        if self.key == self.run.run_id:
+            return event
+        shown = {**event, "run_id": self.key} if "run_id" in event else dict(event)
+        if "label" in shown:
+            shown["label"] = f"{self.job.study.name}: {shown['label']}"
+        return shown
 
 
 @contextlib.contextmanager
@@ -149,15 +168,15 @@ def _signals_ignored(*numbers: int) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _start(context, study_json: str, run: RunConfig, out: Path) -> _Worker:
+def _start(context, study_json: str, job: RunJob, key: str) -> _Worker:
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_worker, name=f"learnforget-{run.run_id}", daemon=True,
-                              args=(study_json, run.model_dump_json(), str(out), writer,
+    process = context.Process(target=_worker, name=f"learnforget-{job.run.run_id}", daemon=True,
+                              args=(study_json, job.run.model_dump_json(), str(job.out), writer,
                                     os.getpid(), dict(os.environ)))
     with _signals_ignored(signal.SIGINT):
         process.start()
     writer.close()
-    return _Worker(run, process, reader)
+    return _Worker(job, key, process, reader)
 
 
 def _drain(worker: _Worker, bars: _Bars) -> None:
@@ -170,7 +189,7 @@ def _drain(worker: _Worker, bars: _Bars) -> None:
             else:
                 if event.get("event") == "end" and event.get("error"):
                     worker.error = event["error"]
-                bars.handle(event)
+                bars.handle(worker.shown(event))
 
 
 def _stop(workers: list[_Worker]) -> None:
@@ -204,23 +223,36 @@ def _mark(out: Path, run_ids: list[str], status: str, error: str | None = None,
 
 def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | None = None
             ) -> dict[str, str]:
-    """Execute ``runs`` with ``study.workers`` processes; returns {run_id: status}.
+    """Execute the ``runs`` of one study; returns {run_id: status} (``run_jobs``)."""
+    statuses = run_jobs([RunJob(study, run, out) for run in runs], console)
+    return {run.run_id: status for run, status in zip(runs, statuses, strict=True)}
+
+
+def run_jobs(jobs: list[RunJob], console: Console | None = None) -> list[str]:
+    """Execute ``jobs`` (the runs of one study or of several), each in its own process, as many
+    at once as the next job's study allows (``workers``), taking them in order from one queue;
+    returns each job's status, in order.
 
     Ctrl-C / SIGTERM (a ``KeyboardInterrupt`` here) stops every worker and marks their runs
     ``pending`` before the interrupt goes on; a ``UserError`` in a run does the same and is
     raised here."""
     console = console or Console(stderr=True)
     context = worker_context()
-    study_json = study.model_dump_json()
-    waiting, active = list(runs), []
-    statuses: dict[str, str] = {}
+    several = len({job.out for job in jobs}) > 1
+    study_json = {job.out: job.study.model_dump_json() for job in jobs}
+    waiting = list(enumerate(jobs))
+    active: list[_Worker] = []
+    statuses: dict[str, str] = {}  # worker key → status
+    keys = [f"{job.study.name}/{job.run.run_id}" if several else job.run.run_id
+            for job in jobs]
     try:
-        if runs:
+        if jobs:
             _warm_up(context)
-        with progress_bars(console, len(runs)) as bars:
+        with progress_bars(console, len(jobs)) as bars:
             while waiting or active:
-                while waiting and len(active) < study.workers:
-                    active.append(_start(context, study_json, waiting.pop(0), out))
+                while waiting and len(active) < waiting[0][1].study.workers:
+                    index, job = waiting.pop(0)
+                    active.append(_start(context, study_json[job.out], job, keys[index]))
                 wait([w.conn for w in active] + [w.process.sentinel for w in active], 0.5)
                 for worker in list(active):
                     _drain(worker, bars)
@@ -230,36 +262,42 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
                     _drain(worker, bars)
                     active.remove(worker)
                     worker.conn.close()
-                    _finish(worker, out, statuses, bars)
+                    _finish(worker, statuses, bars)
     except BaseException:
         with _signals_ignored(signal.SIGINT, signal.SIGTERM):
             _stop(active)
-            _mark(out, [w.run.run_id for w in active], "pending")
+            for worker in active:
+                _mark(worker.job.out, [worker.run.run_id], "pending")
         if active:
             console.print(f"stopped {len(active)} unfinished "
                           f"run{'s' if len(active) > 1 else ''} "
-                          f"({', '.join(f'{w.run.label} lr {w.run.method.lr:g}' for w in active)}"
+                          f"({', '.join(_named(w) for w in active)}"
                           "): the next run resumes them from their last checkpoint")
         raise
-    return statuses
+    return [statuses[key] for key in keys]
 
 
-def _finish(worker: _Worker, out: Path, statuses: dict[str, str], bars: _Bars) -> None:
+def _named(worker: _Worker) -> str:
+    """A run as messages name it: label and LR (and the study, when the queue holds several)."""
+    study = "" if worker.key == worker.run.run_id else f"{worker.job.study.name}: "
+    return f"{study}{worker.run.label} lr {worker.run.method.lr:g}"
+
+
+def _finish(worker: _Worker, statuses: dict[str, str], bars: _Bars) -> None:
     """Record how a worker ended; a ``UserError`` of its run is raised here."""
-    run_id = worker.run.run_id
+    run_id, out = worker.run.run_id, worker.job.out
     if worker.result is None:  # the process died before it could report
         code = worker.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
         error = f"the worker process of this run ended without a result ({how})"
         _mark(out, [run_id], "failed", error)
-        bars.handle({"run_id": run_id, "event": "end", "status": "failed"})
-        bars.handle({"log": f"run {run_id} ({worker.run.label}, lr {worker.run.method.lr:g}): "
-                            f"{error}"})
-        statuses[run_id] = "failed"
+        bars.handle(worker.shown({"run_id": run_id, "event": "end", "status": "failed"}))
+        bars.handle({"log": f"run {run_id} ({_named(worker)}): {error}"})
+        statuses[worker.key] = "failed"
         return
     if worker.result.get("user_error"):
         raise UserError(worker.result["user_error"])
-    statuses[run_id] = worker.result["result"]
-    if statuses[run_id] == "failed":  # the run could not mark itself (a full disk, …)
+    statuses[worker.key] = worker.result["result"]
+    if statuses[worker.key] == "failed":  # the run could not mark itself (a full disk, …)
         with contextlib.suppress(Exception):
             _mark(out, [run_id], "failed", worker.result.get("error") or worker.error)
