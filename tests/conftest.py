@@ -129,3 +129,20 @@ def stored_numbers(out) -> dict[tuple, float]:
             for m in store.measurements() if m["metric"] not in MACHINE_METRICS}
     store.close()
     return rows
+
+
+# --- fixtures of the claims and sandbox test modules -------------------------------------------
+@pytest.fixture(scope="module")
+def plain_frame(tmp_path_factory):
+    """The claims tests' ``PLAIN`` study (``claim_studies``) without spectra or diversity."""
+    from claim_studies import FULL_LORA, PLAIN, frame_of
+
+    return frame_of(tmp_path_factory.mktemp("plain"), FULL_LORA, PLAIN)
+
+
+@pytest.fixture
+def private_sandbox_folder(monkeypatch) -> None:
+    """Sandboxes started by a test create their folders in ``sandbox_helpers.PRIVATE_TMP``."""
+    from sandbox_helpers import use_private_temporary_folder
+
+    use_private_temporary_folder(monkeypatch)

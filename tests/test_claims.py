@@ -32,12 +32,6 @@ from learnforget.analysis.frame import Frame
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def plain_frame(tmp_path_factory) -> Frame:
-    """``PLAIN`` without spectra or diversity."""
-    return frame_of(tmp_path_factory.mktemp("plain"), FULL_LORA, PLAIN)
-
-
 # --- 1 ----------------------------------------------------------------------------------------
 def test_claim_1_holds_when_full_learns_more_at_every_budget_and_rank_closes_the_gap(
         plain_frame: Frame) -> None:

@@ -34,12 +34,6 @@ from learnforget.analysis.variants import variant_comparison
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def plain_frame(tmp_path_factory) -> Frame:
-    """``PLAIN`` without spectra or diversity."""
-    return frame_of(tmp_path_factory.mktemp("plain"), FULL_LORA, PLAIN)
-
-
 # --- the verdict records ----------------------------------------------------------------------
 def test_verdicts_are_json_ready_and_name_the_claims(plain_frame: Frame) -> None:
     records = json.loads(json.dumps([c.to_dict() for c in judge_claims(plain_frame)]))

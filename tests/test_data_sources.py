@@ -173,6 +173,25 @@ def test_code_ift_pairs_parse_and_are_unique() -> None:
     assert not {p.prompt for p in train} & {p.prompt for p in heldout}
 
 
+def test_a_code_cpt_run_trains_on_the_files_without_parsing_out_function_pairs(
+        monkeypatch) -> None:
+    """Training material is built alone: a code CPT run gets the train files, in the order
+    ``load_target`` gives them, and never builds the function pairs (seconds of parsing)."""
+    from learnforget.data.target import load_target, training_material
+    from learnforget.study import TargetSpec
+
+    target = TargetSpec(domain="code", regime="cpt")
+    expected = load_target(target).documents
+
+    def no_pairs():
+        raise AssertionError("a code CPT run built the function pairs")
+
+    monkeypatch.setattr(code, "_code_pairs", no_pairs)
+    assert training_material(target) == expected == code.code_documents("train")
+    with pytest.raises(AssertionError, match="built the function pairs"):
+        training_material(TargetSpec(domain="code", regime="ift"))
+
+
 # ---------------------------------------------------------------- math
 
 

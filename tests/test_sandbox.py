@@ -21,19 +21,13 @@ from sandbox_helpers import (
     ISOLATION,
     assert_contained,
     sandbox_processes,
-    use_private_temporary_folder,
 )
 
 from learnforget.errors import UserError
 from learnforget.measure.sandbox import TEMP_PREFIX, run_program, run_programs
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux")
-
-
-@pytest.fixture(autouse=True)
-def private_temporary_folder(monkeypatch):
-    """Sandboxes started by these tests create their folders in PRIVATE_TMP."""
-    use_private_temporary_folder(monkeypatch)
+pytestmark = [pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux"),
+              pytest.mark.usefixtures("private_sandbox_folder")]
 
 
 def test_the_status_follows_how_the_program_ended():

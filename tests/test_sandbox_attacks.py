@@ -21,18 +21,12 @@ from sandbox_helpers import (
     PRIVATE_TMP,
     assert_contained,
     sandbox_processes,
-    use_private_temporary_folder,
 )
 
 from learnforget.measure.sandbox import ExecutionResult, run_program
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux")
-
-
-@pytest.fixture(autouse=True)
-def private_temporary_folder(monkeypatch):
-    """Sandboxes started by these tests create their folders in PRIVATE_TMP."""
-    use_private_temporary_folder(monkeypatch)
+pytestmark = [pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux"),
+              pytest.mark.usefixtures("private_sandbox_folder")]
 
 
 def hostile(*attacks: str) -> str:

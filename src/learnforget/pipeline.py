@@ -95,8 +95,8 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
                  index: Path | None = None) -> list[StudyOutcome]:
     """Run studies, each into its own folder: measure each base, then train and measure the
     runs of every study (local workers take them from one queue, so that none idles between
-    studies), then write each study's report (linking back to ``index``, the index of a
-    multi-study run) and print its findings.
+    studies); as soon as a study's runs have all ended, write its report (linking back to
+    ``index``, the index of a multi-study run) and print its findings.
 
     Each OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming
     this process), and a folder that holds another study is refused unless
@@ -108,10 +108,16 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
         started = [_start_study(study, out, console, force_new_study, locks)
                    for study, out in studies]
         jobs = [RunJob(s.study, run, s.out) for s in started for run in s.runs]
-        statuses = iter(execute_jobs(jobs, console, executor))
-        ended = time.time()
-        return [_end_study(s, {run.run_id: next(statuses) for run in s.runs}, ended, console,
-                           index) for s in started]
+        by_out = {s.out: s for s in started}
+        outcomes: dict[Path, StudyOutcome] = {}
+
+        def study_ended(out: Path, statuses: list[str]) -> None:
+            ran = by_out[out]
+            outcomes[out] = _end_study(ran, dict(zip([run.run_id for run in ran.runs], statuses,
+                                                     strict=True)), console, index)
+
+        execute_jobs(jobs, console, executor, study_ended)
+        return [outcomes.get(s.out) or _end_study(s, {}, console, index) for s in started]
 
 
 def _start_study(study: Study, out: Path, console: Console, force_new_study: bool,
@@ -139,10 +145,10 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
     return _Started(study, out, runs, began, finished_runs(out, [run.run_id for run in runs]))
 
 
-def _end_study(started: _Started, statuses: dict[str, str], ended: float, console: Console,
+def _end_study(started: _Started, statuses: dict[str, str], console: Console,
                index: Path | None) -> StudyOutcome:
-    """Say how the study's runs ended (at ``ended``), write its report and print its
-    findings."""
+    """Say how the study's runs ended, write its report and print its findings (while the
+    runs of the studies after it may still train)."""
     from learnforget.analysis.findings import study_findings
     from learnforget.report.build import build_report
 
@@ -156,7 +162,7 @@ def _end_study(started: _Started, statuses: dict[str, str], ended: float, consol
                       "finished (the report is rewritten from the store)")
     else:
         console.print(f"{study.name} runs: {summary or 'none'} in "
-                      f"{ended - started.started:.0f} s")
+                      f"{time.time() - started.started:.0f} s")
     outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
     build_report(out, index=index)
     for line in study_findings(out).lines():

@@ -26,7 +26,7 @@ from learnforget.data.batches import (
     split_for_sampling,
     tokenize_pairs,
 )
-from learnforget.data.target import load_target
+from learnforget.data.target import training_material
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
 from learnforget.measure.progress import ScoringCallback
@@ -114,10 +114,10 @@ def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
     seq_len = run.training.seq_len
 
     def build():
-        data = load_target(run.target, 0, tokenizer)
-        if data.regime == "ift":
-            return tokenize_pairs(data.pairs, tokenizer, seq_len, render_prompt_for(tokenizer))
-        documents = split_for_sampling(data.documents)
+        material = training_material(run.target, 0, tokenizer)
+        if run.target.regime == "ift":
+            return tokenize_pairs(material, tokenizer, seq_len, render_prompt_for(tokenizer))
+        documents = split_for_sampling(material)
         random.Random(0).shuffle(documents)
         return pack_documents(documents, tokenizer, seq_len, max_tokens=_tokens_needed(run))
 

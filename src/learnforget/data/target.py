@@ -58,23 +58,34 @@ def load_target(target: TargetSpec, seed: int = 0, tokenizer=None) -> TargetData
     if target.domain == "code":
         from learnforget.data.code import code_documents, code_ift_pairs
 
-        return TargetData(
-            target.regime,
-            _cap(code_documents("train"), cap) if target.regime == "cpt" else [],
-            _cap(code_ift_pairs("train"), cap) if target.regime == "ift" else [],
-            code_documents("heldout"),
-            code_ift_pairs("heldout"),
-        )
-    from learnforget.data.math import math_documents, math_ift_pairs
+        heldout = (code_documents("heldout"), code_ift_pairs("heldout"))
+    else:
+        from learnforget.data.math import math_documents, math_ift_pairs
 
-    n = cap or MATH_TRAIN_PROBLEMS
-    return TargetData(
-        target.regime,
-        math_documents("train", n, seed) if target.regime == "cpt" else [],
-        math_ift_pairs("train", n, seed) if target.regime == "ift" else [],
-        math_documents("test", 500, 0),
-        math_ift_pairs("test", 500, 0),
-    )
+        heldout = (math_documents("test", 500, 0), math_ift_pairs("test", 500, 0))
+    train = training_material(target, seed)
+    cpt = target.regime == "cpt"
+    return TargetData(target.regime, train if cpt else [], [] if cpt else train, *heldout)
+
+
+def training_material(target: TargetSpec, seed: int = 0, tokenizer=None
+                      ) -> list[str] | list[Pair]:
+    """The training documents (CPT) or pairs (IFT) of ``target``. For a built-in domain only
+    those are built: the code corpus's function pairs, for one, take seconds to parse out of
+    the standard library and a CPT run does not train on them."""
+    cap = target.max_examples
+    cpt = target.regime == "cpt"
+    if target.domain == "code":
+        from learnforget.data.code import code_documents, code_ift_pairs
+
+        return _cap(code_documents("train"), cap) if cpt else _cap(code_ift_pairs("train"), cap)
+    if target.domain == "math":
+        from learnforget.data.math import math_documents, math_ift_pairs
+
+        n = cap or MATH_TRAIN_PROBLEMS
+        return math_documents("train", n, seed) if cpt else math_ift_pairs("train", n, seed)
+    data = load_target(target, seed, tokenizer)
+    return data.documents if cpt else data.pairs
 
 
 def first_example(target: TargetSpec) -> str | Pair:

@@ -3,6 +3,7 @@ on this machine or a Ray cluster."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class ExecutorChoice:
             raise UserError(f"--gpus-per-run must be ≥ 0, not {self.gpus_per_run}")
 
 
+StudyEnd = Callable[[Path, list[str]], None]  # (a study's OUT, its runs' statuses)
+
+
 @dataclass(frozen=True)
 class RunJob:
     """One run to execute: its study, its config and the study's output folder."""
@@ -48,10 +52,11 @@ def execute_runs(study: Study, runs: list[RunConfig], out: Path, console: Consol
     return {run.run_id: status for run, status in zip(runs, statuses, strict=True)}
 
 
-def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | None = None
-                 ) -> list[str]:
+def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | None = None,
+                 on_study_end: StudyEnd | None = None) -> list[str]:
     """Train and measure the runs of ``jobs`` (of one study or several) with the chosen
-    executor; returns each job's final status, in order. Local processes take the jobs of
+    executor; returns each job's final status, in order, and calls ``on_study_end(out,
+    statuses)`` as soon as all of one study's runs have ended. Local processes take the jobs of
     every study from one queue, so that no worker idles while one study's last run ends and
     the next study's runs wait; Ray runs one study after another (its cluster schedules
     within each)."""
@@ -65,10 +70,12 @@ def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | 
             done = run_all_ray(first.study, [jobs[i].run for i in study_jobs], first.out,
                                console, choice.ray_address, choice.gpus_per_run)
             statuses.update({i: done[jobs[i].run.run_id] for i in study_jobs})
+            if on_study_end is not None:
+                on_study_end(first.out, [statuses[i] for i in study_jobs])
         return [statuses[i] for i in range(len(jobs))]
     from learnforget.executors.local import run_jobs
 
-    return run_jobs(jobs, console)
+    return run_jobs(jobs, console, on_study_end)
 
 
 def _by_study(jobs: list[RunJob]) -> list[list[int]]:

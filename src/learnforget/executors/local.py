@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -36,7 +37,7 @@ from pathlib import Path
 from rich.console import Console
 
 from learnforget.errors import UserError
-from learnforget.executors import RunJob
+from learnforget.executors import RunJob, StudyEnd
 from learnforget.plan import RunConfig
 from learnforget.progress import RunProgress as _Bars
 from learnforget.progress import progress_bars
@@ -228,10 +229,13 @@ def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | N
     return {run.run_id: status for run, status in zip(runs, statuses, strict=True)}
 
 
-def run_jobs(jobs: list[RunJob], console: Console | None = None) -> list[str]:
+def run_jobs(jobs: list[RunJob], console: Console | None = None,
+             on_study_end: StudyEnd | None = None) -> list[str]:
     """Execute ``jobs`` (the runs of one study or of several), each in its own process, as many
     at once as the next job's study allows (``workers``), taking them in order from one queue;
-    returns each job's status, in order.
+    returns each job's status, in order. ``on_study_end(out, statuses)`` is called as soon as
+    every job of the study in ``out`` has ended (with their statuses, in order), while the
+    other studies' runs go on.
 
     Ctrl-C / SIGTERM (a ``KeyboardInterrupt`` here) stops every worker and marks their runs
     ``pending`` before the interrupt goes on; a ``UserError`` in a run does the same and is
@@ -245,6 +249,7 @@ def run_jobs(jobs: list[RunJob], console: Console | None = None) -> list[str]:
     statuses: dict[str, str] = {}  # worker key → status
     keys = [f"{job.study.name}/{job.run.run_id}" if several else job.run.run_id
             for job in jobs]
+    left = Counter(job.out for job in jobs)  # jobs not yet ended, per study
     try:
         if jobs:
             _warm_up(context)
@@ -263,6 +268,11 @@ def run_jobs(jobs: list[RunJob], console: Console | None = None) -> list[str]:
                     active.remove(worker)
                     worker.conn.close()
                     _finish(worker, statuses, bars)
+                    left[worker.job.out] -= 1
+                    if on_study_end is not None and not left[worker.job.out]:
+                        on_study_end(worker.job.out, [statuses[keys[i]] for i, job
+                                                      in enumerate(jobs)
+                                                      if job.out == worker.job.out])
     except BaseException:
         with _signals_ignored(signal.SIGINT, signal.SIGTERM):
             _stop(active)
