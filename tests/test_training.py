@@ -280,3 +280,33 @@ def test_scoring_view_leaves_full_finetuning_alone() -> None:
     loaded = load_base(parse_study(micro_study()).base, log=lambda m: None)
     with scoring_view(loaded.model) as same:
         assert same is loaded.model
+
+
+def test_prepared_training_data_is_what_each_run_then_loads(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """``prepare_training_data`` (what ``learnforget run`` does before starting the runs) builds
+    each distinct set of training examples once, into the cache the runs read: a run then
+    trains without touching the corpus."""
+    import learnforget.runner as runner
+
+    study = parse_study(micro_study(training={"batch_size": 8, "seq_len": 48},
+                                    budgets={"steps": [2]}))
+    runs = expand(study)
+    fingerprint = runner._tokenizer_fingerprint(load_base(study.base).tokenizer)
+    paths = {runner._prepared_path(runner._training_key(run, fingerprint)) for run in runs}
+    assert len(paths) == 1  # full finetuning and LoRA train on the same examples
+    for path in paths:
+        path.unlink(missing_ok=True)
+    logged: list[str] = []
+    runner.prepare_training_data(study, runs, log=logged.append)
+    assert all(path.exists() for path in paths)
+    assert logged == ["preparing the training data (code cpt, 48-token sequences)"]
+    runner.prepare_training_data(study, runs, log=logged.append)  # nothing left to prepare
+    assert len(logged) == 1
+
+    def no_corpus(*args, **kwargs):
+        raise AssertionError("the run built its training data again")
+
+    monkeypatch.setattr(runner, "training_material", no_corpus)
+    measure_base(study, tmp_path, log=lambda m: None)
+    assert execute_run(study, runs[0], tmp_path, log=lambda m: None) == "finished"

@@ -122,12 +122,12 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
 
 def _start_study(study: Study, out: Path, console: Console, force_new_study: bool,
                  locks: contextlib.ExitStack) -> _Started:
-    """Lock OUT (until ``locks`` closes), check that it holds this study, record the study and
-    measure its base."""
+    """Lock OUT (until ``locks`` closes), check that it holds this study, record the study,
+    measure its base and prepare the training data of its unfinished runs."""
     from learnforget.outdir import check_same_study, locked
     from learnforget.plan import expand
     from learnforget.progress import scoring_progress
-    from learnforget.runner import measure_base
+    from learnforget.runner import measure_base, prepare_training_data
 
     runs = expand(study)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,9 +140,12 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
     (out / "study.json").write_text(study.model_dump_json(indent=2))
     began = time.time()
     console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
+    say = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
     with scoring_progress(console, "base: ") as shown:
-        measure_base(study, out, log=lambda m: console.print(f"[dim]{m}[/dim]"), progress=shown)
-    return _Started(study, out, runs, began, finished_runs(out, [run.run_id for run in runs]))
+        measure_base(study, out, log=say, progress=shown)
+    done = _done(out)
+    prepare_training_data(study, [run for run in runs if run.run_id not in done], log=say)
+    return _Started(study, out, runs, began, len(done & {run.run_id for run in runs}))
 
 
 def _end_study(started: _Started, statuses: dict[str, str], console: Console,
@@ -172,17 +175,21 @@ def _end_study(started: _Started, statuses: dict[str, str], console: Console,
 
 def finished_runs(out: Path, run_ids: list[str]) -> int:
     """How many of ``run_ids`` OUT's store already holds as finished (or diverged: done)."""
+    return len(_done(out) & set(run_ids))
+
+
+def _done(out: Path) -> set[str]:
+    """The ids of the runs OUT's store holds as finished or diverged."""
     from learnforget.store import Store
 
     path = out / "results.sqlite"
     if not path.is_file():
-        return 0
+        return set()
     store = Store(path)
     try:
-        done = {r["run_id"] for r in store.runs() if r["status"] in ("finished", "diverged")}
+        return {r["run_id"] for r in store.runs() if r["status"] in ("finished", "diverged")}
     finally:
         store.close()
-    return len(done & set(run_ids))
 
 
 def failed_runs(out: Path, statuses: dict[str, str]) -> list[FailedRun]:

@@ -90,10 +90,14 @@ def _tokenizer_fingerprint(tokenizer) -> str | None:
     return hashlib.sha256(backend.to_str().encode()).hexdigest()
 
 
+def _prepared_path(key: dict) -> Path:
+    return cache_dir() / "prepared" / f"{config_hash(key)}.pt"
+
+
 def _disk_cached(key: dict, build: Callable[[], object]) -> object:
     """``build()``, cached in ``cache_dir()/prepared`` under a hash of ``key`` (written
     atomically, so concurrent runs never read half a file)."""
-    path = cache_dir() / "prepared" / f"{config_hash(key)}.pt"
+    path = _prepared_path(key)
     if path.exists():
         return torch.load(path, weights_only=False)
     value = build()
@@ -104,8 +108,15 @@ def _disk_cached(key: dict, build: Callable[[], object]) -> object:
     return value
 
 
+def _training_key(run: RunConfig, fingerprint: str) -> dict:
+    """What a run's prepared training examples depend on (their disk cache's key)."""
+    needed = _tokens_needed(run) if run.target.regime == "cpt" else None
+    return {"tokenizer": fingerprint, "target": run.target.model_dump(mode="json"),
+            "seq_len": run.training.seq_len, "tokens": needed, "version": 2}
+
+
 def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
-    """The run's tokenized training data: packed CPT blocks or IFT examples.
+    """The run's tokenized training data: packed blocks (CPT) or prompt/response examples (IFT).
 
     CPT documents are cut into pieces of a few thousand characters and taken in a fixed
     shuffled order (so a token budget takes a sample of the whole corpus, the same for every run
@@ -124,10 +135,33 @@ def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
     fingerprint = _tokenizer_fingerprint(tokenizer)
     if run.target.domain == "custom" or fingerprint is None:
         return build()
-    needed = _tokens_needed(run) if run.target.regime == "cpt" else None
-    key = {"tokenizer": fingerprint, "target": run.target.model_dump(mode="json"),
-           "seq_len": seq_len, "tokens": needed, "version": 2}
-    return _disk_cached(key, build)
+    return _disk_cached(_training_key(run, fingerprint), build)
+
+
+def prepare_training_data(study: Study, runs: list[RunConfig],
+                          log: Callable[[str], None] = print) -> None:
+    """Build and cache on disk the training examples of ``runs`` that a built-in corpus
+    provides, once per distinct set, before the runs start: their processes then load the
+    examples instead of each building the same set side by side, and do not hold the corpus
+    the examples came from in memory while they train (it would add to their peak)."""
+    runs = [run for run in runs if run.target.domain != "custom"]
+    if not runs:
+        return
+    from learnforget.base import load_tokenizer, resolve_source
+
+    tokenizer = load_tokenizer(resolve_source(study.base, log))
+    fingerprint = _tokenizer_fingerprint(tokenizer)
+    if fingerprint is None:
+        return
+    missing = {}
+    for run in runs:
+        key = _training_key(run, fingerprint)
+        if not _prepared_path(key).exists():
+            missing.setdefault(config_hash(key), run)
+    for run in missing.values():
+        log(f"preparing the training data ({run.target.domain} {run.target.regime}, "
+            f"{run.training.seq_len}-token sequences)")
+        training_examples(run, tokenizer)
 
 
 def build_stream(run: RunConfig, tokenizer) -> BatchStream:
