@@ -230,8 +230,12 @@ def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_
     assert wait_for(lambda: log_of(out).count("(most recent call first)") >= 1 + len(workers)
                     and "_worker" in log_of(out), 10), log_of(out)[-3000:]
     assert "run_jobs" in log_of(out)  # the main process's loop over its workers
-    assert process.poll() is None and set(workers) <= set(group(process.pid))
-    os.kill(process.pid, signal.SIGKILL)
+    # everyone went on: no worker died of the signal (its run would be failed; a run may have
+    # finished meanwhile), and the main process runs (or, on a slow machine, has finished)
+    assert "failed" not in statuses(out).values(), log_of(out)[-3000:]
+    assert process.poll() in (None, 0), log_of(out)[-3000:]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert wait_for(lambda: not group(process.pid), 5), group(process.pid)
 
