@@ -173,11 +173,6 @@ def _end_study(started: _Started, statuses: dict[str, str], console: Console,
     return outcome
 
 
-def finished_runs(out: Path, run_ids: list[str]) -> int:
-    """How many of ``run_ids`` OUT's store already holds as finished (or diverged: done)."""
-    return len(_done(out) & set(run_ids))
-
-
 def _done(out: Path) -> set[str]:
     """The ids of the runs OUT's store holds as finished or diverged."""
     from learnforget.store import Store

@@ -45,13 +45,6 @@ class RunJob:
     out: Path
 
 
-def execute_runs(study: Study, runs: list[RunConfig], out: Path, console: Console,
-                 choice: ExecutorChoice | None = None) -> dict[str, str]:
-    """Train and measure ``runs`` with the chosen executor; returns {run_id: status}."""
-    statuses = execute_jobs([RunJob(study, run, out) for run in runs], console, choice)
-    return {run.run_id: status for run, status in zip(runs, statuses, strict=True)}
-
-
 def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | None = None,
                  on_study_end: StudyEnd | None = None) -> list[str]:
     """Train and measure the runs of ``jobs`` (of one study or several) with the chosen

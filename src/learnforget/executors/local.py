@@ -42,7 +42,6 @@ from learnforget.plan import RunConfig
 from learnforget.progress import RunProgress as _Bars
 from learnforget.progress import progress_bars
 from learnforget.store import Store
-from learnforget.study import Study
 
 STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL
 PRELOAD = ["learnforget.executors.preload"]  # what the forkserver imports once for all workers
@@ -220,13 +219,6 @@ def _mark(out: Path, run_ids: list[str], status: str, error: str | None = None,
                 store.set_status(run_id, status, error)
     finally:
         store.close()
-
-
-def run_all(study: Study, runs: list[RunConfig], out: Path, console: Console | None = None
-            ) -> dict[str, str]:
-    """Execute the ``runs`` of one study; returns {run_id: status} (``run_jobs``)."""
-    statuses = run_jobs([RunJob(study, run, out) for run in runs], console)
-    return {run.run_id: status for run, status in zip(runs, statuses, strict=True)}
 
 
 def run_jobs(jobs: list[RunJob], console: Console | None = None,
