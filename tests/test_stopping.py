@@ -226,10 +226,11 @@ def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_
     workers = workers_of(process.pid)
     os.killpg(process.pid, signal.SIGUSR1)
     # The processes write into one log at once, so their lines interleave; each function name
-    # is written whole.
+    # is written whole. The main process is in its loop over the workers (run_jobs).
     assert wait_for(lambda: log_of(out).count("(most recent call first)") >= 1 + len(workers)
-                    and "_worker" in log_of(out), 10), log_of(out)[-3000:]
-    assert "run_jobs" in log_of(out)  # the main process's loop over its workers
+                    and "_worker" in log_of(out) and "run_jobs" in log_of(out), 10), \
+        log_of(out)[-3000:]
+    assert "died unexpectedly" not in log_of(out)  # multiprocessing's resource tracker lives
     # everyone went on: no worker died of the signal (its run would be failed; a run may have
     # finished meanwhile), and the main process runs (or, on a slow machine, has finished)
     assert "failed" not in statuses(out).values(), log_of(out)[-3000:]

@@ -26,3 +26,5 @@ def dump_stacks_on_sigusr1() -> None:
     with contextlib.suppress(ValueError, AttributeError, OSError, RuntimeError,
                              io.UnsupportedOperation):
         faulthandler.register(number, file=stream, all_threads=True)
+        if hasattr(signal, "pthread_sigmask"):  # a helper may have inherited it blocked
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})

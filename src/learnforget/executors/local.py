@@ -71,11 +71,28 @@ def _warm_up(context) -> None:
         return
     from multiprocessing import forkserver
 
-    with _signals_ignored(signal.SIGINT):
+    with _signals_ignored(signal.SIGINT), _usr1_blocked_for_helpers():
         forkserver.ensure_running()
     probe = context.Process(target=_nothing, name="learnforget-warm-up", daemon=True)
     probe.start()
     probe.join()
+
+
+@contextlib.contextmanager
+def _usr1_blocked_for_helpers() -> Iterator[None]:
+    """SIGUSR1 blocked while multiprocessing starts its helper processes, which inherit the
+    block: its resource tracker has no handler of its own, so ``kill -USR1 -PGID`` (the stack
+    dump) would end it. The forkserver and the workers unblock it when they arm their own dump
+    (``stacks``); this thread's mask is put back."""
+    number = getattr(signal, "SIGUSR1", None)
+    if number is None or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {number})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_pid: int,
