@@ -49,6 +49,32 @@ def test_two_studies_share_one_queue_and_each_run_lands_in_its_own_store(tmp_pat
     assert stored_numbers(tmp_path / "first") == stored_numbers(tmp_path / "second")
 
 
+def test_a_failing_report_lets_the_other_studies_runs_finish(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """When writing one study's report fails while the next study's runs train, those runs go
+    on to the end and get their report; the error is raised once the queue is done."""
+    import learnforget.report.build as report_build
+
+    write_report = report_build.build_report
+
+    def failing_for_first(out: Path, **options):
+        if out.name == "first":
+            raise OSError("no space left on device")
+        return write_report(out, **options)
+
+    monkeypatch.setattr(report_build, "build_report", failing_for_first)
+    first = parse_study(micro_study(name="first", workers=2))
+    second = parse_study(micro_study(name="second", workers=2))
+    with pytest.raises(OSError, match="no space left"):
+        run_together([(first, tmp_path / "first"), (second, tmp_path / "second")])
+    store = Store(tmp_path / "second" / "results.sqlite")
+    assert {r["run_id"]: r["status"] for r in store.runs() if r["method"] != "base"} == {
+        run.run_id: "finished" for run in expand(second)}
+    store.close()
+    assert (tmp_path / "second" / "report" / "index.html").exists()
+    assert stored_numbers(tmp_path / "first") == stored_numbers(tmp_path / "second")
+
+
 @pytest.mark.parametrize(("choice", "message"), [
     ({"name": "slurm"}, "--executor must be one of local, ray"),
     ({"name": "local", "ray_address": "auto"}, "apply to --executor ray only"),

@@ -2,9 +2,10 @@
 
 import signal
 import sys
+from typing import NoReturn
 
 
-def _interrupted(message: str) -> None:
+def _interrupted(message: str) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(message, file=sys.stderr)
     sys.exit(130)
@@ -25,7 +26,9 @@ def main() -> None:
             app()
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except KeyboardInterrupt:  # in the instants between the command's end and the line above
+    except KeyboardInterrupt as exc:  # in the instants between the command's end and the line
+        if isinstance(exc.__context__, SystemExit):  # above: the command had ended, keep its status
+            raise exc.__context__ from None
         _interrupted("interrupted: run the same command again to resume")
 
 

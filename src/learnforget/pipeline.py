@@ -86,7 +86,6 @@ class _Started:
     study: Study
     out: Path
     runs: list[RunConfig]
-    started: float
     finished_before: int
 
 
@@ -110,14 +109,22 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
         jobs = [RunJob(s.study, run, s.out) for s in started for run in s.runs]
         by_out = {s.out: s for s in started}
         outcomes: dict[Path, StudyOutcome] = {}
+        report_errors: list[Exception] = []
+        training_began = time.time()
 
         def study_ended(out: Path, statuses: list[str]) -> None:
             ran = by_out[out]
-            outcomes[out] = _end_study(ran, dict(zip([run.run_id for run in ran.runs], statuses,
-                                                     strict=True)), console, index)
+            try:
+                outcomes[out] = _end_study(ran, dict(zip([run.run_id for run in ran.runs],
+                                                         statuses, strict=True)),
+                                           time.time() - training_began, console, index)
+            except Exception as exc:  # the other studies' runs go on; raised once they end
+                report_errors.append(exc)
 
         execute_jobs(jobs, console, executor, study_ended)
-        return [outcomes.get(s.out) or _end_study(s, {}, console, index) for s in started]
+        if report_errors:
+            raise report_errors[0]
+        return [outcomes.get(s.out) or _end_study(s, {}, 0.0, console, index) for s in started]
 
 
 def _start_study(study: Study, out: Path, console: Console, force_new_study: bool,
@@ -138,20 +145,20 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
         console.print(f"[dim]the study changed since {out} was last run ({', '.join(fields)})"
                       ": runs of its earlier definition stay in the store[/dim]")
     (out / "study.json").write_text(study.model_dump_json(indent=2))
-    began = time.time()
     console.print(f"study [bold]{study.name}[/bold]: {len(runs)} runs → {out}")
     say = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
     with scoring_progress(console, "base: ") as shown:
         measure_base(study, out, log=say, progress=shown)
     done = _done(out)
     prepare_training_data(study, [run for run in runs if run.run_id not in done], log=say)
-    return _Started(study, out, runs, began, len(done & {run.run_id for run in runs}))
+    return _Started(study, out, runs, len(done & {run.run_id for run in runs}))
 
 
-def _end_study(started: _Started, statuses: dict[str, str], console: Console,
-               index: Path | None) -> StudyOutcome:
-    """Say how the study's runs ended, write its report and print its findings (while the
-    runs of the studies after it may still train)."""
+def _end_study(started: _Started, statuses: dict[str, str], seconds: float,
+               console: Console, index: Path | None) -> StudyOutcome:
+    """Say how the study's runs ended (``seconds`` after the first run of the queue began),
+    write its report and print its findings (while the runs of the studies after it may still
+    train)."""
     from learnforget.analysis.findings import study_findings
     from learnforget.report.build import build_report
 
@@ -164,8 +171,8 @@ def _end_study(started: _Started, statuses: dict[str, str], console: Console,
         console.print(f"nothing to do: all {len(runs)} runs of {study.name} were already "
                       "finished (the report is rewritten from the store)")
     else:
-        console.print(f"{study.name} runs: {summary or 'none'} in "
-                      f"{time.time() - started.started:.0f} s")
+        console.print(f"{study.name} runs: {summary or 'none'} ({seconds:.0f} s since the "
+                      "first run started)")
     outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
     build_report(out, index=index)
     for line in study_findings(out).lines():

@@ -148,7 +148,7 @@ def _sender(conn: Connection):
 @dataclass
 class _Worker:
     job: RunJob
-    key: str  # what its events are filed under: the run id, prefixed by the study's name
+    key: str  # what its events are filed under: the run id, prefixed by the study's folder
     # when the queue holds several studies (their run ids may coincide)
     process: mp.process.BaseProcess
     conn: Connection
@@ -256,17 +256,26 @@ def run_jobs(jobs: list[RunJob], console: Console | None = None,
     waiting = list(enumerate(jobs))
     active: list[_Worker] = []
     statuses: dict[str, str] = {}  # worker key → status
-    keys = [f"{job.study.name}/{job.run.run_id}" if several else job.run.run_id
-            for job in jobs]
+    # two studies may share run ids (and, through the API, a name): their folders tell them apart
+    keys = [f"{job.out}/{job.run.run_id}" if several else job.run.run_id for job in jobs]
     left = Counter(job.out for job in jobs)  # jobs not yet ended, per study
+    ended: list[Path] = []  # studies whose jobs have all ended, not yet handed to on_study_end
     try:
         if jobs:
             _warm_up(context)
         with progress_bars(console, len(jobs)) as bars:
-            while waiting or active:
+            while waiting or active or ended:
                 while waiting and len(active) < waiting[0][1].study.workers:
                     index, job = waiting.pop(0)
                     active.append(_start(context, study_json[job.out], job, keys[index]))
+                for out in ended:  # after the freed slots are taken: a report takes seconds
+                    if on_study_end is not None:
+                        on_study_end(out, [statuses[key] for key, job in zip(keys, jobs,
+                                                                             strict=True)
+                                           if job.out == out])
+                ended.clear()
+                if not active:
+                    continue
                 wait([w.conn for w in active] + [w.process.sentinel for w in active], 0.5)
                 for worker in list(active):
                     _drain(worker, bars)
@@ -278,10 +287,8 @@ def run_jobs(jobs: list[RunJob], console: Console | None = None,
                     worker.conn.close()
                     _finish(worker, statuses, bars)
                     left[worker.job.out] -= 1
-                    if on_study_end is not None and not left[worker.job.out]:
-                        on_study_end(worker.job.out, [statuses[keys[i]] for i, job
-                                                      in enumerate(jobs)
-                                                      if job.out == worker.job.out])
+                    if not left[worker.job.out]:
+                        ended.append(worker.job.out)
     except BaseException:
         with _signals_ignored(signal.SIGINT, signal.SIGTERM):
             _stop(active)
