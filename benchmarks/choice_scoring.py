@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profiling import print_profiles, profile_call  # noqa: E402
 from train_throughput import machine, run_and_report  # noqa: E402
 
 TASKS = ("arc_challenge", "hellaswag", "winogrande")
@@ -35,6 +36,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8, help="learnforget's batch")
     parser.add_argument("--lm-eval-batch-size", type=int, default=8, help="HFLM's batch")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run each side once under torch.profiler at the first thread "
+                             "count: the work each does (GFLOP) and where its time goes")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
@@ -101,7 +105,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.lm_eval_batch_size,
               max_length=getattr(model.config, "max_position_embeddings", None))
     results: dict = {"machine": machine(), "model": args.model, "limit": args.limit,
-                     "repeats": args.repeats, "tasks": {}}
+                     "repeats": args.repeats, "tasks": {},
+                     "profile_threads": int(args.threads.split(",")[0])}
     for task in args.tasks.split(","):
         items = BENCHMARKS[task].loader(limit=args.limit, seed=0)
         _, spans = _requests(task, items)
@@ -129,6 +134,9 @@ def benchmark(args: argparse.Namespace) -> dict:
             rate = {name: len(items) / statistics.median(t) for name, t in times.items()}
             entry["threads"][threads] = {"items_per_s": rate,
                                          "ratio": rate["learnforget"] / rate["lm-eval"]}
+        if args.profile:
+            torch.set_num_threads(int(args.threads.split(",")[0]))
+            entry["profile"] = {name: profile_call(side) for name, side in sides.items()}
         entry["max_ll_difference"] = max(abs(a - b) for a, b in zip(
             loglikelihoods["learnforget"], loglikelihoods["lm-eval"], strict=True))
         ours, theirs = predictions["learnforget"], predictions["lm-eval"]
@@ -149,23 +157,33 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 
 def print_table(results: dict) -> None:
-    """One table: per task and thread count, both sides' items/s and scores, the ratio, and the
+    """One table: per task and thread count, both sides' items/s and scores, the ratio, the
     ratio of token positions each side feeds the model (what sharing the context can gain at
-    most, padding aside)."""
+    most, padding aside) and, when profiled, the ratio of the arithmetic each side does; then
+    the profiles."""
     print(f"model {results['model']}, {results['limit']} items per task, median of "
           f"{results['repeats']}; {results['machine']}")
     print(f"{'task':<14} {'threads':>7} {'learnforget/s':>13} {'lm-eval/s':>10} {'ratio':>6} "
-          f"{'positions':>9} {'acc (both)':>10} {'acc_norm':>9} {'differ':>6} {'max |Δll|':>9}")
+          f"{'positions':>9} {'work':>6} {'acc (both)':>10} {'acc_norm':>9} {'differ':>6} "
+          f"{'max |Δll|':>9}")
     for task, entry in results["tasks"].items():
         fed = entry["positions"]["lm-eval"] / entry["positions"]["learnforget"]
+        profiled = entry.get("profile")
+        work = (f"{profiled['lm-eval']['gflop'] / profiled['learnforget']['gflop']:.2f}×"
+                if profiled else "–")
         for threads, timing in entry["threads"].items():
             rate = timing["items_per_s"]
             same = "same" if entry["learnforget"] == entry["lm-eval"] else "DIFFER"
             print(f"{task:<14} {threads:>7} {rate['learnforget']:>13.2f} {rate['lm-eval']:>10.2f} "
-                  f"{timing['ratio']:>5.2f}× {fed:>8.2f}× {entry['learnforget']['acc']:>10.3f} "
+                  f"{timing['ratio']:>5.2f}× {fed:>8.2f}× {work:>6} "
+                  f"{entry['learnforget']['acc']:>10.3f} "
                   f"{entry['learnforget']['acc_norm']:>9.3f} "
                   f"{len(entry['differing_items']) or same:>6} "
                   f"{entry['max_ll_difference']:>9.1e}")
+    for task, entry in results["tasks"].items():
+        if "profile" in entry:
+            print_profiles(f"{task}, one pass per side under the profiler "
+                           f"({results.get('profile_threads', 1)} thread):", entry["profile"])
     print(f"load average at the end: {results['load_average_end']:.1f}")
 
 

@@ -14,18 +14,20 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 measure() {  # measure NAME COMMAND…: run COMMAND, its table to $results/NAME.txt
     local name="$1"; shift
     echo "$(date +%T) $name: $*"
+    # (the profiler's own start/stop lines, "USDT:…", are left out)
     { echo "# $*"; echo "# load at the start: $(load)"
-      "$@"; echo "# exit status $?; load at the end: $(load)"; } > "$results/$name.txt" 2>&1
+      "$@" 2>&1 | grep -v '^USDT:'; echo "# exit status ${PIPESTATUS[0]}; load at the end: $(load)"
+    } > "$results/$name.txt" 2>&1
 }
 
 measure "choice_scoring_smollm2_$suffix" python benchmarks/choice_scoring.py \
-    --model smollm2-135m-instruct-gguf --limit 16 --threads 1,2 --repeats 3 \
+    --model smollm2-135m-instruct-gguf --limit 16 --threads 1,2 --repeats 3 --profile \
     --json "$results/choice_scoring_smollm2_$suffix.json"
 measure "train_throughput_smollm2_$suffix" python benchmarks/train_throughput.py \
-    --model smollm2-135m-instruct-gguf --steps 3 --batch-size 2 --seq-len 128 --repeats 3 \
+    --model smollm2-135m-instruct-gguf --steps 3 --batch-size 2 --seq-len 128 --repeats 3 --profile \
     --json "$results/train_throughput_smollm2_$suffix.json"
 measure "train_throughput_tiny_$suffix" python benchmarks/train_throughput.py \
-    --model builtin:tiny --repeats 3 --json "$results/train_throughput_tiny_$suffix.json"
+    --model builtin:tiny --repeats 3 --profile --json "$results/train_throughput_tiny_$suffix.json"
 measure "generation_smollm2_$suffix" python benchmarks/generation.py \
     --model smollm2-135m-instruct-gguf --limit 8 --repeats 3 \
     --json "$results/generation_smollm2_$suffix.json"

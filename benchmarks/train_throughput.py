@@ -30,6 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profiling import print_profiles, profile_call  # noqa: E402
+
 METHODS = {
     "full": {"kind": "full", "lr": 1e-4},
     "lora-r8": {"kind": "lora", "lr": 1e-3, "r": 8, "alpha": 16.0, "targets": "all"},
@@ -48,6 +51,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--in-process", action="store_true",
                         help="no fresh process per side (quick checks; peak memory not shown)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run each side once more under torch.profiler: the work it "
+                             "does (GFLOP) and where its time goes")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
@@ -176,25 +182,33 @@ def _summary(times: list, tokens: list, losses: list, model, run) -> dict:
 SIDES = {"learnforget": side_learnforget, "Trainer+PEFT": side_trainer}
 
 
-def _child(name: str, args: argparse.Namespace, method: str, queue) -> None:
+def _side_once(name: str, args: argparse.Namespace, method: str, profiled: bool) -> dict:
+    """The side's summary, or (``profiled``) its profile: loading and training both."""
+    if profiled:
+        return profile_call(lambda: SIDES[name](args, method))
+    return SIDES[name](args, method)
+
+
+def _child(name: str, args: argparse.Namespace, method: str, profiled: bool, queue) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
     from learnforget.quiet import quiet_warnings
 
     quiet_warnings()
-    queue.put(SIDES[name](args, method))
+    queue.put(_side_once(name, args, method, profiled))
 
 
-def run_side(name: str, args: argparse.Namespace, method: str) -> dict:
-    """One side once: in a fresh process unless ``--in-process``."""
+def run_side(name: str, args: argparse.Namespace, method: str, profiled: bool = False) -> dict:
+    """One side once (its profile when ``profiled``): in a fresh process unless
+    ``--in-process``."""
     if args.in_process:
-        result = SIDES[name](args, method)
+        result = _side_once(name, args, method, profiled)
         result["peak_mb"] = float("nan")
         return result
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(name, args, method, queue))
+    process = context.Process(target=_child, args=(name, args, method, profiled, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -263,6 +277,9 @@ def benchmark(args: argparse.Namespace) -> dict:
         ours, theirs = summary["learnforget"], summary["Trainer+PEFT"]
         summary["ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
         summary["loss_difference"] = abs(ours["final_loss"] - theirs["final_loss"])
+        if args.profile:
+            summary["profile"] = {name: run_side(name, args, method, profiled=True)
+                                  for name in SIDES}
         results["methods"][method] = summary
     results["load_average_end"] = os.getloadavg()[0]
     return results
@@ -282,6 +299,10 @@ def print_table(results: dict) -> None:
             print(f"{method:<10} {name:<13} {side['tokens_per_s']:>10.0f} "
                   f"{side['peak_mb']:>9.0f} {side['final_loss']:>9.4f} "
                   f"{side['gemm_fraction']:>7.1%} {ratio:>6}")
+    for method, summary in results["methods"].items():
+        if "profile" in summary:
+            print_profiles(f"{method}, one run per side under the profiler (loading and "
+                           f"{results['steps']} steps):", summary["profile"])
     print(f"load average at the end: {results['load_average_end']:.1f}")
 
 
