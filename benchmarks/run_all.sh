@@ -28,6 +28,11 @@ measure "train_throughput_smollm2_$suffix" python benchmarks/train_throughput.py
     --json "$results/train_throughput_smollm2_$suffix.json"
 measure "train_throughput_tiny_$suffix" python benchmarks/train_throughput.py \
     --model builtin:tiny --repeats 3 --profile --json "$results/train_throughput_tiny_$suffix.json"
+measure "memory_estimate_tiny_$suffix" python benchmarks/memory_estimate.py \
+    --model builtin:tiny --json "$results/memory_estimate_tiny_$suffix.json"
+measure "memory_estimate_smollm2_$suffix" python benchmarks/memory_estimate.py \
+    --model smollm2-135m-instruct-gguf --batch-size 4 --seq-len 128 \
+    --json "$results/memory_estimate_smollm2_$suffix.json"
 measure "generation_smollm2_$suffix" python benchmarks/generation.py \
     --model smollm2-135m-instruct-gguf --limit 8 --repeats 3 \
     --json "$results/generation_smollm2_$suffix.json"

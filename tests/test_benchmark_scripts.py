@@ -63,6 +63,20 @@ def test_generation_sides_give_the_same_completions() -> None:
         assert entry["sides"]["learnforget"]["tokens"] == entry["sides"]["lm-eval"]["tokens"]
 
 
+def test_memory_estimate_compares_the_estimate_with_the_recorded_peak() -> None:
+    """The script estimates and runs the same study through the command line and pairs each
+    run's estimate with the peak the run recorded (the 10% check is tests/test_memory.py's)."""
+    import memory_estimate
+
+    results = memory_estimate.main(["--model", "builtin:micro", "--methods", "full",
+                                    "--batch-size", "8", "--seq-len", "64", "--steps", "1"])
+    [run] = results["runs"]
+    assert run["method"] == "full"
+    assert run["estimated_mb"] == pytest.approx(sum(run["estimate_mb"].values()), rel=1e-6)
+    assert run["recorded_mb"] > 0
+    assert abs(run["difference"]) < 0.25, run  # small activations: mostly the libraries
+
+
 @pytest.mark.parametrize("script", ["demo_time.sh", "run_all.sh"])
 def test_shell_scripts_are_valid_bash(script: str) -> None:
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / script)]).returncode == 0
