@@ -12,6 +12,8 @@ peak memory, and the mean loss of the last steps, which must agree between the s
 The machine's float32 GEMM peak is measured in the same run (``torch.matmul`` of square
 matrices) and each side's model FLOP/s (6·N per token for full finetuning, 4·N for LoRA, N the
 parameters of the linear layers and the head, plus attention) is given as a share of it.
+On a GPU, ``--device cuda --precision bf16-mixed`` runs both sides in bf16 autocast (``Trainer``
+with ``bf16=True``), the peak then CUDA's allocated maximum and the GEMM peak bf16's.
 
     python benchmarks/train_throughput.py --model builtin:tiny --steps 12 --repeats 3
     python benchmarks/train_throughput.py --model smollm2-135m-instruct-gguf --steps 4 \\
@@ -49,6 +51,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16-mixed"),
+                        help="both sides' training precision (bf16-mixed: autocast, as "
+                             "Trainer's bf16=True)")
     parser.add_argument("--in-process", action="store_true",
                         help="no fresh process per side (quick checks; peak memory not shown)")
     parser.add_argument("--profile", action="store_true",
@@ -70,13 +76,13 @@ def _run_config(args: argparse.Namespace, method: str):
     )
 
     return RunConfig(
-        base=BaseModelSpec(model=args.model, device="cpu"),
+        base=BaseModelSpec(model=args.model, device=args.device),
         target=TargetSpec(domain="code", regime="cpt"),
         method=MethodConfig(**METHODS[method]),
         optimizer=OptimizerSpec(),
         schedule=ScheduleSpec(name="constant", warmup=0.0),
         training=TrainingSpec(batch_size=args.batch_size, seq_len=args.seq_len,
-                              precision="fp32"),
+                              precision=args.precision),
         seed=0, budgets=BudgetSpec(steps=[args.steps]))
 
 
@@ -157,7 +163,8 @@ def side_trainer(args: argparse.Namespace, method: str) -> dict:
             warmup_steps=0, weight_decay=0.0, adam_beta1=run.optimizer.betas[0],
             adam_beta2=run.optimizer.betas[1], adam_epsilon=run.optimizer.eps,
             max_grad_norm=run.training.max_grad_norm, optim="adamw_torch", logging_steps=1,
-            save_strategy="no", report_to=[], use_cpu=True, seed=0, data_seed=0,
+            save_strategy="no", report_to=[], use_cpu=args.device == "cpu",
+            bf16=args.precision == "bf16-mixed", seed=0, data_seed=0,
             dataloader_num_workers=0, disable_tqdm=True)
         trainer = Trainer(model=model, args=targs, train_dataset=Batches(),
                           callbacks=[Clock()])
@@ -166,15 +173,25 @@ def side_trainer(args: argparse.Namespace, method: str) -> dict:
     return _summary(times, tokens, losses, model, run)
 
 
-def _summary(times: list, tokens: list, losses: list, model, run) -> dict:
+def _peak_mb(device: str) -> float:
+    """The process's peak: resident memory on a CPU (the whole process: the learnforget loop
+    resets its own high-water mark), allocated memory on CUDA."""
+    import torch
+
     from learnforget.memory import peak_rss_bytes
 
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_bytes() / 2**20
+
+
+def _summary(times: list, tokens: list, losses: list, model, run) -> dict:
     elapsed = times[-1] - times[0]
     counted = tokens[-1] - tokens[0]
     tail = losses[-3:]
     return {"tokens_per_s": counted / elapsed if elapsed > 0 else float("nan"),
             "losses": losses, "final_loss": sum(tail) / len(tail),
-            "peak_mb": peak_rss_bytes() / 2**20, "linear_params": linear_params(model),
+            "peak_mb": _peak_mb(run.base.device), "linear_params": linear_params(model),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "layers": model.config.num_hidden_layers, "hidden": model.config.hidden_size}
 
@@ -215,16 +232,22 @@ def run_side(name: str, args: argparse.Namespace, method: str, profiled: bool = 
     return result
 
 
-def gemm_peak_flops(size: int = 1024, seconds: float = 2.0) -> float:
-    """The best float32 ``torch.matmul`` FLOP/s of two ``size``² matrices on this machine."""
+def gemm_peak_flops(size: int = 1024, seconds: float = 2.0, device: str = "cpu",
+                    dtype: str = "float32") -> float:
+    """The best ``torch.matmul`` FLOP/s of two ``size``² matrices of ``dtype`` on ``device``
+    (on CUDA each product is timed to its end)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+            for _ in range(2))
+    done = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     torch.matmul(a, b)
+    done()
     best, start = 0.0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         t = time.perf_counter()
         torch.matmul(a, b)
+        done()
         best = max(best, 2 * size**3 / (time.perf_counter() - t))
     return best
 
@@ -256,10 +279,14 @@ def benchmark(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    peak = gemm_peak_flops()
+    gpu = args.device != "cpu"
+    peak = gemm_peak_flops(4096 if gpu else 1024, device=args.device,
+                           dtype="bfloat16" if args.precision == "bf16-mixed" else "float32")
     results: dict = {"machine": machine(), "model": args.model, "steps": args.steps,
                      "batch_size": args.batch_size, "seq_len": args.seq_len,
-                     "threads": args.threads, "gemm_peak_gflops": peak / 1e9, "methods": {}}
+                     "threads": args.threads, "device": args.device,
+                     "precision": args.precision, "gemm_peak_gflops": peak / 1e9,
+                     "methods": {}}
     for method in args.methods.split(","):
         runs: dict[str, list[dict]] = {name: [] for name in SIDES}
         for repeat in range(args.repeats):
@@ -287,9 +314,12 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 def print_table(results: dict) -> None:
     """One table: per method and side, tokens/s, peak memory, final loss, GEMM share."""
+    precision, device = results.get("precision", "fp32"), results.get("device", "cpu")
+    gemm = "bf16" if precision == "bf16-mixed" else "fp32"
     print(f"model {results['model']}, {results['steps']} steps of {results['batch_size']}×"
-          f"{results['seq_len']} tokens, fp32, {results['threads']} thread(s); "
-          f"fp32 GEMM peak {results['gemm_peak_gflops']:.1f} GFLOP/s; {results['machine']}")
+          f"{results['seq_len']} tokens, {precision} on {device}, {results['threads']} "
+          f"thread(s); {gemm} GEMM peak {results['gemm_peak_gflops']:.1f} GFLOP/s; "
+          f"{results['machine']}")
     print(f"{'method':<10} {'side':<13} {'tokens/s':>10} {'peak MiB':>9} {'loss':>9} "
           f"{'of peak':>8} {'ratio':>6}")
     for method, summary in results["methods"].items():

@@ -263,6 +263,7 @@ def train_loop(
     # (not on a step the fp16 scaler skipped, as in transformers' Trainer).
     model, optimizer = accelerator.prepare(model, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
+    scale = training.grad_accum * world  # each micro-batch's loss is its share of the step's
     model.train()
     rows = TrainRows()
     in_a_row = 0
@@ -270,7 +271,7 @@ def train_loop(
     for step in range(resume_step, total_steps):
         batch = stream.batch(step)
         n_targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        step_loss = 0.0
+        micro_losses = []  # on the device: read once the step's work is queued (no host sync)
         # Each process takes its share of the global batch; DDP averages gradients over
         # processes, so the loss is scaled by the world size to stay the batch mean.
         local = {k: v[rank::world] for k, v in batch.items()}
@@ -279,11 +280,8 @@ def train_loop(
             with accelerator.accumulate(model):
                 logits = model(input_ids=micro["input_ids"],
                                attention_mask=micro["attention_mask"]).logits
-                scale = training.grad_accum * world
                 loss = response_loss(logits, micro["labels"], n_targets) * scale
-                step_loss += loss.item() / scale
-                if not math.isfinite(step_loss) and scaler is None:
-                    return LoopResult("diverged", step, tokens, f"loss {step_loss} at step {step}")
+                micro_losses.append(loss.detach())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, training.max_grad_norm)
@@ -291,6 +289,16 @@ def train_loop(
                     if not optimizer.step_was_skipped:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+        # One host sync a step, after its forward, backward and update are queued (reading the
+        # loss between forward and backward would stall an accelerator every micro-batch).
+        step_loss = 0.0
+        for value in torch.stack(micro_losses).cpu().tolist():
+            step_loss += value / scale
+        if world > 1:  # each process saw its share: the step's loss is their sum
+            step_loss = float(accelerator.reduce(
+                torch.tensor(step_loss, device=accelerator.device), "sum"))
+        if not math.isfinite(step_loss) and scaler is None:  # every process sees the same sum
+            return LoopResult("diverged", step, tokens, f"loss {step_loss} at step {step}")
         if optimizer.step_was_skipped:
             skipped += 1
             in_a_row += 1
@@ -302,9 +310,6 @@ def train_loop(
                     "activations exceed fp16's range (bf16-mixed has fp32's range)")
         else:
             in_a_row = 0
-        if world > 1:  # each process saw its share: the step's loss is their sum
-            step_loss = float(accelerator.reduce(
-                torch.tensor(step_loss, device=accelerator.device), "sum"))
         step_tokens = int(batch["attention_mask"].sum())
         tokens += step_tokens
         if math.isfinite(step_loss):
