@@ -39,6 +39,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="also run each side once under torch.profiler at the first thread "
                              "count: the work each does (GFLOP) and where its time goes")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the model's weights on both sides (bfloat16 on a GPU)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
@@ -100,11 +103,13 @@ def benchmark(args: argparse.Namespace) -> dict:
     from learnforget.measure.shared_context import positions_fed
     from learnforget.study import BaseModelSpec
 
-    loaded = load_for_eval(BaseModelSpec(model=args.model, device="cpu"), log=lambda m: None)
+    loaded = load_for_eval(BaseModelSpec(model=args.model, device=args.device,
+                                          dtype=args.dtype), log=lambda m: None)
     model, tokenizer = loaded.model, loaded.tokenizer
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.lm_eval_batch_size,
               max_length=getattr(model.config, "max_position_embeddings", None))
     results: dict = {"machine": machine(), "model": args.model, "limit": args.limit,
+                     "device": args.device, "dtype": args.dtype,
                      "repeats": args.repeats, "tasks": {},
                      "profile_threads": int(args.threads.split(",")[0])}
     for task in args.tasks.split(","):
@@ -161,7 +166,8 @@ def print_table(results: dict) -> None:
     ratio of token positions each side feeds the model (what sharing the context can gain at
     most, padding aside) and, when profiled, the ratio of the arithmetic each side does; then
     the profiles."""
-    print(f"model {results['model']}, {results['limit']} items per task, median of "
+    print(f"model {results['model']} ({results.get('dtype', 'float32')} on "
+          f"{results.get('device', 'cpu')}), {results['limit']} items per task, median of "
           f"{results['repeats']}; {results['machine']}")
     print(f"{'task':<14} {'threads':>7} {'learnforget/s':>13} {'lm-eval/s':>10} {'ratio':>6} "
           f"{'positions':>9} {'work':>6} {'acc (both)':>10} {'acc_norm':>9} {'differ':>6} "

@@ -33,6 +33,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8, help="both sides' batch")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the model's weights on both sides (bfloat16 on a GPU)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
@@ -50,11 +53,13 @@ def benchmark(args: argparse.Namespace) -> dict:
     from learnforget.study import BaseModelSpec
 
     torch.set_num_threads(args.threads)
-    loaded = load_for_eval(BaseModelSpec(model=args.model, device="cpu"), log=lambda m: None)
+    loaded = load_for_eval(BaseModelSpec(model=args.model, device=args.device,
+                                          dtype=args.dtype), log=lambda m: None)
     model, tokenizer = loaded.model, loaded.tokenizer
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size,
               max_length=getattr(model.config, "max_position_embeddings", None))
     results: dict = {"machine": machine(), "model": args.model, "limit": args.limit,
+                     "device": args.device, "dtype": args.dtype,
                      "threads": args.threads, "repeats": args.repeats, "tasks": {}}
     for name in args.tasks.split(","):
         task = get_task(name)
@@ -100,7 +105,8 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 def print_table(results: dict) -> None:
     """One table: per task, both sides' tokens/s and seconds, the speed ratio, differences."""
-    print(f"model {results['model']}, {results['limit']} prompts per task, greedy, "
+    print(f"model {results['model']} ({results.get('dtype', 'float32')} on "
+          f"{results.get('device', 'cpu')}), {results['limit']} prompts per task, greedy, "
           f"{results['threads']} thread(s), median of {results['repeats']}; {results['machine']}")
     print(f"{'task':<10} {'side':<12} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'ratio':>6} "
           f"{'differ':>6}")
