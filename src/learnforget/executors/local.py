@@ -172,8 +172,9 @@ class _Worker:
 
 @contextlib.contextmanager
 def _signals_ignored(*numbers: int) -> Iterator[None]:
-    """Ignore these signals for a moment (main thread only): Ctrl-C while a worker starts, so
-    that the worker inherits the ignored Ctrl-C; Ctrl-C and SIGTERM while workers stop."""
+    """Ignore these signals for a moment (main thread only): Ctrl-C while a spawned worker or
+    the forkserver starts, so that it inherits the ignored Ctrl-C; Ctrl-C and SIGTERM while
+    workers stop."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -190,7 +191,11 @@ def _start(context, study_json: str, job: RunJob, key: str) -> _Worker:
     process = context.Process(target=_worker, name=f"learnforget-{job.run.run_id}", daemon=True,
                               args=(study_json, job.run.model_dump_json(), str(job.out), writer,
                                     os.getpid(), dict(os.environ)))
-    with _signals_ignored(signal.SIGINT):
+    # A forkserver's workers are forked from the server, which ignores Ctrl-C (``_warm_up``):
+    # nothing to do here, and a Ctrl-C sent to this process while a worker starts is not lost.
+    # A spawned worker inherits this process's ignored Ctrl-C until it ignores it itself.
+    spawned = context.get_start_method() != "forkserver"
+    with _signals_ignored(signal.SIGINT) if spawned else contextlib.nullcontext():
         process.start()
     writer.close()
     return _Worker(job, key, process, reader)
