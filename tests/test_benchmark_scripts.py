@@ -83,9 +83,11 @@ def test_generation_sides_give_the_same_completions() -> None:
         assert entry["sides"]["learnforget"]["tokens"] == entry["sides"]["lm-eval"]["tokens"]
 
 
+@pytest.mark.slow
 def test_memory_estimate_compares_the_estimate_with_the_recorded_peak() -> None:
     """The script estimates and runs the same study through the command line and pairs each
-    run's estimate with the peak the run recorded (the 10% check is tests/test_memory.py's)."""
+    run's estimate with the peak the run recorded (the 10% check is tests/test_memory.py's).
+    Slow (a whole `learnforget run`, about 40 s): CI runs it with ``-m slow``."""
     import memory_estimate
 
     results = memory_estimate.main(["--model", "builtin:micro", "--methods", "full",
