@@ -39,12 +39,19 @@ STUDY = micro_study(
 
 # --- helpers ------------------------------------------------------------------------------------
 
+def ctrl_c_heard() -> None:
+    """In a test's child process: Ctrl-C's default disposition, as under a terminal, even when
+    the tests themselves were started with it ignored (a shell's background job without job
+    control ignores SIGINT, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(study_file: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
     """``learnforget run`` in its own session (so that its process group is its own)."""
     log = open(out.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [sys.executable, "-m", "learnforget", "run", str(study_file), "--out", str(out), *extra],
-        stdout=log, stderr=log, start_new_session=True,
+        stdout=log, stderr=log, start_new_session=True, preexec_fn=ctrl_c_heard,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
 
 
@@ -195,7 +202,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path: Path
             "from learnforget.__main__ import main\n"
             "main()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+                          timeout=120, cwd=tmp_path, preexec_fn=ctrl_c_heard)
     assert done.returncode == 130, done.stderr
     assert done.stderr == "interrupted while starting: nothing was done\n"
 
@@ -211,7 +218,7 @@ def test_ctrl_c_after_the_command_ended_leaves_its_exit_status(study_file: Path,
             "from learnforget.__main__ import main\n"
             "main()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+                          timeout=120, cwd=tmp_path, preexec_fn=ctrl_c_heard)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", done.stderr
     assert "full" in done.stdout  # the plan itself was printed
