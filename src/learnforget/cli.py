@@ -263,7 +263,7 @@ DEMOS = {"tiny": "demo.yaml", "micro": "demo-micro.yaml", "full": "demo-full.yam
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="output folder"),
     scale: str = typer.Option("tiny",
-                              help="tiny (the demo, 15–30 min on 2 cores) | micro (~1 min)"),
+                              help="tiny (the demo, about 12 min on 2 cores) | micro (~1 min)"),
     full: bool = typer.Option(False, "--full", help="the whole grid: all nine claims (~40 min)"),
 ) -> None:
     """The whole study at tiny scale on this CPU, offline: pretrain the built-in base, finetune
@@ -272,7 +272,7 @@ def demo(
 
     key = "full" if full else scale
     if key not in DEMOS:
-        raise UserError(f"--scale must be tiny or micro, got {scale!r}")
+        raise UserError(f"--scale must be one of {', '.join(DEMOS)}, got {scale!r}")
     study_file = Path(str(files("learnforget") / "demos" / DEMOS[key]))
     started = time.time()
     _run_pipeline(study_file, out)
