@@ -216,6 +216,16 @@ def plain_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.forward = wrapped
 
 
+def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device
+                    ) -> dict[str, torch.Tensor]:
+    """A step's batch on the training device. To a GPU it is copied from pinned memory without
+    waiting: a copy from ordinary (pageable) memory first waits for all the work queued before
+    it, which would make every micro-batch of a step wait for the previous one's backward."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def train_loop(
     model: torch.nn.Module,
     tokenizer,
@@ -274,9 +284,9 @@ def train_loop(
         micro_losses = []  # on the device: read once the step's work is queued (no host sync)
         # Each process takes its share of the global batch; DDP averages gradients over
         # processes, so the loss is scaled by the world size to stay the batch mean.
-        local = {k: v[rank::world] for k, v in batch.items()}
+        local = batch_to_device({k: v[rank::world] for k, v in batch.items()},
+                                accelerator.device)
         for micro in split_batch(local, training.grad_accum):
-            micro = {k: v.to(accelerator.device) for k, v in micro.items()}
             with accelerator.accumulate(model):
                 logits = model(input_ids=micro["input_ids"],
                                attention_mask=micro["attention_mask"]).logits
