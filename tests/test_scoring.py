@@ -502,3 +502,34 @@ def test_positions_fed_count_each_shared_prefix_once() -> None:
     assert positions_fed(pairs, [[0, 1], [2], [3]]) == (13, 10)
     # [0, 1, 2] share [1, 2]: 2 + (1 + 1) + (1 + 0) + (1 + 2); [3] alone
     assert positions_fed(pairs, [[0, 1, 2], [3]]) == (13, 9)
+
+
+@pytest.mark.parametrize("chunk_positions", [1, 3, 1 << 20])
+def test_a_batch_is_read_back_at_once_with_the_per_request_numbers(
+        scoring_model, scoring_tokenizer, monkeypatch, chunk_positions: int) -> None:
+    """``continuation_scores`` (every request of a batch gathered, scored in chunks and copied
+    to the host once) gives each request exactly the float and greedy flag of lm-eval's loop,
+    which reads them request by request: the same float32 values summed the same way."""
+    import learnforget.measure.continuations as continuations
+
+    vocab = scoring_model.config.vocab_size
+    monkeypatch.setattr(continuations, "CPU_CHUNK_ELEMENTS", chunk_positions * vocab)
+    texts = ["The cat sat on the mat.", "A café au lait costs 3 euros.", "12 apples"]
+    rows = [scoring_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in rows])
+    with torch.inference_mode():
+        logits = scoring_model(input_ids=ids).logits
+    requests = []
+    for row, tokens in enumerate(rows):
+        for start in range(1, len(tokens)):  # every suffix of the row is a continuation
+            requests.append((row, range(start - 1, len(tokens) - 1), tokens[start:]))
+    greedy_request = (0, range(0, 3), logits[0, :3].argmax(-1).tolist())
+    requests.append(greedy_request)
+    scores = continuations.continuation_scores(logits, requests)
+    for (row, where, continuation), score in zip(requests, scores, strict=True):
+        log_probs = logits[row, where.start:where.stop].float().log_softmax(-1)
+        target = torch.tensor(continuation)
+        assert score == (float(log_probs.gather(-1, target[:, None]).sum()),
+                         bool((log_probs.argmax(-1) == target).all()))
+    assert scores[-1][1] is True and not all(greedy for _, greedy in scores)

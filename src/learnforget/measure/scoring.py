@@ -30,6 +30,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from learnforget.data.items import ChoiceItem, TextItem
 from learnforget.errors import UserError
+from learnforget.measure.continuations import continuation_scores
 from learnforget.measure.greedy import greedy_tokens
 from learnforget.measure.greedy import supports as greedy_supports
 from learnforget.measure.progress import report_batch
@@ -131,15 +132,10 @@ def _score_token_pairs(
             logits = model(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
             ).logits
-            for row, i in enumerate(indices):
-                continuation = torch.tensor(pairs[i][1], device=device)
-                end = len(inputs[row])
-                log_probs = torch.log_softmax(
-                    logits[row, end - len(continuation) : end].float(), dim=-1
-                )
-                log_likelihood = log_probs.gather(-1, continuation[:, None]).sum()
-                is_greedy = bool((log_probs.argmax(dim=-1) == continuation).all())
-                results[i] = (float(log_likelihood), is_greedy)
+            requests = [(row, range(len(inputs[row]) - len(pairs[i][1]), len(inputs[row])),
+                         pairs[i][1]) for row, i in enumerate(indices)]
+            for i, scores in zip(indices, continuation_scores(logits, requests), strict=True):
+                results[i] = scores
             report_batch(first + len(indices), len(order))
     return results
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from learnforget.measure.continuations import continuation_scores
 from learnforget.measure.progress import batch_reporting, report_batch, reporting_within
 
 TokenPair = tuple[list[int], list[int]]
@@ -157,17 +158,11 @@ def _score_batch(model, groups: list[Group], device: torch.device) -> list[Score
         logits = model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # a model without logits_to_keep
         logits = model(**inputs).logits[:, first_needed:]
-    scores: list[Scores] = []
-    for row, (_, members) in enumerate(groups):
-        mine = []
-        for (_, cont), where in zip(members, predicting[row], strict=True):
-            index = torch.tensor(where, device=logits.device) - first_needed
-            logp = logits[row, index].float().log_softmax(-1)
-            target = torch.tensor(cont, device=logp.device)
-            mine.append((float(logp.gather(-1, target[:, None]).sum()),
-                         bool((logp.argmax(-1) == target).all())))
-        scores.append(mine)
-    return scores
+    requests = [(row, [p - first_needed for p in where], cont)
+                for row, (_, members) in enumerate(groups)
+                for (_, cont), where in zip(members, predicting[row], strict=True)]
+    flat = iter(continuation_scores(logits, requests))
+    return [[next(flat) for _ in members] for _, members in groups]
 
 
 def positions_fed(pairs: Sequence[TokenPair], groups: Sequence[Sequence[int]]
