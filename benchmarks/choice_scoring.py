@@ -99,7 +99,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     from learnforget.base import load_for_eval
     from learnforget.measure.benchmarks import BENCHMARKS
-    from learnforget.measure.scoring import encode_requests
+    from learnforget.measure.scoring import context_length, encode_requests
     from learnforget.measure.shared_context import positions_fed
     from learnforget.study import BaseModelSpec
 
@@ -122,7 +122,8 @@ def benchmark(args: argparse.Namespace) -> dict:
         entry: dict = {"items": len(items), "threads": {}}
         plain, grouped = positions_fed(encode_requests(tokenizer, _requests(task, items)[0]),
                                        [list(range(start, start + count))
-                                        for start, count in spans])
+                                        for start, count in spans],
+                                       context_length(model, tokenizer))
         entry["positions"] = {"lm-eval": plain, "learnforget": grouped}
         predictions = {}
         for threads in (int(t) for t in args.threads.split(",")):

@@ -502,6 +502,10 @@ def test_positions_fed_count_each_shared_prefix_once() -> None:
     assert positions_fed(pairs, [[0, 1], [2], [3]]) == (13, 10)
     # [0, 1, 2] share [1, 2]: 2 + (1 + 1) + (1 + 0) + (1 + 2); [3] alone
     assert positions_fed(pairs, [[0, 1, 2], [3]]) == (13, 9)
+    # a context of 4 tokens: request 2 (6 tokens) is cut to 5 and fed 4, and its group goes the
+    # plain way; the others fit
+    assert positions_fed(pairs, [[0, 1], [2], [3]], max_length=4) == (12, 9)
+    assert positions_fed(pairs, [[0, 1, 2], [3]], max_length=4) == (12, 12)
 
 
 @pytest.mark.parametrize("chunk_positions", [1, 3, 1 << 20])

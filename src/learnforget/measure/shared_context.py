@@ -165,15 +165,27 @@ def _score_batch(model, groups: list[Group], device: torch.device) -> list[Score
     return [[next(flat) for _ in members] for _, members in groups]
 
 
-def positions_fed(pairs: Sequence[TokenPair], groups: Sequence[Sequence[int]]
-                  ) -> tuple[int, int]:
+def positions_fed(pairs: Sequence[TokenPair], groups: Sequence[Sequence[int]],
+                  max_length: int | None = None) -> tuple[int, int]:
     """The token positions the plain path (one sequence per request, as lm-eval) and the
     grouped path (each group's shared prefix once) feed the model, padding aside: their ratio
-    bounds what sharing can gain."""
-    plain = sum(len(context) + len(cont) - 1 for context, cont in pairs)
+    bounds what sharing can gain. A request longer than ``max_length + 1`` tokens is cut from
+    the left on both paths, and its group is scored the plain way (``shared_context_scores``)."""
+    def alone(i: int) -> int:
+        context, cont = pairs[i]
+        length = len(context) + len(cont)
+        return (length if max_length is None else min(length, max_length + 1)) - 1
+
+    def cut(i: int) -> bool:
+        return max_length is not None and len(pairs[i][0]) + len(pairs[i][1]) > max_length + 1
+
+    plain = sum(alone(i) for i in range(len(pairs)))
     grouped = 0
     for members in groups:
-        prefix = common_prefix([pairs[i][0] for i in members]) if len(members) > 1 else 0
+        if len(members) < 2 or any(cut(i) for i in members):
+            grouped += sum(alone(i) for i in members)
+            continue
+        prefix = common_prefix([pairs[i][0] for i in members])
         grouped += prefix + sum(len(pairs[i][0]) - prefix + len(pairs[i][1]) - 1
                                 for i in members)
     return plain, grouped
