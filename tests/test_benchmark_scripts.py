@@ -62,7 +62,11 @@ def test_choice_scoring_sides_agree_item_by_item() -> None:
         assert entry["differing_items"] == [], task
         assert entry["learnforget"] == entry["lm-eval"]
         assert entry["max_ll_difference"] < 1e-3
-        assert 0 < entry["positions"]["learnforget"] < entry["positions"]["lm-eval"], task
+        grouped, plain = entry["positions"]["learnforget"], entry["positions"]["lm-eval"]
+        if task == "hellaswag":  # cut to micro's 128-token context, so scored (and counted) plain
+            assert grouped == plain > 0
+        else:
+            assert 0 < grouped < plain, task
         # the profiler counts the matrix products: sharing the context does less of them (on
         # HellaSwag micro's 128-token context cuts the requests, which are then scored plain)
         ours, theirs = (entry["profile"][side]["gflop"] for side in ("learnforget", "lm-eval"))
