@@ -20,9 +20,10 @@ ContinuationRequest = tuple[int, Sequence[int], Sequence[int]]
 
 # log-probabilities of at most this many vocabulary entries are held at once: 4 MiB of float32
 # on a CPU (a chunk stays in cache: larger ones made bits per byte slower than the per-request
-# loop), 256 MiB on an accelerator (fewer, larger kernels)
+# loop), 64 MiB on an accelerator (fewer, larger kernels; with the gathered logits about 160 MiB
+# beside the model, so a model that fits its GPU snugly is still scored)
 CPU_CHUNK_ELEMENTS = 1 << 20
-ACCELERATOR_CHUNK_ELEMENTS = 1 << 26
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
 
 
 def continuation_scores(logits: torch.Tensor, requests: Sequence[ContinuationRequest]
