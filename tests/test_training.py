@@ -310,3 +310,72 @@ def test_prepared_training_data_is_what_each_run_then_loads(tmp_path: Path,
     monkeypatch.setattr(runner, "training_material", no_corpus)
     measure_base(study, tmp_path, log=lambda m: None)
     assert execute_run(study, runs[0], tmp_path, log=lambda m: None) == "finished"
+
+
+def _trained_with_lag(run, lag: int, monkeypatch, nan_at_call: int | None = None):
+    """Train ``run`` in this process with losses read ``lag`` steps after their step is queued
+    (a GPU reads them 1 late); returns (progress events, checkpoint rows, weights, result).
+    ``nan_at_call``: that call of the loss function returns NaN."""
+    import learnforget.train as train_module
+
+    monkeypatch.setattr(train_module, "loss_read_lag", lambda device, scaler: lag)
+    if nan_at_call is not None:
+        real_loss, calls = train_module.response_loss, []
+
+        def loss_turning_nan(*args):
+            calls.append(1)
+            loss = real_loss(*args)
+            return loss * float("nan") if len(calls) == nan_at_call else loss
+
+        monkeypatch.setattr(train_module, "response_loss", loss_turning_nan)
+    torch.manual_seed(run.seed)
+    loaded = load_base(run.base, log=lambda m: None)
+    model = apply_method(loaded.model, run.method)
+    events, rows = [], []
+
+    def on_checkpoint(model, step, tokens, folder, train_rows):
+        rows.append([(s, t, m.metric, m.value) for s, t, m in train_rows
+                     if m.metric not in ("tokens_per_s", "peak_memory_mb")])
+
+    result = train_loop(model, loaded.tokenizer, build_stream(run, loaded.tokenizer), run,
+                        [int(v) for v in run.budgets.values],
+                        Path(tempfile.mkdtemp(prefix="learnforget-lag-")), on_checkpoint,
+                        on_step=lambda step, tokens, loss, tps: events.append((step, tokens,
+                                                                               loss)))
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    return events, rows, weights, result
+
+
+@pytest.mark.parametrize("lag", [1, 2])
+def test_losses_read_steps_late_count_every_step_as_read_at_once(lag: int,
+                                                                  monkeypatch) -> None:
+    """On a GPU the loop reads a step's loss while the next step runs; forced on the CPU (with
+    gradient accumulation, checkpoints inside a row window and at its end), every step is
+    reported with the same tokens and loss, the checkpoints get the same training rows and the
+    weights end the same as when each loss is read at once."""
+    study = parse_study(micro_study(methods=[{"kind": "full", "lr": [1e-3]}],
+                                    training={"batch_size": 8, "seq_len": 64, "grad_accum": 2},
+                                    budgets={"steps": [4, 12]}))
+    (run,) = expand(study)
+    at_once = _trained_with_lag(run, 0, monkeypatch)
+    late = _trained_with_lag(run, lag, monkeypatch)
+    assert late[0] == at_once[0] and [e[0] for e in late[0]] == list(range(1, 13))
+    assert late[1] == at_once[1] and len(late[1]) == 2
+    assert {"loss", "lr"} <= {metric for _, _, metric, _ in late[1][1]}
+    assert all(torch.equal(late[2][name], value) for name, value in at_once[2].items())
+    assert late[3] == at_once[3] and late[3].status == "finished"
+
+
+def test_a_nan_read_a_step_late_ends_the_run_at_its_own_step(monkeypatch) -> None:
+    """A loss that turns NaN at step 5 (its first micro-batch) is found one step later on a GPU,
+    but the run ends as diverged at step 5 with the tokens before it, as when read at once, and
+    the steps before it were reported the same."""
+    study = parse_study(micro_study(methods=[{"kind": "full", "lr": [1e-3]}],
+                                    training={"batch_size": 8, "seq_len": 64, "grad_accum": 2},
+                                    budgets={"steps": [12]}))
+    (run,) = expand(study)
+    at_once = _trained_with_lag(run, 0, monkeypatch, nan_at_call=11)
+    late = _trained_with_lag(run, 1, monkeypatch, nan_at_call=11)
+    assert (late[3].status, late[3].step) == ("diverged", 5)
+    assert late[3] == at_once[3] and late[3].tokens == 5 * 8 * 64
+    assert late[0] == at_once[0] and len(late[0]) == 5

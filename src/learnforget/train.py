@@ -3,7 +3,9 @@
 One CPU process is the plain case; ``accelerate launch`` with an FSDP or DeepSpeed config runs
 the same loop on many devices. Checkpoints are taken at the study's budgets; at each one the
 caller's ``on_checkpoint`` measures the model and commits the rows (see ``runner.py``). A
-NaN/inf loss ends the run with status ``diverged`` (except under ``fp16-mixed``, below).
+NaN/inf loss ends the run with status ``diverged`` (except under ``fp16-mixed``, below). On a
+GPU a step's loss is read while the next step runs (``loss_read_lag``), so the host never waits
+for the step it has just queued; every step is still counted, checked and reported in order.
 
 Precision (``training.precision``, see ``precision.py``) maps to accelerate's
 ``mixed_precision``: trainable weights and optimizer states stay in float32 and the forward and
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,6 +229,53 @@ def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _writes_rows(done: int, checkpoint_steps: list[int]) -> bool:
+    """Whether the training rows (loss, tokens/s, LR) are written after ``done`` steps."""
+    return done % 10 == 0 or done in checkpoint_steps
+
+
+def loss_read_lag(device: torch.device, scaler) -> int:
+    """How many steps after queuing a step the loop reads its loss: 1 on a GPU, so that the host
+    queues step N while step N − 1's loss comes back (reading it at once would make the host wait
+    for the whole step and the GPU wait for the host's next launches); 0 on a CPU, where a step
+    is done once queued, and under fp16-mixed, whose scaler reads its overflow flag every step."""
+    return 1 if device.type == "cuda" and scaler is None else 0
+
+
+class _LossesOnTheirWay:
+    """A step's micro-batch losses on their way to the host: on a GPU copied into pinned memory
+    without blocking, an event marking their arrival."""
+
+    def __init__(self, losses: list[torch.Tensor]) -> None:
+        stacked = torch.stack(losses)
+        self.arrived: torch.cuda.Event | None = None
+        if stacked.is_cuda:
+            self.host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+            self.host.copy_(stacked, non_blocking=True)
+            self.arrived = torch.cuda.Event()
+            self.arrived.record()
+        else:
+            self.host = stacked.cpu()
+
+    def values(self) -> list[float]:
+        """The losses, once they are on the host (waiting for this step's work only)."""
+        if self.arrived is not None:
+            self.arrived.synchronize()
+        return self.host.tolist()
+
+
+@dataclass
+class _QueuedStep:
+    """An optimizer step whose work is queued and whose loss is not read yet."""
+
+    step: int  # 0-based
+    losses: _LossesOnTheirWay
+    tokens: int
+    skipped: bool  # fp16-mixed's scaler skipped the update
+    lr: float  # the schedule's LR after the step's update
+    loss_scale: float | None  # fp16-mixed, on a step that writes training rows
+
+
 def train_loop(
     model: torch.nn.Module,
     tokenizer,
@@ -278,10 +328,56 @@ def train_loop(
     rows = TrainRows()
     in_a_row = 0
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
+    lag = loss_read_lag(accelerator.device, scaler)
+    queued: deque[_QueuedStep] = deque()
+
+    def account(queued_step: _QueuedStep) -> LoopResult | None:
+        """Read a queued step's loss and count the step (divergence, progress, training rows);
+        a LoopResult when the run diverged at it."""
+        nonlocal tokens, skipped, in_a_row, window_loss, window_steps, window_tokens, window_start
+        step = queued_step.step
+        step_loss = 0.0
+        for value in queued_step.losses.values():
+            step_loss += value / scale
+        if world > 1:  # each process saw its share: the step's loss is their sum
+            step_loss = float(accelerator.reduce(
+                torch.tensor(step_loss, device=accelerator.device), "sum"))
+        if not math.isfinite(step_loss) and scaler is None:  # every process sees the same sum
+            return LoopResult("diverged", step, tokens, f"loss {step_loss} at step {step}")
+        if queued_step.skipped:
+            skipped += 1
+            in_a_row += 1
+            if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                return LoopResult(
+                    "diverged", step, tokens,
+                    f"{in_a_row} fp16 steps in a row overflowed (loss {step_loss}, loss scale "
+                    f"{scaler.get_scale():g}) up to step {step}: the model diverged or its "
+                    "activations exceed fp16's range (bf16-mixed has fp32's range)")
+        else:
+            in_a_row = 0
+        tokens += queued_step.tokens
+        if math.isfinite(step_loss):
+            window_loss += step_loss
+            window_steps += 1
+        window_tokens += queued_step.tokens
+        elapsed = max(time.time() - window_start, 1e-9)
+        on_step(step + 1, tokens, step_loss, window_tokens / elapsed)
+        done = step + 1
+        if _writes_rows(done, checkpoint_steps):
+            if window_steps:
+                rows.add(done, tokens, "loss", window_loss / window_steps)
+            rows.add(done, tokens, "tokens_per_s", window_tokens / elapsed)
+            rows.add(done, tokens, "lr", queued_step.lr)
+            if scaler is not None:
+                rows.add(done, tokens, "skipped_steps", skipped)
+                rows.add(done, tokens, "loss_scale", queued_step.loss_scale)
+            window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
+        return None
+
     for step in range(resume_step, total_steps):
         batch = stream.batch(step)
         n_targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        micro_losses = []  # on the device: read once the step's work is queued (no host sync)
+        micro_losses = []  # on the device, read back ``lag`` steps later
         # Each process takes its share of the global batch; DDP averages gradients over
         # processes, so the loss is scaled by the world size to stay the batch mean.
         local = batch_to_device({k: v[rank::world] for k, v in batch.items()},
@@ -299,45 +395,19 @@ def train_loop(
                     if not optimizer.step_was_skipped:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-        # One host sync a step, after its forward, backward and update are queued (reading the
-        # loss between forward and backward would stall an accelerator every micro-batch).
-        step_loss = 0.0
-        for value in torch.stack(micro_losses).cpu().tolist():
-            step_loss += value / scale
-        if world > 1:  # each process saw its share: the step's loss is their sum
-            step_loss = float(accelerator.reduce(
-                torch.tensor(step_loss, device=accelerator.device), "sum"))
-        if not math.isfinite(step_loss) and scaler is None:  # every process sees the same sum
-            return LoopResult("diverged", step, tokens, f"loss {step_loss} at step {step}")
-        if optimizer.step_was_skipped:
-            skipped += 1
-            in_a_row += 1
-            if in_a_row >= MAX_SKIPPED_IN_A_ROW:
-                return LoopResult(
-                    "diverged", step, tokens,
-                    f"{in_a_row} fp16 steps in a row overflowed (loss {step_loss}, loss scale "
-                    f"{scaler.get_scale():g}) up to step {step}: the model diverged or its "
-                    "activations exceed fp16's range (bf16-mixed has fp32's range)")
-        else:
-            in_a_row = 0
-        step_tokens = int(batch["attention_mask"].sum())
-        tokens += step_tokens
-        if math.isfinite(step_loss):
-            window_loss += step_loss
-            window_steps += 1
-        window_tokens += step_tokens
-        elapsed = max(time.time() - window_start, 1e-9)
-        on_step(step + 1, tokens, step_loss, window_tokens / elapsed)
         done = step + 1
-        if done % 10 == 0 or done in checkpoint_steps:
-            if window_steps:
-                rows.add(done, tokens, "loss", window_loss / window_steps)
-            rows.add(done, tokens, "tokens_per_s", window_tokens / elapsed)
-            rows.add(done, tokens, "lr", scheduler.get_last_lr()[0])
-            if scaler is not None:
-                rows.add(done, tokens, "skipped_steps", skipped)
-                rows.add(done, tokens, "loss_scale", scaler.get_scale())
-            window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
+        queued.append(_QueuedStep(
+            step, _LossesOnTheirWay(micro_losses), int(batch["attention_mask"].sum()),
+            optimizer.step_was_skipped, scheduler.get_last_lr()[0],
+            scaler.get_scale() if scaler is not None and _writes_rows(done, checkpoint_steps)
+            else None))
+        # The steps queued before are counted now (all of them before a checkpoint): on a GPU
+        # the host reads a step's loss while the next step runs, never waiting for the current
+        # one; a loss read between forward and backward would stall it every micro-batch.
+        while queued and (len(queued) > lag or done in checkpoint_steps):
+            ended = account(queued.popleft())
+            if ended is not None:
+                return ended
         if done in checkpoint_steps:
             folder = run_dir / f"checkpoint-{done}"
             unwrapped = accelerator.unwrap_model(model)
