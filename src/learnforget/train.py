@@ -246,8 +246,7 @@ class _LossesOnTheirWay:
     """A step's micro-batch losses on their way to the host: on a GPU copied into pinned memory
     without blocking, an event marking their arrival."""
 
-    def __init__(self, losses: list[torch.Tensor]) -> None:
-        stacked = torch.stack(losses)
+    def __init__(self, stacked: torch.Tensor) -> None:
         self.arrived: torch.cuda.Event | None = None
         if stacked.is_cuda:
             self.host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
@@ -336,13 +335,10 @@ def train_loop(
         a LoopResult when the run diverged at it."""
         nonlocal tokens, skipped, in_a_row, window_loss, window_steps, window_tokens, window_start
         step = queued_step.step
-        step_loss = 0.0
+        step_loss = 0.0  # every process sums the same values (all of theirs) in the same order
         for value in queued_step.losses.values():
             step_loss += value / scale
-        if world > 1:  # each process saw its share: the step's loss is their sum
-            step_loss = float(accelerator.reduce(
-                torch.tensor(step_loss, device=accelerator.device), "sum"))
-        if not math.isfinite(step_loss) and scaler is None:  # every process sees the same sum
+        if not math.isfinite(step_loss) and scaler is None:
             return LoopResult("diverged", step, tokens, f"loss {step_loss} at step {step}")
         if queued_step.skipped:
             skipped += 1
@@ -396,8 +392,11 @@ def train_loop(
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        losses = torch.stack(micro_losses)
+        if world > 1:  # each process saw its share: the step's loss sums all of them
+            losses = accelerator.gather(losses)  # queued with the step, read with it
         queued.append(_QueuedStep(
-            step, _LossesOnTheirWay(micro_losses), int(batch["attention_mask"].sum()),
+            step, _LossesOnTheirWay(losses), int(batch["attention_mask"].sum()),
             optimizer.step_was_skipped, scheduler.get_last_lr()[0],
             scaler.get_scale() if scaler is not None and _writes_rows(done, checkpoint_steps)
             else None))
