@@ -66,11 +66,13 @@ def trainable_dtype(precision: str) -> torch.dtype:
 
 def run_id_view(config: dict) -> dict:
     """The dict a run id hashes: the run's config, without ``training.precision`` when it equals
-    the behaviour runs had before the field existed (so their ids stay the same)."""
+    the behaviour runs had before the field existed, nor the later switches when off (so their
+    ids stay the same)."""
     training = config.get("training", {})
-    if training.get("gradient_checkpointing") is False:  # off: the ids from before the field
-        training = {k: v for k, v in training.items() if k != "gradient_checkpointing"}
-        config = {**config, "training": training}
+    for later_field in ("gradient_checkpointing", "group_by_length"):
+        if training.get(later_field) is False:  # off: the ids from before the field
+            training = {k: v for k, v in training.items() if k != later_field}
+            config = {**config, "training": training}
     legacy = LEGACY.get(config.get("base", {}).get("dtype", "float32"))
     if "precision" in training and training["precision"] == legacy:
         training = {k: v for k, v in training.items() if k != "precision"}

@@ -167,7 +167,7 @@ def prepare_training_data(study: Study, runs: list[RunConfig],
 def build_stream(run: RunConfig, tokenizer) -> BatchStream:
     """The seeded batch stream of the run."""
     return BatchStream(training_examples(run, tokenizer), run.training.batch_size, run.seed,
-                       tokenizer.pad_token_id)
+                       tokenizer.pad_token_id, run.training.group_by_length)
 
 
 def checkpoint_steps(run: RunConfig, stream: BatchStream) -> list[int]:

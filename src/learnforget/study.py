@@ -179,6 +179,10 @@ class TrainingSpec(_Strict):
         False, description="recompute each layer's activations in the backward pass instead "
         "of keeping them: far less activation memory for about a third more compute; the same "
         "results")
+    group_by_length: bool = Field(
+        False, description="IFT: batch examples of similar length (shuffled groups of 50 "
+        "batches, each sorted by length) so that batches pad little; another data order, so "
+        "other numbers than without it")
 
     _lists = field_validator("seeds", mode="before")(classmethod(lambda cls, v: _as_list(v)))
 
@@ -261,6 +265,15 @@ class Study(_Strict):
     @classmethod
     def _base_shorthand(cls, value: object) -> object:
         return {"model": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _group_by_length_is_ift(self) -> Study:
+        if self.training.group_by_length and self.target.regime == "cpt":
+            raise ValueError(
+                "training.group_by_length applies to instruction finetuning (target.regime "
+                "ift): CPT packs its tokens into blocks of one length, so there is nothing to "
+                "group; remove it")
+        return self
 
     @model_validator(mode="after")
     def _budgets_distinct_steps(self) -> Study:

@@ -125,8 +125,16 @@ def tokenize_pairs(
     return examples
 
 
+LENGTH_GROUP_BATCHES = 50  # batches per group of similar lengths (transformers' megabatch)
+
+
 class BatchStream:
-    """Seeded batches over packed blocks (CPT) or IFT examples, addressable by step."""
+    """Seeded batches over packed blocks (CPT) or IFT examples, addressable by step.
+
+    ``group_by_length`` (IFT): each epoch's shuffled order is cut into groups of
+    ``LENGTH_GROUP_BATCHES`` batches, and each group sorted by length, longest first, as
+    ``transformers``' ``LengthGroupedSampler`` does: a batch then holds examples of similar
+    length and pads little, while the groups keep the epoch shuffled."""
 
     def __init__(
         self,
@@ -134,6 +142,7 @@ class BatchStream:
         batch_size: int,
         seed: int,
         pad_id: int,
+        group_by_length: bool = False,
     ) -> None:
         if len(data) < batch_size:
             raise UserError(
@@ -145,10 +154,24 @@ class BatchStream:
         self.seed = seed
         self.pad_id = pad_id
         self.steps_per_epoch = len(data) // batch_size
+        self.group_by_length = group_by_length and not isinstance(data, torch.Tensor)
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its order), the last asked
 
     def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.data), generator=generator)
+        order = torch.randperm(len(self.data), generator=generator)
+        if self.group_by_length:
+            group = LENGTH_GROUP_BATCHES * self.batch_size
+            lengths = [len(self.data[i].input_ids) for i in order.tolist()]
+            order = torch.cat([
+                order[start:start + group][
+                    torch.tensor(lengths[start:start + group]).argsort(descending=True,
+                                                                       stable=True)]
+                for start in range(0, len(order), group)])
+        self._order = (epoch, order)
+        return order
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch of optimizer step ``step`` (0-based): input_ids, labels, attention_mask."""
