@@ -50,9 +50,16 @@ def test_grouped_batches_pad_less_and_hold_each_epochs_examples(examples_and_pad
     for start in range(0, len(order), group):
         assert sorted(order[start:start + group].tolist()) == sorted(
             shuffled[start:start + group].tolist())
-    lengths = [len(examples[i].input_ids) for i in order.tolist()]
-    for start in range(0, len(lengths), group):
-        assert lengths[start:start + group] == sorted(lengths[start:start + group], reverse=True)
+    # each group sorted by length and cut into batches, the batches then shuffled: no
+    # longest-to-shortest curriculum across a group's steps
+    for start in range(0, len(order) - group, group):
+        by_length = sorted(shuffled[start:start + group].tolist(),
+                           key=lambda i: -len(examples[i].input_ids))
+        expected = {tuple(by_length[k:k + 8]) for k in range(0, group, 8)}
+        batches = [tuple(order[k:k + 8].tolist()) for k in range(start, start + group, 8)]
+        assert set(batches) == expected
+        widths = [len(examples[b[0]].input_ids) for b in batches]
+        assert widths != sorted(widths, reverse=True)
     # far less padding (measured with batches of 16: 22.6% of the positions fed → 0.7%)
     assert _padding(grouped, epoch) < _padding(plain, epoch) / 3
     # a batch is a function of its step: a resumed run (a new stream) sees the same batches

@@ -132,9 +132,11 @@ class BatchStream:
     """Seeded batches over packed blocks (CPT) or IFT examples, addressable by step.
 
     ``group_by_length`` (IFT): each epoch's shuffled order is cut into groups of
-    ``LENGTH_GROUP_BATCHES`` batches, and each group sorted by length, longest first, as
-    ``transformers``' ``LengthGroupedSampler`` does: a batch then holds examples of similar
-    length and pads little, while the groups keep the epoch shuffled."""
+    ``LENGTH_GROUP_BATCHES`` batches, each group sorted by length and cut into batches, as
+    ``transformers``' ``LengthGroupedSampler`` does, so that a batch holds examples of similar
+    length and pads little; then, unlike it, the group's batches are shuffled: taken longest
+    to shortest, the steps of a short run (or between two checkpoints) would see the group's
+    longest examples first and its shortest last, a curriculum the study did not ask for."""
 
     def __init__(
         self,
@@ -163,15 +165,24 @@ class BatchStream:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.data), generator=generator)
         if self.group_by_length:
-            group = LENGTH_GROUP_BATCHES * self.batch_size
-            lengths = [len(self.data[i].input_ids) for i in order.tolist()]
-            order = torch.cat([
-                order[start:start + group][
-                    torch.tensor(lengths[start:start + group]).argsort(descending=True,
-                                                                       stable=True)]
-                for start in range(0, len(order), group)])
+            order = self._grouped(order, generator)
         self._order = (epoch, order)
         return order
+
+    def _grouped(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``order`` cut into groups of ``LENGTH_GROUP_BATCHES`` batches, each group sorted by
+        length and its batches shuffled."""
+        size = self.batch_size
+        lengths = torch.tensor([len(self.data[i].input_ids) for i in order.tolist()])
+        pieces = []
+        for start in range(0, len(order), LENGTH_GROUP_BATCHES * size):
+            end = min(start + LENGTH_GROUP_BATCHES * size, len(order))
+            members = order[start:end][lengths[start:end].argsort(descending=True, stable=True)]
+            batches = list(members.split(size))
+            whole = len(members) // size  # a last partial batch stays last (no step reads it)
+            pieces += [batches[i] for i in torch.randperm(whole, generator=generator).tolist()]
+            pieces += batches[whole:]
+        return torch.cat(pieces)
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch of optimizer step ``step`` (0-based): input_ids, labels, attention_mask."""
