@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -165,24 +166,25 @@ def _score_batch(model, groups: list[Group], device: torch.device) -> list[Score
     return [[next(flat) for _ in members] for _, members in groups]
 
 
+def _cut(pair: TokenPair, max_length: float) -> bool:
+    """Whether the request has to lose context tokens to fit the model (then it and its group
+    are scored the plain way, one sequence each, as lm-eval does)."""
+    return len(pair[0]) + len(pair[1]) > max_length + 1
+
+
 def positions_fed(pairs: Sequence[TokenPair], groups: Sequence[Sequence[int]],
-                  max_length: int | None = None) -> tuple[int, int]:
+                  max_length: float = math.inf) -> tuple[int, int]:
     """The token positions the plain path (one sequence per request, as lm-eval) and the
     grouped path (each group's shared prefix once) feed the model, padding aside: their ratio
     bounds what sharing can gain. A request longer than ``max_length + 1`` tokens is cut from
     the left on both paths, and its group is scored the plain way (``shared_context_scores``)."""
     def alone(i: int) -> int:
-        context, cont = pairs[i]
-        length = len(context) + len(cont)
-        return (length if max_length is None else min(length, max_length + 1)) - 1
-
-    def cut(i: int) -> bool:
-        return max_length is not None and len(pairs[i][0]) + len(pairs[i][1]) > max_length + 1
+        return int(min(len(pairs[i][0]) + len(pairs[i][1]), max_length + 1)) - 1
 
     plain = sum(alone(i) for i in range(len(pairs)))
     grouped = 0
     for members in groups:
-        if len(members) < 2 or any(cut(i) for i in members):
+        if len(members) < 2 or any(_cut(pairs[i], max_length) for i in members):
             grouped += sum(alone(i) for i in members)
             continue
         prefix = common_prefix([pairs[i][0] for i in members])
@@ -206,8 +208,7 @@ def shared_context_scores(model, pairs: Sequence[TokenPair], batch_size: int, ma
         groups = list(by_context.values())
     shared: list[tuple[Group, list[int]]] = []  # (the group's row, its members' indices)
     for members in groups:
-        if len(members) < 2 or any(len(pairs[i][0]) + len(pairs[i][1]) > max_length + 1
-                                   for i in members):
+        if len(members) < 2 or any(_cut(pairs[i], max_length) for i in members):
             continue
         prefix = common_prefix([pairs[i][0] for i in members])
         if prefix > 0:
