@@ -87,3 +87,25 @@ def test_grouping_cpt_blocks_is_refused_with_the_fix() -> None:
                                           "group_by_length": True}))
     assert "training.group_by_length applies to instruction finetuning" in str(error.value)
     assert "remove it" in str(error.value)
+
+
+def test_a_grouped_ift_study_trains_and_measures(tmp_path) -> None:
+    """A micro math-IFT run with ``group_by_length`` trains and is measured like any other."""
+    from learnforget.runner import execute_run, measure_base
+    from learnforget.store import Store
+
+    study = parse_study(micro_study(
+        base="builtin:micro", target={"domain": "math", "regime": "ift"},
+        methods=[{"kind": "full", "lr": [1e-3]}],
+        training={"batch_size": 8, "seq_len": 128, "group_by_length": True},
+        budgets={"steps": [3, 6]},
+        evaluation={"learning": ["math_bpb"], "forgetting": ["source_bpb"], "limit": 4}))
+    (run,) = expand(study)
+    measure_base(study, tmp_path, log=lambda m: None)
+    assert execute_run(study, run, tmp_path, log=lambda m: None) == "finished"
+    store = Store(tmp_path / "results.sqlite")
+    assert store.checkpoint_steps(run.run_id) == [3, 6]
+    rows = {(r["task"], r["metric"], r["step"]) for r in store.measurements()
+            if r["run_id"] == run.run_id}
+    store.close()
+    assert {("train", "loss", 6), ("math_bpb", "bpb", 6), ("source_bpb", "bpb", 6)} <= rows
