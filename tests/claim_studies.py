@@ -24,14 +24,16 @@ def write_study(out: Path, methods: list[dict], values: Values, extra: Extra | N
                 base_extra: dict[str, float] | None = None,
                 artifacts: dict[str, list[dict]] | None = None,
                 seed_offsets: dict[int, float] | None = None,
-                base_artifacts: dict | None = None) -> Path:
+                base_artifacts: dict | None = None, stderr: float | None = 0.001) -> Path:
     """OUT with study.json and a store holding the base model and every run of ``methods``.
 
     ``values[label][lr]`` lists (learn, forget) at steps 4 and 8; a run whose (label, lr) is
     missing is stored as diverged without a checkpoint. ``extra[label]`` lists, per step, more
     ``task/metric`` values for every run of the label; ``artifacts[label]`` per step artifacts
     (``{kind: payload}``), ``base_artifacts`` the base model's. ``seed_offsets`` runs one seed
-    per key and adds its value to every forgetting of that seed's runs."""
+    per key and adds its value to every forgetting of that seed's runs. Every bits-per-byte value
+    is stored with the standard error ``stderr`` (None: none stored, a store without a noise
+    estimate), unless ``extra`` gives one."""
     learn_task = f"{domain}_bpb"
     study = parse_study({
         "name": name, "base": "builtin:micro", "target": {"domain": domain, "regime": regime},
@@ -41,8 +43,11 @@ def write_study(out: Path, methods: list[dict], values: Values, extra: Extra | N
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(study.model_dump_json())
     store = Store(out / "results.sqlite")
+    errors = {} if stderr is None else {f"{learn_task}/bpb_stderr": stderr,
+                                        "source_bpb/bpb_stderr": stderr}
     base = [Measurement(learn_task, "bpb", 3.0), Measurement("source_bpb", "bpb", 2.0),
-            *(Measurement(*key.split("/"), v) for key, v in (base_extra or {}).items())]
+            *(Measurement(*key.split("/"), v)
+              for key, v in {**errors, **(base_extra or {})}.items())]
     store.ensure_run("base-x", study.name, "base", "base", {"base": {}})
     store.record_checkpoint("base-x", 0, 0, None, [(0, 0, m) for m in base], base_artifacts)
     store.set_status("base-x", "finished")
@@ -60,8 +65,8 @@ def write_study(out: Path, methods: list[dict], values: Values, extra: Extra | N
                     Measurement("source_bpb", "bpb", 2.0 + forget),
                     Measurement("source_bpb", "bpb_delta", forget)]
             more = (extra or {}).get(run.label, [])
-            if i < len(more):
-                rows += [Measurement(*key.split("/"), v) for key, v in more[i].items()]
+            given = {**errors, **(more[i] if i < len(more) else {})}
+            rows += [Measurement(*key.split("/"), v) for key, v in given.items()]
             stored = (artifacts or {}).get(run.label, [])
             tokens = step * TOKENS_PER_STEP
             store.record_checkpoint(run.run_id, step, tokens, None,

@@ -49,7 +49,10 @@ class MethodConfig(BaseModel):
 
     @property
     def label(self) -> str:
-        """A short human name for the method family (without the LR), e.g. ``lora-r8-all``."""
+        """A short name for the method (without the LR) holding every setting that tells one
+        method from another, e.g. ``lora-r8-all``, ``lora-r8-all-a8-drop0.1-wd0.1``, ``full``,
+        ``full-wd0.1``. Default settings add nothing (α = 2r, no dropout, no weight decay), so
+        runs differing in any setting get different labels and are never compared as one."""
         if self.kind == "full":
             parts = ["full"]
             if not self.train_embeddings:
@@ -66,6 +69,12 @@ class MethodConfig(BaseModel):
             parts.append("dora")
         if self.init != "default":
             parts.append(self.init)
+        if self.alpha is not None and self.r is not None and float(self.alpha) != 2.0 * self.r:
+            parts.append(f"a{self.alpha:g}")
+        if self.dropout:
+            parts.append(f"drop{self.dropout:g}")
+        if self.weight_decay:
+            parts.append(f"wd{self.weight_decay:g}")
         return "-".join(parts)
 
 
@@ -92,10 +101,16 @@ class RunConfig(BaseModel):
     @property
     def label(self) -> str:
         """Method label plus optimizer (when not the default) — the grouping used in figures."""
-        label = self.method.label
-        if self.optimizer.name != "adamw":
-            label += f"-{self.optimizer.name}"
-        return label
+        return run_label(self.method, self.optimizer.name)
+
+
+def run_label(method: MethodConfig, optimizer: str | None) -> str:
+    """A run's label: the method's label plus its optimizer when that is not AdamW (the
+    default), e.g. ``lora-r8-attention-lion``."""
+    label = method.label
+    if optimizer and optimizer != "adamw":
+        label += f"-{optimizer}"
+    return label
 
 
 def config_hash(config: dict) -> str:

@@ -14,20 +14,24 @@ How a verdict is reached (docs/report.md lists every rule):
   the reference's optimizer; when a study has none on all linear modules, the plain LoRA on the
   targets it has, and the verdict says so. Other targets and the variants are compared apart
   (``variant_comparison``), never inside a verdict.
-- Every comparison of two measured values reads their standard errors
-  (``learnforget.analysis.uncertainty``): a difference within Z = 1.96 standard errors is
-  *within noise*. Two checkpoints are compared paired over the items both were scored on
-  (``ClaimData.compare``, ``learnforget.analysis.paired``) when the store holds per-item values,
-  else with √(se_a² + se_b²). Without stored errors the plain comparison decides and the verdict
-  says that there is no noise estimate.
-- A claim has parts; one is its main part. A claim **does not hold** when any tested part fails;
-  it is **not testable** when its main part cannot be tested; it is **inconclusive** when a part
-  hinges on a difference within noise (or on a best LR at the edge of its sweep); otherwise it
-  **holds**. Each verdict says what would settle the parts that are not settled.
+- Every part of a claim is a set of comparisons, each a ``Difference`` oriented so that a
+  positive value supports the claim, with its error from the study's noise draws
+  (``learnforget.analysis.draws``: items resampled jointly for every checkpoint, seeds
+  resampled, each method's best LR cross-fitted on item halves). A comparison supports the
+  claim when it lies beyond its critical value (Z = 1.96, or Student's t when seeds give few
+  degrees of freedom); it counts against the claim only when it lies below 0 beyond the
+  Holm-corrected one-sided threshold over every comparison of the claim (``combine``); in
+  between, or without an error estimate, it is within noise. Nothing is judged from a point
+  estimate: a study without standard errors gets inconclusive verdicts that say so.
+- A claim **does not hold** when any part fails; it is **not testable** when its main part
+  cannot be tested; it is **inconclusive** when a part is neither settled for nor against;
+  otherwise it **holds**. Each verdict says what would settle the parts that are not settled,
+  how many comparisons it made and which sources of noise its errors count (``noise``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -35,6 +39,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from learnforget.analysis.draws import Draws, build_draws
 from learnforget.analysis.frame import (
     Frame,
     best_lrs,
@@ -43,8 +48,7 @@ from learnforget.analysis.frame import (
     reference_label,
     usable,
 )
-from learnforget.analysis.paired import Checkpoint, paired_se
-from learnforget.analysis.uncertainty import Difference, as_float, diff_se
+from learnforget.analysis.uncertainty import Difference, as_float
 
 Verdict = Literal["holds", "does not hold", "inconclusive", "not testable"]
 HOLDS: Verdict = "holds"
@@ -58,10 +62,10 @@ CPT_SIMILAR = 4.0  # claim 5 (CPT): best LRs within 4× (the paper: 1× code, 4�
 FAR_MORE = 10.0  # claim 7: the paper's full-FT ΔW needs 10–100× the LoRA ranks it studies
 RISE = 0.10  # claim 7 without per-matrix spectra: a rise must exceed 10% of the first value
 PARETO_TOLERANCE = 0.10  # claim 3: share of full finetuning's forgetting range
-SEED_NOISE = 2.0  # claim 3: the band is at least this many seed standard deviations
 HIGH_EARLY = 0.5  # claim 7: the first checkpoint's rank90 reaches half of the final one
 MIN_INTRUDERS = 1.0  # claim 9: "creates intruders" = at least one per matrix on average
 FEW_INTRUDERS = 0.5  # claim 9: "few" = at most half of low-rank LoRA's count
+ALPHA = 0.025  # one-sided level against a claim (Z = 1.96 two-sided), Holm-corrected
 
 CLAIMS: dict[int, str] = {
     1: "Full finetuning learns at least as much as LoRA at every budget (each at its best LR); "
@@ -83,7 +87,9 @@ CLAIMS: dict[int, str] = {
 class ClaimVerdict:
     """One claim judged: its number (paper.md's list), short text, verdict, the numbers behind
     the verdict (one line per part), what is missing to test the rest, what would settle the
-    parts that are inconclusive, and which runs stand for "LoRA" (``scope``)."""
+    parts that are inconclusive, which runs stand for "LoRA" (``scope``), how many comparisons
+    the verdict made (``comparisons``: the Holm correction's count) and which sources of noise
+    their errors count (``noise``), and each part's own verdict (``parts``)."""
 
     number: int
     claim: str
@@ -92,6 +98,9 @@ class ClaimVerdict:
     missing: str = ""
     settle: str = ""
     scope: str = ""
+    comparisons: int = 0
+    noise: str = ""
+    parts: dict[str, str] = field(default_factory=dict)  # each part's name → its verdict
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the fields."""
@@ -100,34 +109,84 @@ class ClaimVerdict:
 
 @dataclass(frozen=True)
 class Part:
-    """One part of a claim: its verdict, the numbers behind it, what is missing to test it, what
-    would settle it when inconclusive, and whether it is the claim's main part."""
+    """One part of a claim: its comparisons (``tests``, each oriented so that a positive
+    difference supports the claim; ``strict``: an exact tie 0 ± 0 does not support it), or a
+    verdict decided another way (``verdict``: not testable, or an interval rule), the numbers
+    behind it, what is missing to test it, what would settle it and whether it is the claim's
+    main part."""
 
     name: str
-    verdict: Verdict
+    verdict: Verdict | None = None
     evidence: str = ""
     missing: str = ""
     main: bool = False
     settle: str = ""
+    tests: tuple[Difference, ...] = ()
+    strict: bool = True
 
 
-def combine(number: int, parts: list[Part], scope: str = "") -> ClaimVerdict:
-    """The claim's verdict from its parts (rule in the module docstring)."""
-    tested = [p for p in parts if p.verdict != UNTESTABLE]
-    if any(p.verdict == FAILS for p in tested):
+def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down procedure: which of ``p_values`` are rejected at family-wise level
+    ``alpha`` (NaN never is)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    rejected = [False] * len(p_values)
+    for rank, (p, i) in enumerate(order):
+        if p > alpha / (len(order) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def _judged(part: Part, rejected: list[bool]) -> tuple[Verdict, str]:
+    """A part's verdict from its comparisons and which of them Holm rejected, and a note."""
+    if part.verdict is not None:
+        return part.verdict, ""
+    if not part.tests:
+        return UNTESTABLE, ""
+    if any(rejected):
+        return FAILS, ""
+    support = [t.exceeds(strict=part.strict) for t in part.tests]
+    if all(r is True for r in support):
+        return HOLDS, ""
+    if any(r is False for r in support):
+        return INCONCLUSIVE, (" (a comparison lies below 0 beyond its own error but not beyond "
+                              "the Holm-corrected threshold: within noise)")
+    if any(not math.isfinite(t.se) for t in part.tests):
+        return INCONCLUSIVE, " (no noise estimate: standard errors not stored)"
+    return INCONCLUSIVE, ""
+
+
+def combine(number: int, parts: list[Part], scope: str = "", noise: str = "") -> ClaimVerdict:
+    """The claim's verdict from its parts (rule in the module docstring): each part's
+    comparisons read against Holm's correction over all of the claim's comparisons."""
+    pool = [(k, j) for k, part in enumerate(parts) if part.verdict is None
+            for j, test in enumerate(part.tests) if math.isfinite(test.se) and test.se > 0]
+    rejected = holm([parts[k].tests[j].p_below() for k, j in pool])
+    judged = []
+    for k, part in enumerate(parts):
+        marks = [r for (kk, _), r in zip(pool, rejected, strict=True) if kk == k]
+        verdict, note = _judged(part, marks)
+        judged.append((part, verdict, note))
+    tested = [(p, v, n) for p, v, n in judged if v != UNTESTABLE]
+    if any(v == FAILS for _, v, _ in tested):
         verdict = FAILS
-    elif not tested or any(p.main and p.verdict == UNTESTABLE for p in parts):
+    elif not tested or any(p.main and v == UNTESTABLE for p, v, _ in judged):
         verdict = UNTESTABLE
-    elif any(p.verdict == INCONCLUSIVE for p in tested):
+    elif any(v == INCONCLUSIVE for _, v, _ in tested):
         verdict = INCONCLUSIVE
     else:
         verdict = HOLDS
-    evidence = "\n".join(f"{p.name} — {p.verdict}: {p.evidence}" for p in tested)
-    missing = [f"{p.name}: {p.missing}" for p in parts if p.verdict == UNTESTABLE and p.missing]
-    missing += [p.missing for p in tested if p.missing]
-    settle = [f"{p.name}: {p.settle}" for p in parts if p.settle]
+    evidence = "\n".join(f"{p.name} — {v}: {p.evidence}{n}" for p, v, n in tested)
+    missing = [f"{p.name}: {p.missing}" for p, v, _ in judged if v == UNTESTABLE and p.missing]
+    missing += [p.missing for p, _, _ in tested if p.missing]
+    settle = [f"{p.name}: {p.settle}" for p, v, _ in judged if p.settle and v != HOLDS]
+    if pool:
+        noise = (f"{noise}; " if noise else "") + (
+            f"{len(pool)} comparison(s): one counts against the claim only beyond Holm's "
+            f"threshold over all of them (one-sided {ALPHA:g})")
     return ClaimVerdict(number, CLAIMS[number], verdict, evidence, "; ".join(missing),
-                        "; ".join(settle), scope)
+                        "; ".join(settle), scope, len(pool), noise,
+                        {p.name: v for p, v, _ in judged})
 
 
 def untestable(number: int, missing: str, scope: str = "") -> ClaimVerdict:
@@ -135,14 +194,14 @@ def untestable(number: int, missing: str, scope: str = "") -> ClaimVerdict:
     return ClaimVerdict(number, CLAIMS[number], UNTESTABLE, "", missing, "", scope)
 
 
-def tri_state(results: list[bool | None]) -> Verdict:
-    """One verdict from several comparisons: any False fails, else any None (within noise) is
-    inconclusive, else holds."""
-    if any(r is False for r in results):
+def interval_verdict(low: float, high: float, lowest: float, highest: float) -> Verdict:
+    """An interval rule: the quantity lies in [low, high] (its plausible range); holds when the
+    whole range lies in [lowest, highest], fails when none of it does, else inconclusive."""
+    if lowest <= low and high <= highest:
+        return HOLDS
+    if high < lowest or low > highest:
         return FAILS
-    if any(r is None for r in results):
-        return INCONCLUSIVE
-    return HOLDS
+    return INCONCLUSIVE
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -253,56 +312,52 @@ class ClaimData:
         row = self.final(label, column)
         return math.nan if row is None else as_float(row[column])
 
-    def checkpoints_of(self, label: str, step: int) -> list[Checkpoint]:
-        """(run_id, step) of every usable best-LR run of ``label`` measured at ``step`` (the
-        seeds behind one point of its curve)."""
-        cp = usable(self.frame.checkpoints)
-        best = self.best.get(label)
-        rows = cp[(cp["label"] == label) & (cp["step"] == step)
-                  & np.isclose(cp["lr"].astype(float), best if best is not None else np.nan)]
-        return [(str(run_id), int(step)) for run_id in rows["run_id"]]
+    @functools.cached_property
+    def draws(self) -> Draws:
+        """The study's noise draws (``learnforget.analysis.draws``), built once."""
+        return build_draws(self.frame)
 
-    def _row(self, label: str, column: str, step: int | None) -> pd.Series | None:
-        """``label``'s best-LR curve row at ``step`` (its last holding ``column`` when None)."""
-        if step is None:
-            return self.final(label, column)
-        curve = self.curve(label)
-        match = curve[curve["step"] == step] if column in curve else curve.iloc[:0]
-        return None if match.empty else match.iloc[0]
-
-    def _difference(self, row_a: pd.Series, a: list[Checkpoint], row_b: pd.Series,
-                    b: list[Checkpoint], column: str, value_b: float) -> Difference:
-        """``row_a[column]`` − ``value_b`` with the error paired over the items of checkpoints
-        ``a`` and ``b`` when both have per-item values, else √(se_a² + se_b²)."""
-        se_column = se_column_of(column)
-        paired = paired_se(self.frame, a, b, column)
-        independent = diff_se(row_a.get(se_column, math.nan), row_b.get(se_column, math.nan))
-        return Difference(as_float(row_a[column]), value_b,
-                          paired if math.isfinite(paired) else independent)
+    def draw(self, label: str, column: str, step: int | None = None) -> np.ndarray:
+        """``column`` (``learn`` / ``forget``) of ``label`` at its best LR on every draw row, at
+        ``step`` (its last step with a value when None); NaN rows when not measured."""
+        draws = self.draws
+        if not draws.lrs(label):
+            return np.full(draws.layout.rows, np.nan)
+        return draws.best_value(label, column, step)
 
     def compare(self, a: str, b: str, column: str, step: int | None = None) -> Difference:
         """``column`` of label ``a`` minus that of label ``b`` at ``step`` (or each one's last
-        checkpoint holding it), with the standard error paired over items when both sides have
-        per-item values, else √(se_a² + se_b²)."""
-        row_a, row_b = self._row(a, column, step), self._row(b, column, step)
-        if row_a is None or row_b is None:
-            return Difference(math.nan, math.nan, math.nan)
-        return self._difference(row_a, self.checkpoints_of(a, int(row_a["step"])), row_b,
-                                self.checkpoints_of(b, int(row_b["step"])), column,
-                                as_float(row_b[column]))
+        checkpoint holding it), each at its best LR (cross-fitted), with the error of the
+        draws: items resampled jointly, seeds resampled."""
+        return self.draws.layout.difference(self.draw(a, column, step),
+                                            self.draw(b, column, step))
 
     def change_from_base(self, label: str, column: str, step: int) -> Difference:
-        """``column`` (``learn`` / ``forget``, 0 on the base model) of ``label`` at ``step``
-        against the base model, with the standard error paired over items when both have
-        per-item values, else √(se² + base se²): whether the change is beyond noise."""
-        row = self._row(label, column, step)
-        if row is None:
-            return Difference(math.nan, 0.0, math.nan)
-        base = self.frame.base
-        base_id = base.get("run_id")
-        base_checkpoints = [(str(base_id), 0)] if base_id is not None else []
-        return self._difference(row, self.checkpoints_of(label, step), base, base_checkpoints,
-                                column, 0.0)
+        """``column`` (0 on the base model) of ``label`` at ``step`` against the base model,
+        with the error of the draws (the base's items are resampled with the checkpoint's)."""
+        return self.draws.layout.difference(self.draw(label, column, step), 0.0)
+
+    def noise(self, columns: tuple[str, ...] = ("learn", "forget"),
+              seeded: list[str] | None = None) -> str:
+        """Which sources of noise the errors of ``columns`` count, in words: items (resampled
+        jointly, or standard errors), seeds (resampled, or unmeasured with one seed) and how the
+        best LR is chosen (cross-fitted, or not corrected)."""
+        draws = self.draws
+        words = {"items": "items resampled jointly for every checkpoint and the base model "
+                          f"({draws.layout.item_rows.stop - 1} draws)",
+                 "errors": "stored standard errors (no per-item values: checkpoints compared "
+                           "as independent, seeds of one method × LR as sharing their items)",
+                 "none": "no standard errors stored: no noise estimate"}
+        parts = [f"{column}: {words[draws.modes[column]]}" for column in columns]
+        seeds = max((draws.seeds(label) for label in (seeded or [])), default=draws.seeds())
+        parts.append(f"seeds: up to {seeds} per method × LR, resampled (Student's t on their "
+                     "degrees of freedom)" if seeds >= 2 else
+                     "one seed per run: seed noise unmeasured")
+        parts.append("best LRs chosen on one half of the items and judged on the other "
+                     "(cross-fitted against the winner's curse)" if draws.halves else
+                     "best LRs chosen and judged on the same items (the winner's curse not "
+                     "corrected: no per-item values to split)")
+        return "; ".join(parts)
 
     def error(self, label: str, column: str) -> float:
         """The standard error of ``value(label, column)`` (NaN when not stored)."""

@@ -19,9 +19,9 @@
   * ``checkpoint`` — the checkpoint's folder as the store recorded it (empty when not kept).
   * ``learn_se`` / ``forget_se`` — the standard error of the checkpoint's value behind ``learn``
     / ``forget`` (for ``forget_mean``: √Σse² / k), NaN when the store holds none. The base
-    model's own standard error is in ``base``. A difference of two checkpoints is read paired
-    over the items both were scored on when the store holds per-item values
-    (``learnforget.analysis.paired``), else with √(se_a² + se_b²).
+    model's own standard error is in ``base``. The verdicts read differences through the
+    noise draws of ``learnforget.analysis.draws`` (items resampled jointly for every
+    checkpoint, seeds resampled; the stored errors where per-item values are missing).
 
 - ``items``: the per-item values behind each checkpoint's scores, {(run_id, step): {task:
   ItemValues}} (``learnforget.measure.uncertainty``); empty for stores written without them.
@@ -50,6 +50,7 @@ from pydantic import ValidationError
 
 from learnforget.errors import UserError
 from learnforget.measure.uncertainty import ITEMS_KIND_PREFIX, ItemValues
+from learnforget.plan import MethodConfig, run_label
 from learnforget.store import Store
 from learnforget.study import Study
 
@@ -95,9 +96,10 @@ class Frame:
     forget_mean_tasks: list[str] = field(default_factory=list)
     items: dict[tuple[str, int], dict[str, ItemValues]] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def labels(self) -> list[str]:
-        """Method labels that have at least one run, in display order (full first, then LoRA)."""
+        """Method labels that have at least one run, in display order (full first, then LoRA);
+        built once."""
         return sort_labels(self.runs)
 
     @functools.cached_property
@@ -191,18 +193,19 @@ def method_name(method) -> str:
 
 
 def is_paper_lora(method) -> bool:
-    """Whether a method is the paper's LoRA: all linear modules, default init, α/r scaling with
-    α = 2r, no rsLoRA or DoRA."""
-    return (method.kind == "lora" and method.targets == "all" and method.init == "default"
-            and method.use_rslora is not True and method.use_dora is not True
-            and (not _is_set(method.alpha) or float(method.alpha) == 2 * int(method.r)))
+    """Whether a method is the paper's LoRA: all linear modules and ``is_plain_lora``."""
+    return method.targets == "all" and is_plain_lora(method)
 
 
 def is_plain_lora(method) -> bool:
-    """The paper's LoRA on any target set (claim 6 compares target sets)."""
+    """The paper's LoRA on any target set (claim 6 compares target sets): default init, α/r
+    scaling with α = 2r, no rsLoRA or DoRA, no dropout or weight decay (a method that differs in
+    any of them is another method, compared apart)."""
     return (method.kind == "lora" and method.init == "default" and method.use_rslora is not True
             and method.use_dora is not True
-            and (not _is_set(method.alpha) or float(method.alpha) == 2 * int(method.r)))
+            and (not _is_set(method.alpha) or float(method.alpha) == 2 * int(method.r))
+            and not (_is_set(method.dropout) and float(method.dropout) > 0)
+            and not (_is_set(method.weight_decay) and float(method.weight_decay) > 0))
 
 
 def sort_labels(runs: pd.DataFrame) -> list[str]:
@@ -268,13 +271,35 @@ def _task_names(study: Study | None, measured: set[str]) -> tuple[list[str], lis
     return learning, forgetting
 
 
+def _config_label(config: dict, stored: str) -> str:
+    """A run's label rebuilt from its stored config, the way ``plan`` names runs today (every
+    setting that tells methods apart is in it); ``stored`` when the config holds no method or
+    one that is not a valid method setting.
+
+    Stores written before the label held α, dropout and LoRA weight decay recorded one label
+    for runs differing in them; rebuilding the label splits those runs into their methods."""
+    method = config.get("method")
+    if not isinstance(method, dict) or not method:
+        return stored
+    known = {key: value for key, value in method.items() if key in MethodConfig.model_fields}
+    try:
+        point = MethodConfig.model_validate(known)
+    except ValidationError:
+        return stored
+    optimizer = config.get("optimizer")
+    return run_label(point, optimizer.get("name") if isinstance(optimizer, dict) else None)
+
+
 def _run_table(store: Store) -> pd.DataFrame:
-    """One row per stored run with its structured settings from the run's config."""
+    """One row per stored run with its structured settings from the run's config; the label is
+    rebuilt from those settings (``_config_label``), so runs with different settings never
+    share one, whatever label the store recorded."""
     rows = []
     for run in store.runs():
         config = run["config"]
         method = config.get("method") or {}
-        row = {"run_id": run["run_id"], "label": run["label"], "kind": run["method"],
+        label = run["label"] if run["method"] == "base" else _config_label(config, run["label"])
+        row = {"run_id": run["run_id"], "label": label, "kind": run["method"],
                "lr": method.get("lr"), "seed": config.get("seed"), "status": run["status"],
                "error": run["error"],
                "optimizer": (config.get("optimizer") or {}).get("name")}

@@ -35,19 +35,23 @@ UNTESTED_COLOR = "#777777"
 INTRO = (
     "Each of the paper's nine claims (what a faithful reproduction must show) judged on this "
     "study's measurements, each method at its best learning rate. \"LoRA\" is the paper's LoRA "
-    "(all linear modules, default init, α = 2r, no rsLoRA or DoRA) unless the study has none; "
-    "the scope line of each claim says which runs stand for it, and other targets and variants "
-    "are compared apart below the table. A claim does not hold when any tested part fails; it "
-    "is not testable when the study lacks the runs or measurements for its main part; it is "
-    f"inconclusive when a part hinges on a difference within noise ({Z} standard errors of the "
-    "difference, from the stored standard errors) or on a best LR at the edge of its sweep; "
-    "otherwise it holds. The evidence gives the numbers behind each verdict with their "
-    "uncertainty and the rule used; the last column says what would settle the rest; "
-    "docs/report.md lists every rule. "
+    "(all linear modules, default init, α = 2r, no rsLoRA, DoRA, dropout or weight decay) unless "
+    "the study has none; the scope line of each claim says which runs stand for it, and other "
+    "targets and variants are compared apart below the table. Every part of a claim is a set of "
+    "comparisons with their 95% intervals: items resampled jointly for every checkpoint (both "
+    "axes of a learn–forget point move together), seeds resampled (Student's t on their degrees "
+    "of freedom), each best LR chosen on one half of the items and judged on the other. A part "
+    "holds when every comparison supports it beyond its interval; it fails only when one lies "
+    "against it beyond Holm's threshold over all of the claim's comparisons; otherwise it is "
+    "inconclusive. A claim does not hold when a part fails; it is not testable when the study "
+    "lacks the runs or measurements for its main part; it is inconclusive when a part is "
+    "unsettled; otherwise it holds. Under the evidence: how many comparisons the claim made and "
+    "which sources of noise its errors count; the last column says what would settle the rest. "
+    "docs/report.md lists every rule and the calibration behind it. "
     f"Thresholds: best-LR ratio ≥ {SEVERAL:g}× in IFT, within {CPT_SIMILAR:g}× in CPT; ΔW rank "
-    f"≥ {FAR_MORE:g}× the LoRA rank; 'near one curve' = within {PARETO_TOLERANCE:.0%} of the "
+    f"≥ {FAR_MORE:g}× the LoRA rank; 'near one curve' = within ±{PARETO_TOLERANCE:.0%} of the "
     "forgetting full finetuning's frontier spans up to the most learning a LoRA checkpoint "
-    "reaches, or two seed standard deviations when the study has seeds.")
+    "reaches.")
 
 
 def verdict_cell(verdict: str) -> Cell:
@@ -67,6 +71,14 @@ def _claim_cell(v: ClaimVerdict) -> Cell:
     return Cell(escape(v.claim) + scope)
 
 
+def _evidence_cell(v: ClaimVerdict) -> Cell:
+    """The evidence, one line per part, with the noise its errors count below it."""
+    evidence = multiline(v.evidence)
+    if not v.noise:
+        return evidence
+    return Cell(f'{evidence.html}<br><span class="muted">{escape(v.noise)}</span>')
+
+
 def _settle_cell(v: ClaimVerdict) -> Cell:
     """What is missing to test the claim and what would settle its inconclusive parts."""
     lines = [text for text in (v.missing, v.settle) if text]
@@ -76,7 +88,7 @@ def _settle_cell(v: ClaimVerdict) -> Cell:
 def claims_table(verdicts: Sequence[ClaimVerdict]) -> str:
     """The checklist as an HTML table: number, claim (with its scope), verdict, evidence, and
     what would test or settle the rest."""
-    rows = [[v.number, _claim_cell(v), verdict_cell(v.verdict), multiline(v.evidence),
+    rows = [[v.number, _claim_cell(v), verdict_cell(v.verdict), _evidence_cell(v),
              _settle_cell(v)] for v in verdicts]
     return table(["#", "claim", "verdict", "evidence", "what would test or settle it"], rows)
 
