@@ -2,17 +2,46 @@
 per-matrix spectra built in memory: their verdicts, how seeds enter the errors, and how often
 each part reaches a definite verdict when there is no effect and when there is a clear one.
 
-Calibration (``test_*_calibration``; run with ``-s`` to print the rates): each part simulated
-``REPLICATES`` times at the null boundary (no effect) and at a clear effect, with a realistic
-spread over matrices (28: 4 layers × 7 modules) or prompts (40, 8 samples each), with 1 and 3
-seeds (a seed effect shared by a run's matrices or prompts; the matrices and prompts shared by the
-seeds). Measured rates (holds / does not hold), 200 replicates each:
+Calibration (``test_*_calibration``; ``-s`` prints the rates): each part simulated at the null
+boundary and at a clear effect, ``REPLICATES`` = 100 times each (claim 8: 50), every other part of
+the claim at a clear effect. Spread: 28 matrices (4 layers × 7 modules; rank90 ±30% between
+matrices, paired changes ±5–7%, shape-normalised ranks ±20%; intruders Poisson × a gamma(4) factor
+per matrix) or 40 prompts of 8 samples (a prompt effect shared by every run, sampling noise). With
+3 seeds the matrices and prompts are shared by the seeds and each seed adds its own effect; with 1
+seed no seed effect is simulated (with one seed it cannot be measured: the verdict is about that
+seed). Null / effect: far more: median 80 (= 10·r) / 200; high early: first = 0.5 / 0.8 × last;
+rising: last = 1 / 1.25 × first; MLP above attention: ratio 0.4 vs 0.4 / 0.6 vs 0.4; LoRA
+creates intruders: 1 / 3 per matrix; full FT creates few: full 1.5 vs LoRA 3 / 0.2 vs 3; LoRA
+more diverse: 4 vs 4 / 5.5 vs 4 distinct samples per prompt. Measured rates:
 
-=========================  =====  ==========================  ==========================
-part                       seeds  null: holds / does not hold  clear effect: holds
-=========================  =====  ==========================  ==========================
-far more (median − 10·r)   1      RATES
-=========================  =====  ==========================  ==========================
+==============================  =====  ==========  ==================  ===================
+part                            seeds  null holds  null does not hold  clear effect: holds
+==============================  =====  ==========  ==================  ===================
+far more (median − 10·r)        1      0.02        0.01                1.00
+far more (median − 10·r)        3      0.01        0.00                1.00
+high early (first − 0.5·last)   1      0.03        0.00                1.00
+high early (first − 0.5·last)   3      0.01        0.00                1.00
+rising (last − first)           1      0.03        0.00                1.00
+rising (last − first)           3      0.00        0.02                1.00
+MLP above attention             1      0.04        0.02                1.00
+MLP above attention             3      0.01        0.00                0.98
+LoRA creates intruders          1      0.01        0.01                1.00
+LoRA creates intruders          3      0.00        0.00                0.99
+full FT creates few             1      0.04        0.01                1.00
+full FT creates few             3      0.01        0.00                1.00
+LoRA more diverse               1      0.00        0.00                1.00
+LoRA more diverse               3      0.00        0.00                1.00
+==============================  =====  ==========  ==================  ===================
+
+Notes, from longer runs of the same scenarios with one seed: MLP above attention holds at the null
+2.0% (1,000 replicates); full FT creates few 3.5% (1,500: skewed counts, nominal 2.5%); LoRA
+creates intruders does not hold 1.6% (1,500) with the error scaled to the threshold below it
+(``_count_estimate``); with the plain error sd / √n it was 3.3–3.6% (nominal 1.25% after Holm):
+a low mean of counts comes with a small spread. With one seed and a seed effect of 1–1.5
+standard errors simulated anyway (unmeasurable), null "holds" rose to 7% (far more), 9% (high
+early) and 13.5% (rising): one seed per run leaves seed noise out, as each verdict's ``noise``
+says. Claim 8 is conservative (no definite verdict at the null): full FT and LoRA share their
+prompts, which the error of a difference does not credit.
 """
 
 from __future__ import annotations
@@ -46,7 +75,7 @@ from learnforget.analysis.weight_claims import (
 )
 
 REPLICATES = 100  # per scenario (null, clear effect); claim 8: DIVERSITY_REPLICATES
-DIVERSITY_REPLICATES = 60
+DIVERSITY_REPLICATES = 50
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANDOM_RANK = {"attention": 500.0, "mlp": 800.0}
 RATES: dict[tuple[str, int], tuple[float, float, float]] = {}
@@ -353,7 +382,7 @@ def _intruder_spectra(frame: Frame, counts: dict[str, Sequence[Sequence[int]]]) 
     return records
 
 
-def _counts(mean: float, n: int = 14) -> list[int]:
+def _counts(mean: float, n: int = 28) -> list[int]:
     """``n`` per-matrix counts averaging ``mean``: mean ± min(mean, 1) alternately."""
     step = min(mean, 1.0)
     return [int(mean + (step if i % 2 else -step)) for i in range(n)]

@@ -152,7 +152,9 @@ def _judged(part: Part, rejected: list[bool]) -> tuple[Verdict, str]:
         return INCONCLUSIVE, (" (a comparison lies below 0 beyond its own error but not beyond "
                               "the Holm-corrected threshold: within noise)")
     if any(not math.isfinite(t.se) for t in part.tests):
-        return INCONCLUSIVE, " (no noise estimate: standard errors not stored)"
+        return INCONCLUSIVE, (" (no noise estimate for a comparison: the store has no "
+                              "standard errors, or the value is undefined on more than 10% of "
+                              "the draws)")
     return INCONCLUSIVE, ""
 
 
@@ -179,7 +181,7 @@ def combine(number: int, parts: list[Part], scope: str = "", noise: str = "") ->
     evidence = "\n".join(f"{p.name} — {v}: {p.evidence}{n}" for p, v, n in tested)
     missing = [f"{p.name}: {p.missing}" for p, v, _ in judged if v == UNTESTABLE and p.missing]
     missing += [p.missing for p, _, _ in tested if p.missing]
-    settle = [f"{p.name}: {p.settle}" for p, v, _ in judged if p.settle and v != HOLDS]
+    settle = [f"{p.name}: {p.settle}" for p, v, _ in judged if p.settle and v == INCONCLUSIVE]
     if pool:
         noise = (f"{noise}; " if noise else "") + (
             f"{len(pool)} comparison(s): one counts against the claim only beyond Holm's "

@@ -12,6 +12,7 @@ modules); ``curve_claims`` holds 3 and 4 (the learn–forget frontier), ``weight
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -101,7 +102,7 @@ def item_count(s: ClaimData, column: str) -> float:
 
 def settle_text(s: ClaimData, column: str, tests: Sequence[Difference]) -> str:
     """What would resolve the comparisons within noise: more items (how many) or seeds."""
-    unresolved = [t for t in tests if t.exceeds() is not True]
+    unresolved = [t for t in tests if t.exceeds() is None]
     if not unresolved:
         return ""
     if any(not math.isfinite(t.se) for t in unresolved):
@@ -233,7 +234,8 @@ def _gap_share(frame: Frame) -> tuple[Difference, str] | None:
     loras = np.stack([s.draw(label, "learn") for label in s.judged()], axis=1)
     if not math.isfinite(full[0]) or full[0] <= 0 or np.isnan(loras[0]).all():
         return None
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw where no LoRA has a value
         gap = 1.0 - np.nanmax(loras, axis=1) / np.where(full > 0, full, np.nan)
     se, df = s.draws.layout.error(gap)
     return Difference(float(gap[0]), 0.0, se, df), s.noise(("learn",))

@@ -94,7 +94,9 @@ def _gaps(s: ClaimData, front: np.ndarray, points: list[tuple[str, float, np.nda
         # sits below the true curve on average: the rows' mean shift is the bias of the gap
         # (bootstrap bias correction, Efron & Tibshirani 1993, §10.6), removed from every row
         rows_q = gap_rows[:, q]
-        bias = float(np.nanmean(rows_q[s.draws.layout.item_rows])) - rows_q[0]
+        items = rows_q[s.draws.layout.item_rows]
+        bias = float(np.mean(items[np.isfinite(items)])) - rows_q[0] \
+            if np.isfinite(items).any() else math.nan
         corrected = rows_q - (bias if math.isfinite(bias) else 0.0)
         diff = s.draws.layout.difference(corrected)
         gaps.append(Gap(label, tokens, float(point[0, 0]), corrected, diff))

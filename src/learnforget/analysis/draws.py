@@ -257,7 +257,7 @@ def _checkpoint_draws(frame: Frame, cp: pd.DataFrame, keys: list[tuple[str, int]
     item_values = _item_draws(frame, keys, column, item_draws, rng, weights)
     if item_values is not None:
         return item_values, "items"
-    out = np.tile(observed, (1 + item_draws, 1))
+    out = np.tile(observed, (1 + item_draws, 1)).copy()  # writable even when empty
     se = cp[f"{column}_se"].to_numpy(dtype=float) if f"{column}_se" in cp else observed * np.nan
     if len(cp) and np.isfinite(se).all():
         base_se = float(frame.base.get(f"{column}_se", math.nan))

@@ -293,9 +293,9 @@ def _high_early_rising(s: ClaimData, pairs: dict[str, list[tuple[float, float]]]
                        high_early: float) -> Part:
     """Claim 7's part "high early and rising" (see ``claim_delta_rank``): each run's matrices
     paired with themselves between its first and last stored checkpoint (``pairs``, from
-    ``_pairs_by_run``); per run the mean over
-    matrices of first − ``high_early``·last and of last − first with its error sd / √n, then
-    ``seed_mean`` over seeds."""
+    ``_pairs_by_run``); per run the mean over matrices of first − ``high_early``·last and of
+    last − first with its error sd / √n, then ``seed_mean`` over seeds (a seed's pairs are never
+    pooled with another's: the seeds share their matrices)."""
     name = "high early and rising"
     curve = s.curve(s.ref).dropna(subset=["spectrum/rank90"])
     if len(curve) < 2:
@@ -328,9 +328,10 @@ def _high_early_rising(s: ClaimData, pairs: dict[str, list[tuple[float, float]]]
 
 
 def _module_ratios(matrices: list[dict], modules: set[str]) -> list[float]:
-    """rank90 / random rank90 of the matrices of ``modules``."""
-    return [as_float(m.get("rank90")) / as_float(m["random_rank90"]) for m in matrices
-            if m.get("module") in modules and as_float(m.get("random_rank90")) > 0]
+    """rank90 / random rank90 of the matrices of ``modules`` (those with both)."""
+    ratios = [as_float(m.get("rank90")) / as_float(m["random_rank90"]) for m in matrices
+              if m.get("module") in modules and as_float(m.get("random_rank90")) > 0]
+    return [r for r in ratios if math.isfinite(r)]
 
 
 def _ratio_difference(matrices: list[dict]) -> tuple[float, float, Estimate] | None:
@@ -453,22 +454,47 @@ def claim_diversity(s: ClaimData) -> ClaimVerdict:
 
 
 # --- 9: intruders ------------------------------------------------------------------------------
-def _intruder_estimate(s: ClaimData, spectra: Sequence[dict] | None, label: str,
-                       summary: float) -> tuple[Estimate, str]:
-    """``label``'s intruder dimensions per matrix at its last best-LR checkpoints: per run the
-    mean over its matrices (error sd / √n), then ``seed_mean`` over seeds; the ``summary``
-    (``spectrum/intruders``) without error when no per-matrix counts are stored. Also a note of
-    how many matrices have any."""
-    per_run, with_any, total = [], 0, 0
+def _intruder_counts(s: ClaimData, spectra: Sequence[dict] | None,
+                     label: str) -> list[list[float]]:
+    """Per best-LR run of ``label`` (with any): its matrices' intruder counts at its last
+    stored checkpoint."""
+    per_run = []
     for matrices in _final_by_run(_records(s, spectra, label)).values():
         found = [v for m in matrices if math.isfinite(v := as_float(m.get("intruders")))]
         if found:
-            per_run.append(_mean_estimate(found))
-            with_any += sum(v > 0 for v in found)
-            total += len(found)
+            per_run.append(found)
+    return per_run
+
+
+def _count_estimate(counts: Sequence[float], threshold: float) -> Estimate:
+    """The mean of one run's per-matrix ``counts`` for a comparison with ``threshold``: below
+    it, with the error the counts would have at the threshold (their variance grows with their
+    mean, as for overdispersed Poisson counts: sd / √n × √(threshold / mean); √(threshold / n)
+    when every count is 0), since a low mean's own small spread would make a shortfall look
+    surer than it is; at or above it with the plain error sd / √n."""
+    plain = _mean_estimate(counts)
+    if not math.isfinite(plain.se) or plain.value >= threshold:
+        return plain
+    if plain.value <= 0:
+        return Estimate(plain.value, math.sqrt(threshold / len(counts)), plain.df)
+    return Estimate(plain.value, plain.se * math.sqrt(threshold / plain.value), plain.df)
+
+
+def _intruder_estimates(s: ClaimData, spectra: Sequence[dict] | None, label: str,
+                        summary: float, minimum: float) -> tuple[Estimate, Estimate, str]:
+    """``label``'s intruder dimensions per matrix at its last best-LR checkpoints: per run the
+    mean over its matrices, then ``seed_mean`` over seeds, with the plain error (sd / √n) and
+    with the error for a comparison with ``minimum`` (``_count_estimate``); the ``summary``
+    (``spectrum/intruders``) without error when no per-matrix counts are stored. Also a note of
+    how many matrices have any."""
+    per_run = _intruder_counts(s, spectra, label)
     if not per_run:
-        return Estimate(summary, math.nan), ""
-    return _over_seeds(per_run), f" ({with_any} of {total} matrices have any)"
+        return Estimate(summary, math.nan), Estimate(summary, math.nan), ""
+    with_any = sum(v > 0 for found in per_run for v in found)
+    total = sum(len(found) for found in per_run)
+    return (_over_seeds([_mean_estimate(found) for found in per_run]),
+            _over_seeds([_count_estimate(found, minimum) for found in per_run]),
+            f" ({with_any} of {total} matrices have any)")
 
 
 def claim_intruders(
@@ -480,7 +506,8 @@ def claim_intruders(
     """Claim 9 on intruder dimensions per matrix (top 10 directions, ε = 0.5) at the final
     best-LR checkpoints of the lowest-rank judged LoRA and full FT: LoRA − ``minimum`` > 0
     (it creates intruders) and ``few``·LoRA − full FT > 0 (full FT creates few), each beyond
-    noise: means over the per-matrix counts of the spectrum artifacts (error over matrices),
+    noise: means over the per-matrix counts of the spectrum artifacts (error over matrices; a
+    mean below ``minimum`` with the error it would have at ``minimum``, ``_count_estimate``),
     ``seed_mean`` over seeds; without per-matrix counts the ``spectrum/intruders`` summaries
     have no noise estimate."""
     column = "spectrum/intruders"
@@ -494,12 +521,13 @@ def claim_intruders(
                           s.scope)
     lowest_r = min(s.r(lab) for lab in loras)
     lowest = [lab for lab in loras if s.r(lab) == lowest_r]
-    found = {lab: _intruder_estimate(s, spectra, lab, summary[lab]) for lab in [s.ref, *loras]}
-    estimates = {lab: estimate for lab, (estimate, _) in found.items()}
-    creates = tuple(difference_of(estimates[lab], _constant(minimum)) for lab in lowest)
+    found = {lab: _intruder_estimates(s, spectra, lab, summary[lab], minimum)
+             for lab in [s.ref, *loras]}
+    estimates = {lab: estimate for lab, (estimate, _, _) in found.items()}
+    creates = tuple(difference_of(found[lab][1], _constant(minimum)) for lab in lowest)
     fewer = tuple(difference_of(estimates[lab], estimates[s.ref], few) for lab in lowest)
     counts = "; ".join(f"{s.name(lab)} {fmt(summary[lab])}{note}"
-                       for lab, (_, note) in found.items())
+                       for lab, (_, _, note) in found.items())
     no_error = any(not math.isfinite(t.se) for t in creates + fewer)
     settle = ("per-matrix intruder counts (the store's spectrum artifacts) give the spread over "
               "matrices" if no_error else "more matrices or seeds")
@@ -515,6 +543,7 @@ def claim_intruders(
              + f" (rule: full FT at most {few:.0%} of the lowest-rank LoRA's count, beyond noise)"),
     ]
     seeds = max(e.seeds for e in estimates.values())
-    noise = ("intruders: spread over matrices (per-matrix counts)" if not no_error
+    noise = ("intruders: spread over matrices (per-matrix counts; below the minimum, the spread "
+             "scaled to it)" if not no_error
              else "intruders: no per-matrix counts: no noise estimate")
     return combine(9, parts, s.scope, f"{noise}; {_seeds_noise(seeds)}")
