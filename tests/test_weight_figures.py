@@ -111,7 +111,8 @@ def _summary_rows(matrices: list[dict]) -> dict[str, float]:
 def _diversity(distinct: float, similarity: float) -> dict[str, float]:
     return {"diversity/mean_distinct": distinct, "diversity/mean_pairwise_similarity": similarity,
             "diversity/distinct_fraction": distinct / 4, "diversity/distinct_2": similarity / 2,
-            "diversity/prompts": 2.0, "diversity/samples": 8.0}
+            "diversity/prompts": 2.0, "diversity/samples": 8.0,
+            "diversity/mean_distinct_stderr": 0.1}
 
 
 def write_weights_study(out: Path, spectra: dict[str, list[list[dict]]] | None,

@@ -60,7 +60,6 @@ VERDICTS: tuple[Verdict, ...] = (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE)
 SEVERAL = 2.0  # claim 5 (IFT): "several times" = at least twice (the paper reports 4–10×)
 CPT_SIMILAR = 4.0  # claim 5 (CPT): best LRs within 4× (the paper: 1× code, 4× math)
 FAR_MORE = 10.0  # claim 7: the paper's full-FT ΔW needs 10–100× the LoRA ranks it studies
-RISE = 0.10  # claim 7 without per-matrix spectra: a rise must exceed 10% of the first value
 PARETO_TOLERANCE = 0.10  # claim 3: share of full finetuning's forgetting range
 HIGH_EARLY = 0.5  # claim 7: the first checkpoint's rank90 reaches half of the final one
 MIN_INTRUDERS = 1.0  # claim 9: "creates intruders" = at least one per matrix on average
