@@ -44,6 +44,15 @@ def _check(name: str, null: list[str], effect: list[str] | None, right: str = HO
         assert rate(effect, right) >= RIGHT, (name, effect)
 
 
+def _calibrate(out: Path, name: str, methods: list[dict], null_truth: dict, effect_truth: dict,
+               judge, **study) -> None:
+    """Simulate ``null_truth`` and ``effect_truth`` (``REPLICATES`` each) and check the rates."""
+    null = Simulation(out / "null", methods, null_truth, **study).verdicts(judge, REPLICATES)
+    effect = Simulation(out / "effect", methods, effect_truth, **study).verdicts(
+        judge, REPLICATES, seed=1)
+    _check(name, null, effect)
+
+
 def _part(judge, name: str):
     return lambda s: part_verdict(judge(s), name)
 
@@ -63,10 +72,8 @@ def _learns(full: float, lora: float, lora_lrs=(1e-3, 3e-3, 1e-2)) -> dict:
 def test_claim_1_full_learns_at_least_as_much(tmp_path: Path) -> None:
     name = "full FT learns at least as much at every budget"
     judge = _part(claim_learns_less, name)
-    null = Simulation(tmp_path / "null", ONE_LORA, _learns(0.1, 0.1)).verdicts(judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", ONE_LORA, _learns(0.4, 0.1)).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("1 main (best of 3 LoRA LRs, flat)", null, effect)
+    _calibrate(tmp_path, "1 main (best of 3 LoRA LRs, flat)", ONE_LORA, _learns(0.1, 0.1),
+               _learns(0.4, 0.1), judge)
 
 
 def test_claim_1_with_seeds_counts_their_noise(tmp_path: Path) -> None:
@@ -92,10 +99,7 @@ def test_claim_1_gap_narrows_with_rank(tmp_path: Path) -> None:
                 "lora-r64-all": {1e-2: [(r64 / 2, 0.02), (r64, 0.04)]}}
 
     judge = _part(claim_learns_less, "gap narrows as rank grows")
-    null = Simulation(tmp_path / "null", methods, truth(0.1, 0.1)).verdicts(judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", methods, truth(0.1, 0.25)).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("1 gap narrows", null, effect)
+    _calibrate(tmp_path, "1 gap narrows", methods, truth(0.1, 0.1), truth(0.1, 0.25), judge)
 
 
 # --- claim 2 ------------------------------------------------------------------------------------
@@ -110,20 +114,14 @@ def _forgets(full: tuple[float, float], lora: tuple[float, float]) -> dict:
 
 def test_claim_2_lora_forgets_less(tmp_path: Path) -> None:
     judge = _part(claim_forgets_less, "LoRA forgets less at every budget")
-    null = Simulation(tmp_path / "null", PAIR, _forgets((0.1, 0.2), (0.1, 0.2))).verdicts(
-        judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", PAIR, _forgets((0.2, 0.4), (0.02, 0.04))).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("2 main", null, effect)
+    _calibrate(tmp_path, "2 main", PAIR, _forgets((0.1, 0.2), (0.1, 0.2)),
+               _forgets((0.2, 0.4), (0.02, 0.04)), judge)
 
 
 def test_claim_2_both_grow(tmp_path: Path) -> None:
     judge = _part(claim_forgets_less, "both grow with training")
-    null = Simulation(tmp_path / "null", PAIR, _forgets((0.15, 0.15), (0.1, 0.1))).verdicts(
-        judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", PAIR, _forgets((0.2, 0.5), (0.15, 0.35))).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("2 both grow", null, effect)
+    _calibrate(tmp_path, "2 both grow", PAIR, _forgets((0.15, 0.15), (0.1, 0.1)),
+               _forgets((0.2, 0.5), (0.15, 0.35)), judge)
     # forgetting that falls (0.30 → 0.20) does not grow: the old slope through the base's point
     # read it as growth
     falls = Simulation(tmp_path / "falls", PAIR, _forgets((0.3, 0.2), (0.1, 0.15))).verdicts(
@@ -133,11 +131,8 @@ def test_claim_2_both_grow(tmp_path: Path) -> None:
 
 def test_claim_2_full_grows_faster(tmp_path: Path) -> None:
     judge = _part(claim_forgets_less, "full FT's grows faster")
-    null = Simulation(tmp_path / "null", PAIR, _forgets((0.1, 0.2), (0.1, 0.2))).verdicts(
-        judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", PAIR, _forgets((0.15, 0.4), (0.02, 0.05))).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("2 full faster", null, effect)
+    _calibrate(tmp_path, "2 full faster", PAIR, _forgets((0.1, 0.2), (0.1, 0.2)),
+               _forgets((0.15, 0.4), (0.02, 0.05)), judge)
 
 
 # --- claims 3 and 4 -----------------------------------------------------------------------------
@@ -175,10 +170,7 @@ def test_claim_4_beats_regularised(tmp_path: Path) -> None:
                 "lora-r8-all": {1e-2: [(0.15, 0.15 - drop), (0.25, 0.25 - drop)]}}
 
     judge = _part(claim_beats_regularised, "forgets less at equal learning")
-    null = Simulation(tmp_path / "null", methods, truth(0.0)).verdicts(judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", methods, truth(0.2)).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("4 main", null, effect)
+    _calibrate(tmp_path, "4 main", methods, truth(0.0), truth(0.2), judge)
 
 
 # --- claim 5 ------------------------------------------------------------------------------------
@@ -196,10 +188,8 @@ def test_claim_5_best_lr_ratio(tmp_path: Path) -> None:
     full = {1e-4: 0.1, 1e-3: 0.4, 1e-2: 0.1}
     tied = _lr_truth(full, {1e-3: 0.4, 1e-2: 0.4, 1e-1: 0.1})  # 1× or 10×: within noise
     clear = _lr_truth(full, {1e-3: 0.1, 1e-2: 0.4, 1e-1: 0.1})
-    null = Simulation(tmp_path / "null", SWEEPS, tied, regime="ift").verdicts(judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", SWEEPS, clear, regime="ift").verdicts(
-        judge, REPLICATES, seed=1)
-    _check("5 best-LR ratio (IFT, LoRA's two LRs tied)", null, effect)
+    _calibrate(tmp_path, "5 best-LR ratio (IFT, LoRA's two LRs tied)", SWEEPS, tied, clear,
+               judge, regime="ift")
 
 
 def test_claim_5_lr_sensitivity(tmp_path: Path) -> None:
@@ -207,10 +197,8 @@ def test_claim_5_lr_sensitivity(tmp_path: Path) -> None:
     full = {1e-4: 0.3, 1e-3: 0.4, 1e-2: 0.3}
     same = _lr_truth(full, {1e-3: 0.3, 1e-2: 0.4, 1e-1: 0.3})
     sharper = _lr_truth(full, {1e-3: 0.1, 1e-2: 0.4, 1e-1: 0.1})
-    null = Simulation(tmp_path / "null", SWEEPS, same, regime="ift").verdicts(judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", SWEEPS, sharper, regime="ift").verdicts(
-        judge, REPLICATES, seed=1)
-    _check("5 LR sensitivity (identical LR curves)", null, effect)
+    _calibrate(tmp_path, "5 LR sensitivity (identical LR curves)", SWEEPS, same, sharper, judge,
+               regime="ift")
 
 
 @pytest.mark.parametrize("wide", ["full", "lora"])
@@ -266,7 +254,5 @@ def test_claim_6_modules_matter_more_than_rank(tmp_path: Path) -> None:
         return out
 
     judge = _part(claim_modules, "modules matter more than rank")
-    null = Simulation(tmp_path / "null", methods, truth(0.2)).verdicts(judge, REPLICATES)
-    effect = Simulation(tmp_path / "effect", methods, truth(0.05)).verdicts(
-        judge, REPLICATES, seed=1)
-    _check("6 modules vs rank (all equal at the null)", null, effect)
+    _calibrate(tmp_path, "6 modules vs rank (all equal at the null)", methods, truth(0.2),
+               truth(0.05), judge)
