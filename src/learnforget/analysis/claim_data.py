@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -203,6 +204,43 @@ def interval_verdict(low: float, high: float, lowest: float, highest: float) -> 
     if high < lowest or low > highest:
         return FAILS
     return INCONCLUSIVE
+
+
+# --- what would settle a part ------------------------------------------------------------
+def item_count(s: ClaimData, column: str) -> float:
+    """The number of items behind ``learn`` or ``forget`` (its task's stored ``n``; the smallest
+    over the averaged tasks of ``forget_mean``), NaN when not stored."""
+    frame = s.frame
+    if column == "learn":
+        tasks = [frame.learning[0].task] if frame.learning else []
+    elif frame.forget_mean_tasks and frame.forgetting and frame.forgetting[0].higher_is_better:
+        tasks = frame.forget_mean_tasks
+    else:
+        tasks = [frame.forgetting[0].task] if frame.forgetting else []
+    counts = [frame.checkpoints[f"{t}/n"].max() for t in tasks if f"{t}/n" in frame.checkpoints]
+    return float(min(counts)) if counts else math.nan
+
+
+def settle_text(s: ClaimData, column: str, tests: Sequence[Difference]) -> str:
+    """What would resolve the comparisons within noise: more items (how many) or seeds."""
+    unresolved = [t for t in tests if t.exceeds() is None]
+    if not unresolved:
+        return ""
+    if any(not math.isfinite(t.se) for t in unresolved):
+        return "standard errors or per-item values in the store (re-measure the checkpoints)"
+    n = item_count(s, column)
+    smallest = min(unresolved, key=lambda d: abs(d.value))
+    needed = smallest.items_to_resolve(n) if math.isfinite(n) else math.inf
+    if math.isfinite(needed):
+        return (f"{len(unresolved)} comparison(s) within noise; about {needed:,.0f} items (now "
+                f"{n:.0f}) would resolve the smallest ({smallest.text()}), or more seeds")
+    return f"{len(unresolved)} comparison(s) within noise: more items or more seeds"
+
+
+def reading(diff: Difference) -> str:
+    """How a comparison reads: beyond noise for, within noise, or beyond noise against."""
+    result = diff.exceeds()
+    return "within noise" if result is None else "" if result else "against"
 
 
 # --- formatting ---------------------------------------------------------------------------------
