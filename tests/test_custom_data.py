@@ -80,3 +80,41 @@ def test_missing_custom_file_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "nope.jsonl" in result.output and "Traceback" not in result.output
+
+
+def test_a_code_study_trains_on_the_data_it_names(tmp_path: Path) -> None:
+    # the same code CPT study on the built-in corpus and on the user's files: the data path is
+    # used (not ignored and then reported), learning is measured on the code domain's held-out
+    from learnforget.data.target import training_material
+    from learnforget.study import TargetSpec
+
+    docs = [f"def add_{i}(a, b):\n    return a + b * {i}\n" * 20 for i in range(60)]
+    files = _write_jsonl(tmp_path / "code.jsonl", [{"text": d} for d in docs])
+    target = TargetSpec(domain="code", regime="cpt", data=str(files))
+    assert training_material(target) == docs
+    pairs = _write_jsonl(tmp_path / "math.jsonl",
+                         [{"prompt": f"What is {i} + 1?", "response": f" {i + 1}"}
+                          for i in range(30)])
+    math_pairs = training_material(TargetSpec(domain="math", regime="ift", data=str(pairs)))
+    assert [p.prompt for p in math_pairs][:2] == ["What is 0 + 1?", "What is 1 + 1?"]
+    finals = {}
+    for name, extra in (("builtin", {}), ("own", {"data": str(files)})):
+        store = _run(tmp_path, {"domain": "code", "regime": "cpt", **extra}, name)
+        finals[name] = {(r["task"], r["metric"]): r["value"] for r in store.measurements()
+                        if r["step"] == 3}
+    assert ("code_bpb", "bpb") in finals["own"]  # the code domain's learning measurement
+    assert finals["own"][("code_bpb", "bpb")] != finals["builtin"][("code_bpb", "bpb")]
+
+
+def test_a_missing_data_path_is_refused_for_a_built_in_domain(tmp_path: Path) -> None:
+    study = {
+        "name": "missing", "base": "builtin:micro",
+        "target": {"domain": "code", "regime": "cpt", "data": str(tmp_path / "nope.jsonl")},
+        "methods": [{"kind": "full", "lr": [1e-3]}], "budgets": {"steps": [2]},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(study))
+    for command in (["plan", str(path)], ["run", str(path), "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "nope.jsonl" in result.output and "Traceback" not in result.output

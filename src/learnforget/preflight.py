@@ -63,10 +63,10 @@ def check_study(study: Study) -> None:
 
 
 def _check_data(study: Study) -> None:
-    """Custom data: local files exist, are readable and have the text field(s); a named
-    dataset or hub id needs the hub within reach."""
+    """The user's data (``target.data``, any domain): local files exist, are readable and have
+    the text field(s); a named dataset or hub id needs the hub within reach."""
     target = study.target
-    if target.domain != "custom" or not target.data:
+    if not target.data:
         return
     from learnforget.data.loaders import NAMED_DATASETS, _looks_like_path
 

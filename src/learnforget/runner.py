@@ -26,7 +26,7 @@ from learnforget.data.batches import (
     split_for_sampling,
     tokenize_pairs,
 )
-from learnforget.data.target import training_material
+from learnforget.data.target import own_data, training_material
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
 from learnforget.measure.progress import ScoringCallback
@@ -133,7 +133,7 @@ def training_examples(run: RunConfig, tokenizer) -> torch.Tensor | list:
         return pack_documents(documents, tokenizer, seq_len, max_tokens=_tokens_needed(run))
 
     fingerprint = _tokenizer_fingerprint(tokenizer)
-    if run.target.domain == "custom" or fingerprint is None:
+    if own_data(run.target) or fingerprint is None:  # the user's files may change: not cached
         return build()
     return _disk_cached(_training_key(run, fingerprint), build)
 
@@ -144,7 +144,7 @@ def prepare_training_data(study: Study, runs: list[RunConfig],
     provides, once per distinct set, before the runs start: their processes then load the
     examples instead of each building the same set side by side, and do not hold the corpus
     the examples came from in memory while they train (it would add to their peak)."""
-    runs = [run for run in runs if run.target.domain != "custom"]
+    runs = [run for run in runs if not own_data(run.target)]
     if not runs:
         return
     from learnforget.base import load_tokenizer, resolve_source

@@ -3,7 +3,9 @@
 Built-in domains use the offline corpora (``code.py``, ``math.py``); ``custom`` reads the
 user's files or a named/hub dataset through ``loaders.py``. Custom data is split train /
 held-out with near-duplicates kept on one side (``dedup.py``), so the held-out part measures
-learning, not memorisation of a rephrased copy.
+learning, not memorisation of a rephrased copy. A code or math study that names ``data``
+trains on it (``own_data``) and measures learning with the domain's held-out data and
+benchmarks (HumanEval, GSM8K, code and math bits per byte).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ class TargetData:
     heldout_documents: list[str]
     heldout_pairs: list[Pair]
     split: Split | None = None  # custom data: how the held-out part was chosen
+
+
+def own_data(target: TargetSpec) -> bool:
+    """Whether the study trains on the user's data (``target.data``, any domain) rather than on
+    a built-in corpus."""
+    return bool(target.data)
 
 
 def _cap(items: list, limit: int | None) -> list:
@@ -63,18 +71,27 @@ def load_target(target: TargetSpec, seed: int = 0, tokenizer=None) -> TargetData
         from learnforget.data.math import math_documents, math_ift_pairs
 
         heldout = (math_documents("test", 500, 0), math_ift_pairs("test", 500, 0))
-    train = training_material(target, seed)
+    train = training_material(target, seed, tokenizer)
     cpt = target.regime == "cpt"
     return TargetData(target.regime, train if cpt else [], [] if cpt else train, *heldout)
 
 
 def training_material(target: TargetSpec, seed: int = 0, tokenizer=None
                       ) -> list[str] | list[Pair]:
-    """The training documents (CPT) or pairs (IFT) of ``target``. For a built-in domain only
-    those are built: the code corpus's function pairs, for one, take seconds to parse out of
-    the standard library and a CPT run does not train on them."""
+    """The training documents (CPT) or pairs (IFT) of ``target``: the user's data when it names
+    ``data`` (for a code or math study, all of it), else the built-in corpus. For a built-in
+    domain only those are built: the code corpus's function pairs, for one, take seconds to
+    parse out of the standard library and a CPT run does not train on them."""
     cap = target.max_examples
     cpt = target.regime == "cpt"
+    if own_data(target) and target.domain != "custom":  # all of it trains: no held-out part
+        from learnforget.data.loaders import load_documents, load_pairs
+
+        if cpt:
+            return list(load_documents(target.data, limit_docs=cap,
+                                       text_field=target.text_field))
+        return load_pairs(target.data, limit=cap, tokenizer=tokenizer,
+                          prompt_field=target.prompt_field, response_field=target.response_field)
     if target.domain == "code":
         from learnforget.data.code import code_documents, code_ift_pairs
 
