@@ -345,3 +345,41 @@ def test_budgets_on_one_step_of_the_data_are_named(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="learnforget.runner"):
         assert checkpoint_steps(run, stream) == [5, 10]
     assert "budgets.epochs 0.5 and 0.52 both fall on step 5" in caplog.text
+
+
+def test_a_huge_batch_is_planned_by_arithmetic_not_enumeration(tmp_path: Path) -> None:
+    # batch_size 10¹²: the memory fit search looped over range(batch_size) and never ended
+    from learnforget.memory import divisors
+
+    assert divisors(12) == [1, 2, 3, 4, 6, 12]
+    assert len(divisors(10**12)) == 169 and divisors(10**12)[-1] == 10**12
+    study = {"name": "big", "base": "builtin:micro", "target": {"domain": "code", "regime": "cpt"},
+             "methods": [{"kind": "full", "lr": [1e-3]}], "budgets": {"steps": [2]},
+             "training": {"batch_size": 10**12, "seq_len": 64}}
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(study))
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 60
+    assert "training.grad_accum: 80000000" in " ".join(result.output.split())
+
+
+WIDE_LORA = {"kind": "lora", "r": list(range(1, 301)),
+             "lr": [1e-3 * (i + 1) / 400 for i in range(300)]}  # 300 × 300 = 90,000 runs
+
+
+@pytest.mark.parametrize("change", [{"training": {"seeds": list(range(100_000))}},
+                                    {"methods": [WIDE_LORA]}])
+def test_a_grid_past_its_limit_is_refused_with_its_size(change: dict) -> None:
+    from learnforget.study import parse_study
+
+    data = {"name": "grid", "base": "builtin:micro",
+            "target": {"domain": "code", "regime": "cpt"},
+            "methods": [{"kind": "full", "lr": [1e-3]}], "budgets": {"steps": [2]}, **change}
+    started = time.monotonic()
+    with pytest.raises(UserError) as error:
+        parse_study(data)
+    assert time.monotonic() - started < 5
+    assert "runs" in str(error.value) and "more than 10,000" in str(error.value)
+    assert "100,000 runs" in str(error.value) or "90,000 runs" in str(error.value)

@@ -278,6 +278,18 @@ class Study(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _grid_within_reach(self) -> Study:
+        """The grid's run count, by arithmetic (never by enumerating it): a study past
+        ``MAX_RUNS`` runs is refused before anything expands it."""
+        runs = grid_size(self)
+        if runs > MAX_RUNS:
+            raise ValueError(
+                f"the grid expands to {runs:,} runs (each methods entry: the product of its "
+                f"list lengths, times {len(self.training.seeds):,} seeds), more than {MAX_RUNS:,}; "
+                "sweep fewer values or seeds, or split the grid into several studies")
+        return self
+
+    @model_validator(mode="after")
     def _budgets_distinct_steps(self) -> Study:
         """CPT token budgets fall on whole steps of batch_size × seq_len packed tokens: two
         budgets in one step would silently become one checkpoint."""
@@ -294,6 +306,23 @@ class Study(_Strict):
                     "them at least one step apart")
             seen[step] = int(tokens)
         return self
+
+
+MAX_RUNS = 10_000  # a grid past this is refused: no run list that long is a study anyone reads
+
+
+def grid_size(study: Study) -> int:
+    """How many runs ``study`` expands to: per methods entry the product of its list-valued
+    fields' lengths, summed, times the number of seeds (an upper bound where entries overlap,
+    which ``plan`` refuses)."""
+    per_seed = 0
+    for method in study.methods:
+        count = 1
+        for value in method.model_dump().values():
+            if isinstance(value, list):
+                count *= max(len(value), 1)
+        per_seed += count
+    return per_seed * len(study.training.seeds)
 
 
 def _describe_error(error: dict) -> str:
