@@ -383,3 +383,45 @@ def test_a_grid_past_its_limit_is_refused_with_its_size(change: dict) -> None:
     assert time.monotonic() - started < 5
     assert "runs" in str(error.value) and "more than 10,000" in str(error.value)
     assert "100,000 runs" in str(error.value) or "90,000 runs" in str(error.value)
+
+
+def _micro_study(tmp_path: Path, **extra) -> Path:
+    study = {"name": "small", "base": "builtin:micro",
+             "target": {"domain": "code", "regime": "cpt"},
+             "methods": [{"kind": "full", "lr": [1e-3]}], "budgets": {"steps": [2]},
+             "training": {"seq_len": 64}, **extra}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"optimizer": {"betas": [1.5, 0.9]}}, "optimizer.betas.0"),
+    ({"optimizer": {"betas": [0.9, -0.1]}}, "optimizer.betas.1"),
+    ({"training": {"seeds": [2**70], "seq_len": 64}}, "training.seeds.0"),
+    ({"training": {"seeds": [-1], "seq_len": 64}}, "training.seeds.0"),
+])
+def test_values_torch_would_refuse_later_are_refused_by_plan(tmp_path: Path, extra: dict,
+                                                             field: str) -> None:
+    result = CliRunner().invoke(app, ["plan", str(_micro_study(tmp_path, **extra))])
+    assert result.exit_code == 2, result.output
+    assert field in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_out_is_refused_instead_of_writing_into_this_folder(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(_micro_study(tmp_path)), "--out", ""])
+    assert result.exit_code == 2, result.output
+    assert "--out is empty" in result.output
+    assert not (tmp_path / "study.json").exists() and not (tmp_path / "results.sqlite").exists()
+
+
+def test_an_out_whose_study_json_is_not_a_study_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "study.json").write_text("[1, 2, 3]")
+    result = CliRunner().invoke(app, ["run", str(_micro_study(tmp_path)), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "is not a study record" in result.output and "--force-new-study" in result.output
+    assert (out / "study.json").read_text() == "[1, 2, 3]"

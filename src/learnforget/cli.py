@@ -195,11 +195,21 @@ def _run_pipeline(study_file: Path, out: Path | None, executor=None,
     return outcomes
 
 
+def folder_option(value: str | None, option: str) -> Path | None:
+    """A folder option as a path; an empty value is a ``UserError`` (as a path it would be the
+    current folder, and a study would be written there unasked)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise UserError(f"{option} is empty: give a folder, e.g. {option} out/NAME")
+    return Path(value)
+
+
 @app.command()
 @friendly
 def run(
     study_file: Path = typer.Argument(..., help="the study YAML"),
-    out: Path = typer.Option(None, "--out", "-o", help="output folder (default out/NAME)"),
+    out: str = typer.Option(None, "--out", "-o", help="output folder (default out/NAME)"),
     executor: str = typer.Option("local", help="local (processes on this machine) | ray"),
     ray_address: str = typer.Option(
         None, help="with --executor ray: a running cluster (auto, ray://HOST:10001); "
@@ -222,6 +232,7 @@ def run(
     Ctrl-C stops every run (exit 130); run the command again to resume."""
     from learnforget.executors import ExecutorChoice
 
+    out = folder_option(out, "--out")
     if launcher not in ("none", "accelerate"):
         raise UserError(f"--launcher must be none or accelerate, not {launcher!r}")
     if launcher == "accelerate":
@@ -261,7 +272,7 @@ DEMOS = {"tiny": "demo.yaml", "micro": "demo-micro.yaml", "full": "demo-full.yam
 @app.command()
 @friendly
 def demo(
-    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="output folder"),
+    out: str = typer.Option("demo-out", "--out", "-o", help="output folder"),
     scale: str = typer.Option("tiny",
                               help="tiny (the demo, about 12 min on 2 cores) | micro (~1 min)"),
     full: bool = typer.Option(False, "--full", help="the whole grid: all nine claims (~40 min)"),
@@ -274,6 +285,7 @@ def demo(
     if key not in DEMOS:
         raise UserError(f"--scale must be one of {', '.join(DEMOS)}, got {scale!r}")
     study_file = Path(str(files("learnforget") / "demos" / DEMOS[key]))
+    out = folder_option(out, "--out")
     started = time.time()
     _run_pipeline(study_file, out)
     console.print(f"demo finished in {time.time() - started:.0f} s → {out / 'index.html'}")

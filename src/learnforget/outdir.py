@@ -92,6 +92,10 @@ def check_same_study(out: Path, study: dict, force: bool = False) -> list[str]:
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} is unreadable ({exc}): pass --force-new-study to replace it "
                         "with this study") from None
+    if not isinstance(old, dict) or not isinstance(old.get("name"), str):
+        raise UserError(f"{path} is not a study record (it holds {type(old).__name__} "
+                        f"{_show(old)[:60]}): pass --force-new-study to replace it with this "
+                        "study, or give another --out")
     changed = list(_differences(old, study))
     different = [f for f in changed if f.split(".")[0] in IDENTITY_FIELDS]
     if different:

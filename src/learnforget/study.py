@@ -151,7 +151,8 @@ class OptimizerSpec(_Strict):
     """The optimizer (decoupled weight decay in both)."""
 
     name: Literal["adamw", "lion"] = Field("adamw", description="adamw | lion")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="(β1, β2)")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = \
+        Field((0.9, 0.95), description="(β1, β2), each 0 ≤ β < 1")
     eps: float = Field(1e-8, gt=0, description="AdamW's ε (Lion has none)")
 
 
@@ -170,7 +171,9 @@ class TrainingSpec(_Strict):
     batch_size: int = Field(16, ge=1, description="sequences per optimizer step (global)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per step; batch_size % it == 0")
     seq_len: int = Field(256, ge=8, description="tokens per sequence (CPT block / IFT max)")
-    seeds: list[int] = Field([0], min_length=1, description="one run per seed")
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(
+        [0], min_length=1, description="one run per seed; each 0 ≤ seed < 2³² (what torch, "
+        "NumPy and the data order's generator all take)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     threads: int = Field(1, ge=1, description="torch threads per run process (CPU)")
     precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16-pure"] = Field(
