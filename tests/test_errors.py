@@ -425,3 +425,31 @@ def test_an_out_whose_study_json_is_not_a_study_is_refused(tmp_path: Path) -> No
     assert result.exit_code == 2, result.output
     assert "is not a study record" in result.output and "--force-new-study" in result.output
     assert (out / "study.json").read_text() == "[1, 2, 3]"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_deeply_nested_record_is_refused_with_its_line_not_a_crash(tmp_path: Path,
+                                                                   suffix: str) -> None:
+    # 20,000 levels crashed the JSON reader behind `datasets` (exit 139, no message); the
+    # scan runs in a separate process here so that a regression cannot take the tests down
+    import sys
+
+    deep = "[" * 20_000 + "]" * 20_000
+    rows = [{"text": "fine"}, {"text": "fine too"}]
+    body = ("".join(json.dumps(r) + "\n" for r in rows) + '{"text": ' + deep + "}\n"
+            if suffix == ".jsonl" else
+            "[\n" + ",\n".join(json.dumps(r) for r in rows) + ',\n{"text": ' + deep + "}\n]")
+    data = tmp_path / f"deep{suffix}"
+    data.write_text(body)
+    study = {"name": "deep", "base": "builtin:micro",
+             "target": {"domain": "custom", "regime": "cpt", "data": str(data)},
+             "methods": [{"kind": "full", "lr": [1e-3]}], "budgets": {"steps": [2]},
+             "training": {"seq_len": 64}}
+    path = tmp_path / "deep.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = subprocess.run([sys.executable, "-m", "learnforget", "plan", str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    line = 3 if suffix == ".jsonl" else 4  # the array's "[" is line 1
+    assert f"Line {line} of {data}" in result.stderr + result.stdout
+    assert "nests deeper than 100 levels" in result.stderr + result.stdout

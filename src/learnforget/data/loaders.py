@@ -18,8 +18,10 @@ otherwise or ``text_field=`` is given). IFT pairs are ``prompt`` + ``response``,
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,10 +221,64 @@ def _open(source: str, split: str, local_path: str | Path | None, regime: Regime
     return _open_hub(source, split, named)
 
 
+MAX_NESTING = 100  # levels of [ and { a JSON record may nest; deeper ones crash the parser
+_JSON_TOKENS = re.compile(rb'[\\"\[\]{}]')
+
+
+def check_nesting(file: str | Path, max_depth: int = MAX_NESTING) -> None:
+    """A ``UserError`` naming the line of the first JSON value in ``file`` (``.json``,
+    ``.jsonl``, gzipped or not) that nests deeper than ``max_depth`` arrays and objects. The
+    Arrow JSON reader behind ``datasets`` recurses without a limit and crashes the process
+    (a segmentation fault, no message) on a record 20,000 levels deep, so depth is counted
+    here first, by a scan of the brackets outside strings (written by hand: no JSON library
+    reports the depth without first recursing into it). In JSON Lines a line with at most
+    ``max_depth`` opening brackets cannot nest deeper and is skipped at C speed."""
+    opener = gzip.open if str(file).endswith(".gz") else open
+    lines = ".jsonl" in Path(file).name
+    depth, in_string = 0, False
+    with opener(file, "rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            if lines:
+                if line.count(b"[") + line.count(b"{") <= max_depth:
+                    continue
+                depth, in_string = 0, False  # one record per line
+            depth, in_string = _scan_depth(line, depth, in_string, max_depth, number, file)
+
+
+def _scan_depth(line: bytes, depth: int, in_string: bool, max_depth: int, number: int,
+                file: str | Path) -> tuple[int, bool]:
+    """``check_nesting``'s scan of one line: the depth and string state after it."""
+    escaped = False
+    for match in _JSON_TOKENS.finditer(line):
+        char = match.group()
+        if escaped:
+            escaped = False
+        elif in_string:
+            if char == b"\\":
+                escaped = True
+            elif char == b'"':
+                in_string = False
+        elif char == b'"':
+            in_string = True
+        elif char in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                raise UserError(
+                    f"Line {number} of {file} nests deeper than {max_depth} levels of arrays "
+                    "and objects. Fix: flatten that record (a text field holds a string) or "
+                    "remove the line.")
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return depth, in_string
+
+
 def _open_local(path: Path, named: NamedDataset | None, label: str) -> _Opened:
     import datasets
 
     builder, files = _local_files(path)
+    if builder == "json":
+        for file in files:
+            check_nesting(file)
     try:  # local files have a single split: ``split`` names hub splits only
         dataset = datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
     except Exception as error:  # the builders raise many unrelated types
