@@ -453,3 +453,44 @@ def test_a_deeply_nested_record_is_refused_with_its_line_not_a_crash(tmp_path: P
     line = 3 if suffix == ".jsonl" else 4  # the array's "[" is line 1
     assert f"Line {line} of {data}" in result.stderr + result.stdout
     assert "nests deeper than 100 levels" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("content", ["garbage: [1, 2\n", "\x00\x01binary", "foo: bar\n",
+                                     "- 1\n- 2\n"])
+def test_a_garbage_accelerate_config_is_named_before_anything_launches(tmp_path: Path,
+                                                                       content: str) -> None:
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(content)
+    result = CliRunner().invoke(app, ["run", str(_micro_study(tmp_path)), "--launcher",
+                                      "accelerate", "--accelerate-config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "is not an accelerate config" in result.output and "Traceback" not in result.output
+
+
+def test_a_study_nested_thousands_of_levels_deep_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "nests lists or mappings thousands of levels deep" in result.output
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-1"])
+def test_score_code_refuses_a_timeout_that_is_not_a_positive_number(tmp_path: Path,
+                                                                    timeout: str) -> None:
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return True\n"})
+                       + "\n")
+    result = CliRunner().invoke(app, ["score-code", str(samples), "--timeout", timeout])
+    assert result.exit_code == 2, result.output
+    assert "--timeout must be a positive number of seconds" in result.output
+
+
+def test_score_code_says_which_pass_at_k_it_could_not_compute(tmp_path: Path) -> None:
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return True\n"})
+                       + "\n")
+    result = CliRunner().invoke(app, ["score-code", str(samples), "--k", "1,10"])
+    assert result.exit_code == 0, result.output
+    assert "pass@10 not computed" in result.output and "the fewest here: 1" in result.output
+    assert '"pass@1": 0.0' in result.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -378,11 +379,22 @@ def score_code(
         raise UserError(f"--k takes comma-separated integers, got {k!r}") from None
     if samples.is_dir():
         raise UserError(f"{samples} is a folder: give the JSONL file of samples")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if any(value < 1 for value in ks):
+        raise UserError(f"--k takes positive integers, got {k!r}")
     try:
         result = score_samples_file(samples, ks, timeout_s=timeout)
     except UnicodeDecodeError:
         raise UserError(f"{samples} is not a text file (not UTF-8): give a JSONL file with one "
                         '{"task_id": ..., "completion": ...} object per line') from None
+    skipped = [value for value in ks if f"pass@{value}" not in result]
+    if skipped:
+        fewest = min((task["n"] for task in result.get("per_task", {}).values()), default=0)
+        console.print(
+            "note: " + ", ".join(f"pass@{value}" for value in skipped) + " not computed: "
+            f"pass@k needs at least k samples of every task (the fewest here: {fewest})",
+            soft_wrap=True, highlight=False)
     if not per_task:
         result.pop("per_task", None)
     print(json.dumps(result, indent=2))

@@ -139,6 +139,24 @@ def _run_study(study: Study, out: Path, state: PartialState,
 LAUNCHERS = ("none", "accelerate")
 
 
+def check_accelerate_config(config_file: Path) -> None:
+    """A ``UserError`` naming the problem unless accelerate's own loader reads ``config_file``
+    (checked here so that a bad file gets a message, not a traceback from the launched
+    processes)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from learnforget.errors import UserError
+
+    try:
+        load_config_from_file(str(config_file))
+    except Exception as error:  # YAML/JSON parser errors, accelerate's ValueError, bad shapes
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"--accelerate-config {config_file} is not an accelerate config "
+            f"({type(error).__name__}: {first}): write one with `accelerate config "
+            "--config_file FILE` or start from examples/accelerate/fsdp.yaml") from None
+
+
 def launch_command(study_file: Path, out: Path | None, config_file: Path | None = None,
                    num_processes: int | None = None) -> list[str]:
     """The ``accelerate launch`` command line that runs ``study_file`` with this module
@@ -152,6 +170,8 @@ def launch_command(study_file: Path, out: Path | None, config_file: Path | None 
     if config_file is not None and not config_file.is_file():
         raise UserError(f"--accelerate-config {config_file} is not a file: give an accelerate "
                         "config such as examples/accelerate/fsdp.yaml")
+    if config_file is not None:
+        check_accelerate_config(config_file)
     if num_processes is not None and num_processes < 1:
         raise UserError(f"--num-processes must be at least 1, not {num_processes}")
     command = [sys.executable, "-m", "accelerate.commands.launch"]

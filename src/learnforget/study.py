@@ -408,6 +408,9 @@ def load_studies(path: str | Path) -> list[Study]:
         raise UserError(f"{path}{where} is not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise UserError(f"{path} nests lists or mappings thousands of levels deep: a study "
+                        "file needs a few levels (docs/study.md)") from None
     if not documents:
         raise UserError(f"{path} is empty: a study file needs name, base, target, methods, "
                         "budgets (docs/study.md)")
