@@ -494,3 +494,51 @@ def test_score_code_says_which_pass_at_k_it_could_not_compute(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "pass@10 not computed" in result.output and "the fewest here: 1" in result.output
     assert '"pass@1": 0.0' in result.output
+
+
+def _damaged_store(tmp_path: Path, sql: str | None = None, study_json: bytes | None = None
+                   ) -> Path:
+    """A small real store (``claim_studies``) with one piece damaged."""
+    import sqlite3
+
+    from claim_studies import FULL_LORA, PLAIN, write_study
+
+    out = write_study(tmp_path / "out", FULL_LORA, PLAIN,
+                      artifacts={"full": [{"items:code_bpb": {"bits": [1.0, 2.0],
+                                                              "bytes": [1.0, 1.0]}}] * 2})
+    if sql is not None:
+        with sqlite3.connect(out / "results.sqlite") as db:
+            db.execute(sql)
+    if study_json is not None:
+        (out / "study.json").write_bytes(study_json)
+    return out
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("UPDATE measurements SET value='abc' WHERE rowid IN (SELECT rowid FROM measurements "
+     "WHERE run_id != 'base-x' LIMIT 1)", "holds 'abc', not a number"),
+    ("UPDATE runs SET config_json='garbage{' WHERE run_id != 'base-x'",
+     "(runs.config_json) are not a JSON object"),
+    ("UPDATE runs SET config_json='[1, 2]' WHERE run_id != 'base-x'",
+     "(runs.config_json) are not a JSON object"),
+])
+def test_a_damaged_store_is_named_not_reported_as_unexpected(tmp_path: Path, sql: str,
+                                                             message: str) -> None:
+    out = _damaged_store(tmp_path, sql)
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "the store is damaged" in result.output
+    assert "unexpected" not in result.output
+
+
+def test_a_damaged_artifact_or_a_binary_study_json_still_gives_a_report(tmp_path: Path,
+                                                                          caplog) -> None:
+    out = _damaged_store(tmp_path / "a", "UPDATE artifacts SET json='garbage{'")
+    with caplog.at_level(logging.WARNING, logger="learnforget.store"):
+        result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "is not JSON (the store is damaged): left out" in caplog.text
+    assert (out / "report" / "index.html").is_file()
+    out = _damaged_store(tmp_path / "b", study_json=bytes(range(256)))
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output

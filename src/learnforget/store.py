@@ -10,6 +10,7 @@ duplicates a row. Several processes may write at once (WAL mode, busy timeout).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -164,9 +165,19 @@ class Store:
         return row["status"] if row else None
 
     def runs(self) -> list[dict]:
-        """Every run as a dict (config parsed)."""
+        """Every run as a dict (config parsed); a config that is not a JSON object is a
+        ``UserError`` naming the run (a damaged store)."""
         rows = self._db.execute("SELECT * FROM runs ORDER BY rowid").fetchall()
-        return [{**dict(r), "config": json.loads(r["config_json"])} for r in rows]
+        out = []
+        for r in rows:
+            config = _decoded(r["config_json"])
+            if not isinstance(config, dict):
+                raise UserError(
+                    f"{self.path}: the settings of run {r['run_id']} (runs.config_json) are not "
+                    "a JSON object: the store is damaged; restore it from a copy, or run the "
+                    "study into a new folder")
+            out.append({**dict(r), "config": config})
+        return out
 
     # --- checkpoints and measurements -------------------------------------------------------
     def record_checkpoint(
@@ -213,7 +224,15 @@ class Store:
             query += " WHERE run_id=?"
             args = (run_id,)
         query += " ORDER BY run_id, step, task, metric"
-        return [dict(r) for r in self._db.execute(query, args).fetchall()]
+        rows = [dict(r) for r in self._db.execute(query, args).fetchall()]
+        bad = next((r for r in rows if r["value"] is not None
+                    and not isinstance(r["value"], (int, float))), None)
+        if bad is not None:
+            raise UserError(
+                f"{self.path}: measurement {bad['task']}/{bad['metric']} of run {bad['run_id']} "
+                f"at step {bad['step']} holds {str(bad['value'])[:40]!r}, not a number: the store "
+                "is damaged; restore it from a copy, or measure that run again")
+        return rows
 
     def artifacts_with_prefix(self, prefix: str) -> list[dict]:
         """Artifacts whose kind starts with ``prefix`` (``items:`` gives every task's per-item
@@ -222,16 +241,37 @@ class Store:
             "SELECT run_id, step, kind, json FROM artifacts WHERE substr(kind, 1, ?) = ? "
             "ORDER BY run_id, step, kind", (len(prefix), prefix)
         ).fetchall()
-        return [{"run_id": r["run_id"], "step": r["step"], "kind": r["kind"],
-                 "data": json.loads(r["json"])} for r in rows]
+        return [{"run_id": r["run_id"], "step": r["step"], "kind": r["kind"], "data": data}
+                for r in rows if (data := self._artifact(r, r["kind"])) is not _DAMAGED]
 
     def artifacts(self, kind: str) -> list[dict]:
         """Artifacts of one kind: dicts with run_id, step and the parsed payload."""
         rows = self._db.execute(
             "SELECT run_id, step, json FROM artifacts WHERE kind=? ORDER BY run_id, step", (kind,)
         ).fetchall()
-        return [{"run_id": r["run_id"], "step": r["step"], "data": json.loads(r["json"])}
-                for r in rows]
+        return [{"run_id": r["run_id"], "step": r["step"], "data": data}
+                for r in rows if (data := self._artifact(r, kind)) is not _DAMAGED]
+
+    def _artifact(self, row: sqlite3.Row, kind: str) -> object:
+        """An artifact's payload, or ``_DAMAGED`` (with a warning naming it) when it is not
+        JSON: a damaged artifact is left out, and what reads it works without it."""
+        data = _decoded(row["json"])
+        if data is _DAMAGED:
+            LOG.warning("%s: artifact %s of run %s at step %s is not JSON (the store is "
+                        "damaged): left out", self.path, kind, row["run_id"], row["step"])
+        return data
+
+
+_DAMAGED = object()  # a stored JSON text that does not decode
+LOG = logging.getLogger(__name__)
+
+
+def _decoded(text: object) -> object:
+    """``text`` decoded as JSON, or ``_DAMAGED``."""
+    try:
+        return json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return _DAMAGED
 
 
 def _finite(value: float | None) -> float | None:

@@ -253,7 +253,7 @@ def _study(out: Path) -> Study | None:
         return None
     try:
         return Study.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError:
+    except (ValidationError, UnicodeDecodeError):  # another version's, or not text at all
         return None
 
 
