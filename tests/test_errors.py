@@ -542,3 +542,15 @@ def test_a_damaged_artifact_or_a_binary_study_json_still_gives_a_report(tmp_path
     out = _damaged_store(tmp_path / "b", study_json=bytes(range(256)))
     result = CliRunner().invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("head", [b"", b"GGUF"])
+def test_a_garbage_gguf_base_is_named_as_a_file_not_as_a_hub_id(tmp_path: Path,
+                                                                  head: bytes) -> None:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(head + bytes(range(256)) * 8)
+    result = CliRunner().invoke(app, ["eval", "--model", str(gguf), "--tasks", "source_bpb",
+                                      "--limit", "2"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"could not load the GGUF file {gguf}" in text and "hub" not in text

@@ -238,10 +238,21 @@ def _unreadable_weights(where: str, exc: BaseException) -> UserError | None:
 
 
 def _hub_error(source: ModelSource, exc: Exception) -> UserError:
+    """A ``UserError`` for a model that did not load: a local file or folder is named as such
+    (a GGUF file that is not one says so); only a hub id gets the hint about the hub."""
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if source.gguf_file:
+        path = Path(source.name_or_path) / source.gguf_file
+        return UserError(f"could not load the GGUF file {path} ({detail}): it is damaged or not "
+                         "a GGUF model; copy it again or give another base")
+    if Path(source.name_or_path).exists():
+        return UserError(f"could not load the model folder {source.name_or_path} ({detail}): "
+                         "give a folder written by save_pretrained (config.json, weights and "
+                         "tokenizer files)")
     return UserError(
         f"could not load {source.name_or_path!r}"
         + (f" (revision {source.revision})" if source.revision else "")
-        + f": {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+        + f": {detail}\n"
         "If it is a hub id, the hub may be unreachable: connect, or download it once and give "
         "the local folder (or .gguf file) instead."
     )
