@@ -554,3 +554,16 @@ def test_a_garbage_gguf_base_is_named_as_a_file_not_as_a_hub_id(tmp_path: Path,
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert f"could not load the GGUF file {gguf}" in text and "hub" not in text
+
+
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:9", "127.0.0.1:9", "ray://nohost"])
+def test_an_unreachable_ray_address_is_found_before_any_work(tmp_path: Path, address: str
+                                                             ) -> None:
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["run", str(_micro_study(tmp_path)), "--out", str(out),
+                                      "--executor", "ray", "--ray-address", address])
+    assert result.exit_code == 2, result.output
+    assert time.monotonic() - started < 20
+    assert "--ray-address" in result.output or "no Ray cluster reachable" in result.output
+    assert not (out / "results.sqlite").exists()  # the base model was not measured

@@ -1,17 +1,24 @@
 """Where a study's runs train: side by side in local processes (the default), or as Ray tasks
-on this machine or a Ray cluster."""
+on this machine or a Ray cluster.
+
+Importing this package loads nothing but the standard library: the forkserver of the local
+executor imports ``executors.lifeline`` first, and must arm it before any long import."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from learnforget.errors import UserError
-from learnforget.plan import RunConfig
-from learnforget.study import Study
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from learnforget.plan import RunConfig
+    from learnforget.study import Study
 
 EXECUTORS = ("local", "ray")
 
@@ -31,6 +38,30 @@ class ExecutorChoice:
             raise UserError("--ray-address and --gpus-per-run apply to --executor ray only")
         if self.gpus_per_run < 0:
             raise UserError(f"--gpus-per-run must be ≥ 0, not {self.gpus_per_run}")
+        if self.name == "ray" and self.ray_address and self.ray_address != "auto":
+            check_ray_address(self.ray_address)
+
+
+RAY_CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before anything starts
+
+
+def check_ray_address(address: str) -> None:
+    """A ``UserError`` unless something listens at ``address`` (``ray://HOST:PORT`` or
+    ``HOST:PORT``): checked with one TCP connection before the base model is measured, so an
+    unreachable cluster is found in seconds, not after minutes of work."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r} is not ray://HOST:PORT, HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=RAY_CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"no Ray cluster reachable at {address!r} ({exc.strerror or exc}); start one with "
+            "`ray start --head`, check the address, or leave out --ray-address to run Ray on "
+            "this machine") from None
 
 
 StudyEnd = Callable[[Path, list[str]], None]  # (a study's OUT, its runs' statuses)
