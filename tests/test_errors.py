@@ -567,3 +567,28 @@ def test_an_unreachable_ray_address_is_found_before_any_work(tmp_path: Path, add
     assert time.monotonic() - started < 20
     assert "--ray-address" in result.output or "no Ray cluster reachable" in result.output
     assert not (out / "results.sqlite").exists()  # the base model was not measured
+
+
+def test_eval_with_no_tasks_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "--model", "builtin:micro", "--tasks", ""])
+    assert result.exit_code == 2, result.output
+    assert "--tasks is empty" in result.output
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_study_path_that_is_not_a_file_is_named_as_such(tmp_path: Path, special: str) -> None:
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "study.yaml"
+        os.mkfifo(path)
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "is not a regular file" in result.output and "does not exist" not in result.output
+
+
+def test_a_text_field_that_is_null_everywhere_is_named(tmp_path: Path) -> None:
+    data = tmp_path / "docs.jsonl"
+    data.write_text('{"text": null}\n' * 3)
+    with pytest.raises(UserError) as error:
+        list(load_documents(str(data)))
+    assert "'text' is null in every record read (3)" in str(error.value)

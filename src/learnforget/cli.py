@@ -332,6 +332,9 @@ def eval_command(
     from learnforget.measure.uncertainty import STDERR_SUFFIX, stderr_name
 
     names = _csv(tasks)
+    if not names:
+        raise UserError("--tasks is empty: name one or more tasks, e.g. --tasks "
+                        f"hellaswag,arc_challenge (known: {', '.join(task_names())})")
     for name in names:
         get_task(name)  # unknown names fail before the model loads
     check_device(device, "--device")

@@ -376,6 +376,9 @@ def _read_text(path: Path) -> str:
     if path.is_dir():
         raise UserError(f"{path} is a folder: give the study's .yaml file (e.g. "
                         "examples/micro.yaml)")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not a regular file (a device, FIFO or socket): give the "
+                        "study's .yaml file")
     if not path.is_file():
         raise UserError(f"study file {path} does not exist (examples/ has some to start from)")
     try:

@@ -355,6 +355,11 @@ def _documents(opened: _Opened, field: str) -> Iterator[str]:
             if text.strip():
                 yield text
         if missing and missing == read:
+            if field in (first_fields or []):  # present, but null in every record read
+                raise UserError(
+                    f"{opened.label}: {field!r} is null in every record read ({read}). Fix: "
+                    f"give each record its text in {field!r}, or set target.text_field to the "
+                    "field that holds it.")
             fix = ("rename the field in the data, or set target.text_field to the field with "
                    "the text")
             raise _missing_fields(opened.label, first_fields or [], repr(field), fix)
