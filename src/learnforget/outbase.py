@@ -85,11 +85,18 @@ def _save_loaded(spec: BaseModelSpec, folder: Path, log: Callable[[str], None]) 
 
 
 def point_adapter_at_base(adapter: Path, base: Path) -> None:
-    """Make the adapter in folder ``adapter`` name ``base`` (absolute) as its base model."""
+    """Make the adapter in folder ``adapter`` name ``base`` (absolute) as its base model. A
+    damaged config is left as it is: resuming reports it (``train.check_checkpoint_configs``)
+    and the run writes the folder again."""
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         return  # not an adapter (a full-finetuning checkpoint is a whole model)
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError:
+        return
+    if not isinstance(config, dict):
+        return
     config["base_model_name_or_path"] = str(base.resolve())
     config["revision"] = None
     partial = config_file.with_suffix(".json.partial")

@@ -18,6 +18,7 @@ in.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
@@ -110,6 +111,25 @@ def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path,
     model.save_pretrained(folder, safe_serialization=True, **extra)
     if tokenizer is not None and not hasattr(model, "peft_config"):
         tokenizer.save_pretrained(folder)
+
+
+CHECKPOINT_CONFIGS = ("config.json", "adapter_config.json", "generation_config.json")
+
+
+def check_checkpoint_configs(folder: Path) -> None:
+    """Raise unless every JSON config a checkpoint holds is a JSON object: resuming loads only
+    the weights, so a damaged config would otherwise be carried on silently into a folder that
+    no longer loads with transformers or PEFT."""
+    for name in CHECKPOINT_CONFIGS:
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise ValueError(f"{name} is not JSON ({exc})") from exc
+        if not isinstance(config, dict):
+            raise ValueError(f"{name} is not a JSON object")
 
 
 def load_checkpoint_weights(model: torch.nn.Module, folder: Path) -> None:
@@ -306,6 +326,7 @@ def train_loop(
         folder = run_dir / f"checkpoint-{resume_step}"
         try:  # the state first: a file that fails to load leaves the model untouched
             state = torch.load(folder / STATE_FILE, weights_only=False)
+            check_checkpoint_configs(folder)
             load_checkpoint_weights(model, folder)
         except Exception as exc:
             raise CheckpointUnreadable(folder, exc) from exc
