@@ -592,3 +592,22 @@ def test_a_text_field_that_is_null_everywhere_is_named(tmp_path: Path) -> None:
     with pytest.raises(UserError) as error:
         list(load_documents(str(data)))
     assert "'text' is null in every record read (3)" in str(error.value)
+
+
+@pytest.mark.parametrize("condition", ["read-only", "full"])
+def test_report_on_a_read_only_or_full_out_says_so_not_that_the_store_is_damaged(
+        tmp_path: Path, monkeypatch, condition: str) -> None:
+    # the file-system conditions themselves need privileges to create (a read-only mount, a
+    # full disk), so the two probes the check reads are set here; the store is a real one
+    out = _damaged_store(tmp_path)
+    if condition == "read-only":
+        monkeypatch.setattr("learnforget.preflight.read_only_mount", lambda folder: True)
+    else:
+        usage = shutil.disk_usage(out)
+        monkeypatch.setattr("learnforget.outdir.shutil.disk_usage",
+                            lambda path: usage._replace(free=1024))
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "its store is fine" in text and "damaged" not in text and "unreadable" not in text
+    assert ("is read-only" in text) if condition == "read-only" else ("is full" in text)

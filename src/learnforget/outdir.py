@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -113,6 +114,25 @@ def _get(tree: object, dotted: str) -> object:
     return tree
 
 
+REPORT_SPACE = 20 * 2**20  # bytes free that writing a report needs at the least
+
+
+def check_report_writable(out: Path) -> None:
+    """A ``UserError`` when the report cannot be written into ``out``: a read-only folder or
+    file system, or a full disk. Checked before the store is read, so that these are not taken
+    for a damaged store (which reading them would suggest)."""
+    from learnforget.preflight import read_only_mount
+
+    if not os.access(out, os.W_OK | os.X_OK) or read_only_mount(out):
+        raise UserError(f"{out} is read-only (the file system or the folder's permissions): "
+                        "its store is fine, but the report cannot be written there; copy the "
+                        "folder somewhere writable and run `learnforget report` on the copy")
+    free = shutil.disk_usage(out).free
+    if free < REPORT_SPACE:
+        raise UserError(f"the disk holding {out} is full ({free / 2**20:.1f} MiB free): its "
+                        "store is fine; free some space and run `learnforget report` again")
+
+
 def check_store_for_report(out: Path) -> None:
     """A ``UserError`` unless ``OUT/results.sqlite`` can be read and holds measurements, so a
     good ``measurements.csv`` and report are never replaced by empty ones."""
@@ -121,6 +141,7 @@ def check_store_for_report(out: Path) -> None:
         raise UserError(f"{out} has no results.sqlite: give the folder `learnforget run` wrote")
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a results store: nothing was written")
+    check_report_writable(out)
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":

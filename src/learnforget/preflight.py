@@ -32,13 +32,13 @@ def check_output_folder(out: Path, option: str = "--out") -> None:
     if not existing.is_dir():
         raise UserError(f"{option} {out}: {existing} is a file, so no folder can be made there; "
                         "choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_mount(existing):
+    if not os.access(existing, os.W_OK | os.X_OK) or read_only_mount(existing):
         what = "is not writable" if existing == resolved else f"cannot be created in {existing}"
         raise UserError(f"{option} {out} {what} (read-only or no permission): choose a folder "
                         "you can write to")
 
 
-def _read_only_mount(folder: Path) -> bool:
+def read_only_mount(folder: Path) -> bool:
     """Whether ``folder`` lies on a file system mounted read-only (``os.access`` says yes to
     root even there)."""
     try:
