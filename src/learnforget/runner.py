@@ -8,10 +8,12 @@ work is found in the store and skipped, an unfinished run restarts from its last
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import os
 import random
+import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -458,10 +460,30 @@ def _record_failure(store: Store, out: Path, run: RunConfig, exc: Exception,
     try:
         store.set_status(run.run_id, "failed", error[-4000:])
     except Exception as store_exc:  # the failure is reported either way
-        log(f"could not record the failure of run {run.run_id} in the store: "
+        try:  # the store's row may be written and only run.json beside it not
+            recorded = store.run_status(run.run_id) == "failed"
+        except Exception:
+            recorded = False
+        log(f"the failure of run {run.run_id} is recorded in the store, but its run.json could "
+            f"not be updated: {first_line(store_exc)}" if recorded else
+            f"could not record the failure of run {run.run_id} in the store: "
             f"{first_line(store_exc)}")
-    log(f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: {first_line(exc)}"
+    log(f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: "
+        f"{disk_full_reason(exc, out) or first_line(exc)}"
         + (f" (full error: {where})" if where else ""))
+
+
+def disk_full_reason(exc: BaseException, out: Path) -> str | None:
+    """"the disk holding OUT is full: …" when ``exc`` comes from a full disk — an ``OSError``
+    ENOSPC, or torch's serializer, which says only "unexpected pos N vs M" when a write comes
+    up short; None otherwise."""
+    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if not full and "unexpected pos" in str(exc):
+        try:
+            full = shutil.disk_usage(out).free < 64 * 2**20
+        except OSError:
+            full = False
+    return f"the disk holding {out} is full ({first_line(exc)})" if full else None
 
 
 def complete_measurements(study: Study, run: RunConfig, store: Store,
