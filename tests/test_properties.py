@@ -96,13 +96,26 @@ STUDY = st.fixed_dictionaries({
     "budgets": st.just({"steps": [4, 8]}),
     "evaluation": st.just({"limit": 5}),
 })
+def _nested(depth: int) -> list:
+    """A list nested ``depth`` levels deep."""
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 JUNK = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-10**6, max_value=10**6),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
     st.lists(st.integers(min_value=-3, max_value=10**4), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
     st.sampled_from(["builtin:nosuch", "cuda", "tpu", "custom", "lora", "owner/name", ".nan",
-                     "/proc/x", "lion", "epochs"]),
+                     "/proc/x", "lion", "epochs", "", "/nonexistent/data.jsonl"]),
+    # what found the second pass's failures: sizes that hang an enumeration (a batch of 10¹²,
+    # 20,000 seeds), values torch refuses later (2⁷⁰, β = 1.5), deep nesting
+    st.sampled_from([10**12, 2**70, -(2**70), 1.5, 1e308]),
+    st.just(list(range(20_000))),
+    st.just(_nested(200)),
 )
 
 

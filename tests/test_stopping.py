@@ -22,6 +22,7 @@ from conftest import micro_study, stored_numbers
 from typer.testing import CliRunner
 
 from learnforget.cli import app
+from learnforget.executors.lifeline import SERVER_STARTER, starting_server
 from learnforget.executors.local import WORKER_NAME
 from learnforget.outdir import check_same_study
 from learnforget.pipeline import StudyOutcome, failed_runs, failure_summary
@@ -246,6 +247,31 @@ def test_sigusr1_prints_every_process_stacks_and_killing_the_main_one_leaves_no_
         os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert wait_for(lambda: not group(process.pid), 5), group(process.pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_forkserver_is_bound_to_its_starter_before_anything_else() -> None:
+    """The forkserver's first import arms the kernel's parent-death signal for the process id
+    its starter named, and ends the server at once when that process is no longer its parent
+    (it died before the signal was armed)."""
+    code = ("import ctypes, signal\n"
+            "from learnforget.executors.lifeline import bind_server_to_starter\n"
+            "bind_server_to_starter()\n"
+            "armed = ctypes.c_int()\n"
+            "ctypes.CDLL(None).prctl(2, ctypes.byref(armed), 0, 0, 0)  # PR_GET_PDEATHSIG\n"
+            "print(signal.Signals(armed.value).name if armed.value else 'none')\n")
+    for starter, expected in ((os.getpid(), (0, "SIGKILL\n")), (os.getpid() + 1, (1, "")),
+                              (None, (0, "none\n"))):
+        env = {k: v for k, v in os.environ.items() if k != SERVER_STARTER}
+        if starter is not None:
+            env[SERVER_STARTER] = str(starter)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert (done.returncode, done.stdout) == expected, (starter, done.stderr)
+    assert SERVER_STARTER not in os.environ
+    with starting_server():
+        assert os.environ[SERVER_STARTER] == str(os.getpid())
+    assert SERVER_STARTER not in os.environ
 
 
 # --- failures -----------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ CPU on a 2-core machine, once per run with ``spawn`` (a demo of 22 runs: almost 
 its wall time). The server only imports, it never runs torch (no thread pool, no CUDA context is
 forked), and each run still gets a process of its own. Elsewhere workers are spawned.
 
-Stopping: workers ignore Ctrl-C and die with this process (``lifeline``). On Ctrl-C or SIGTERM
-this process ends every worker (SIGTERM, then SIGKILL after a grace period), marks their runs
-``pending`` so that the next ``learnforget run`` resumes them from their last checkpoint, and
-raises ``KeyboardInterrupt``. A worker that dies on its own (killed, out of memory) leaves its
-run ``failed``; the other runs go on, and a rerun resumes it.
+Stopping: workers ignore Ctrl-C and die with this process (``lifeline``), and so does the
+forkserver, from before its imports on (Linux): no process outlives this one, even one killed
+while it starts. On Ctrl-C or SIGTERM this process ends every worker (SIGTERM, then SIGKILL
+after a grace period), marks their runs ``pending`` so that the next ``learnforget run`` resumes
+them from their last checkpoint, and raises ``KeyboardInterrupt``. A worker that dies on its own
+(killed, out of memory) leaves its run ``failed``; the other runs go on, and a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from rich.console import Console
 
 from learnforget.errors import UserError
 from learnforget.executors import RunJob, StudyEnd
+from learnforget.executors.lifeline import starting_server
 from learnforget.plan import RunConfig
 from learnforget.progress import RunProgress as _Bars
 from learnforget.progress import progress_bars
@@ -66,12 +68,13 @@ def _warm_up(context) -> None:
     """Have the forkserver import the training code now (seconds), while Ctrl-C is still heard
     here (starting a worker ignores it for a moment), by starting a process that does nothing.
     The server is launched with Ctrl-C ignored: it and every worker forked from it inherit that,
-    as spawned workers do."""
+    as spawned workers do. It dies with this process from its first moment (``lifeline``), its
+    imports included: killed or stopped now, this process leaves no server behind."""
     if context.get_start_method() != "forkserver":
         return
     from multiprocessing import forkserver
 
-    with _signals_ignored(signal.SIGINT), _usr1_blocked_for_helpers():
+    with _signals_ignored(signal.SIGINT), _usr1_blocked_for_helpers(), starting_server():
         forkserver.ensure_running()
     probe = context.Process(target=_nothing, name="learnforget-warm-up", daemon=True)
     probe.start()
@@ -194,8 +197,10 @@ def _start(context, study_json: str, job: RunJob, key: str) -> _Worker:
     # A forkserver's workers are forked from the server, which ignores Ctrl-C (``_warm_up``):
     # nothing to do here, and a Ctrl-C sent to this process while a worker starts is not lost.
     # A spawned worker inherits this process's ignored Ctrl-C until it ignores it itself.
+    # A server that died meanwhile is started again by ``process.start()``: bound to this
+    # process like the first.
     spawned = context.get_start_method() != "forkserver"
-    with _signals_ignored(signal.SIGINT) if spawned else contextlib.nullcontext():
+    with _signals_ignored(signal.SIGINT) if spawned else starting_server():
         process.start()
     writer.close()
     return _Worker(job, key, process, reader)

