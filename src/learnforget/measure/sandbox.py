@@ -8,7 +8,8 @@ Each program runs in its own subprocess tree (Linux only)::
                            ├─ checker (with a ``Check`` only: runs the test, never the program)
                            └─ program (uid ``nobody`` when root; rlimits; Landlock; seccomp)
 
-The runner is the trusted script ``sandbox_child.py``. It applies the limits itself instead of
+The runner is the trusted script ``sandbox_child.py`` (with ``sandbox_wire.py`` and
+``sandbox_check.py``, which it loads from its folder). It applies the limits itself instead of
 through ``subprocess``'s ``preexec_fn``, which Python documents as unsafe in the presence of
 threads (``run_programs`` starts sandboxes from a thread pool). What is isolated, the fallbacks
 where the kernel refuses namespaces, and what is not guaranteed: ``docs/sandbox.md``.
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from learnforget.errors import UserError
-from learnforget.measure import sandbox_child as _runner  # its wire format; it runs nothing
+from learnforget.measure import sandbox_wire as _wire  # how the check reaches the checker
 
 Status = Literal["passed", "failed", "timed_out", "error"]
 
@@ -296,7 +297,7 @@ def _check_pipe(check: Check, token: str) -> int:
     """A pipe that holds the check (and the token the checker signs its verdict with), for the
     checker alone to read: its read end. Nothing of it is ever written to the program's folder
     or passes through the memory of a process the program descends from."""
-    data = _runner.encode((token, check.entry_point, check.helpers, check.test))
+    data = _wire.encode((token, check.entry_point, check.helpers, check.test))
     read_end, write_end = os.pipe()
     try:
         if len(data) > 60_000:  # more than a pipe holds by default: make room, or refuse

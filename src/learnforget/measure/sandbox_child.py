@@ -2,9 +2,11 @@
 
 ``learnforget.measure.sandbox`` runs this file as a script, ``python -I -S sandbox_child.py
 name=value ...``, in the run's folder (isolated mode, no ``site``: only the standard library is
-importable, so this module must never import learnforget or a third-party package). Importing it
-does nothing but define functions (``sandbox.py`` uses its wire format); ``main`` runs only as a
-script.
+importable, so this module must never import learnforget or a third-party package). Before
+anything else it loads its two sibling modules by their paths in this file's folder:
+``sandbox_wire.py`` (the wire format) and ``sandbox_check.py`` (both ends of a check). Imported
+as part of learnforget, it imports them through the package and does nothing but define
+functions; ``main`` runs only as a script.
 
 The process tree it builds::
 
@@ -15,8 +17,9 @@ The process tree it builds::
 
 With a check (``check_fd``), the program process runs program.py and then answers calls: the
 checker sends it the arguments of each call the test makes, and it sends back what the function
-returned, both in the wire format below, which only plain data can be rebuilt from. The test
-reaches the checker through ``check_fd`` alone; the program process never holds it.
+returned, both in the wire format, which only plain data can be rebuilt from (see
+``sandbox_check.py``). The test reaches the checker through ``check_fd`` alone; the program
+process never holds it.
 
 It talks back on a pipe (``marker_fd``) with one line per event:
 
@@ -34,18 +37,40 @@ It talks back on a pipe (``marker_fd``) with one line per event:
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import ctypes
 import os
 import resource
 import signal
 import sys
+from types import ModuleType
+
+
+def load_sibling(name: str) -> ModuleType:
+    """Load ``<name>.py`` of this file's folder as the module ``name``, registered in
+    ``sys.modules`` before it runs (so that a sibling loaded later imports it by that name).
+    The folder is learnforget's own source, as trusted as this file; under ``-I`` it is not on
+    ``sys.path``."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if __package__:  # imported as part of learnforget; the wire format stays importable from here
+    from learnforget.measure import sandbox_check, sandbox_wire
+    from learnforget.measure.sandbox_wire import WIRE_DEPTH, WireError, decode, encode  # noqa: F401
+else:  # the runner's script: loaded now, before any fork, so every process starts with them
+    sandbox_wire = load_sibling("sandbox_wire")
+    sandbox_check = load_sibling("sandbox_check")  # imports sandbox_wire from sys.modules
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
-LOST_EXIT = 3  # the checker's exit status when the program process stopped answering
 
 # Set by ``main``: the configuration from the command line and the C library.
 CFG: dict[str, int | bool | None] = {}
@@ -67,162 +92,6 @@ def say(*words: object) -> None:
     line = " ".join(str(w) for w in words).replace("\n", " ")[:1000] + "\n"
     with contextlib.suppress(OSError):
         os.write(CFG["marker_fd"], line.encode("utf-8", "replace"))
-
-
-# --- The wire format: how values cross between the checker and the program process ----------
-# Only plain data can be rebuilt from it: None, bool, int, float, complex, str, bytes, list,
-# tuple, dict, set, frozenset, range, and an iterator over a list (what the program's generator,
-# ``map`` or ``dict.values()`` yielded). A subclass of one of these travels as the base type;
-# anything else has no wire form. The decoder trusts nothing it reads.
-
-WIRE_DEPTH = 100  # deepest nesting of containers
-WIRE_LIMIT = 16 << 20  # bytes in one message
-KEYS_VIEW, VALUES_VIEW, ITEMS_VIEW = type({}.keys()), type({}.values()), type({}.items())
-SEQUENCE_TAGS = ((list, b"L"), (tuple, b"T"), (set, b"S"), (frozenset, b"F"))
-
-
-class WireError(ValueError):
-    """A value without a wire form, or bytes that are not one."""
-
-
-def encode(value: object) -> bytes:
-    """The wire form of ``value``; ``WireError`` where it (or a part of it) has none."""
-    out: list[bytes] = []
-    encode_into(value, out, 0)
-    return b"".join(out)
-
-
-def encode_into(value: object, out: list[bytes], depth: int) -> None:
-    """Append the wire form of ``value`` to ``out``."""
-    if depth > WIRE_DEPTH:
-        raise WireError(f"nested more than {WIRE_DEPTH} levels deep")
-    if value is None or value is True or value is False:
-        out.append(b"n" if value is None else b"t" if value else b"f")
-    elif isinstance(value, int):
-        out.append(b"i%x;" % int.__index__(value))  # hex: no limit on the number of digits
-    elif isinstance(value, float):
-        out.append(b"d" + float.hex(value).encode() + b";")
-    elif isinstance(value, complex):
-        out.append(b"c%s,%s;" % (float.hex(value.real).encode(), float.hex(value.imag).encode()))
-    elif isinstance(value, (str, bytes, bytearray)):
-        data = str.encode(value, "utf-8", "surrogatepass") if isinstance(value, str) else value
-        out += [b"s" if isinstance(value, str) else b"b", b"%d:" % len(data), bytes(data)]
-    elif isinstance(value, range):
-        out.append(b"r%x,%x,%x;" % (value.start, value.stop, value.step))
-    elif isinstance(value, dict):
-        encode_items(b"D", [part for pair in dict.items(value) for part in pair], out, depth)
-    elif isinstance(value, (KEYS_VIEW, ITEMS_VIEW)):
-        encode_items(b"S", list(value), out, depth)  # they compare as sets do
-    else:
-        for kind, tag in SEQUENCE_TAGS:
-            if isinstance(value, kind):
-                encode_items(tag, list(value), out, depth)
-                return
-        if not hasattr(type(value), "__next__") and not isinstance(value, VALUES_VIEW):
-            raise WireError(f"{type(value).__name__} is not plain data")
-        encode_items(b"I", list(value), out, depth)
-
-
-def encode_items(tag: bytes, items: list, out: list[bytes], depth: int) -> None:
-    """Append a container: its tag, the number of items, the items."""
-    out.append(tag + b"%d:" % (len(items) // 2 if tag == b"D" else len(items)))
-    for item in items:
-        encode_into(item, out, depth + 1)
-
-
-def decode(data: bytes) -> object:
-    """The value that ``data`` is the wire form of; ``WireError`` for anything else."""
-    try:
-        value, end = decode_at(data, 0, 0)
-    except (IndexError, TypeError, ValueError, OverflowError, UnicodeDecodeError) as exc:
-        raise WireError(f"not plain data ({type(exc).__name__}: {exc})") from None
-    if end != len(data):
-        raise WireError("not plain data (bytes after the value)")
-    return value
-
-
-def decode_number(data: bytes, pos: int) -> tuple[list[str], int]:
-    """The comma-separated fields up to the next ``;`` and the position after it."""
-    end = data.index(b";", pos)
-    return data[pos:end].decode("ascii").split(","), end + 1
-
-
-def decode_count(data: bytes, pos: int) -> tuple[int, int]:
-    """A decimal count up to the next ``:``, at most the bytes left."""
-    end = data.index(b":", pos, pos + 12)
-    count = int(data[pos:end].decode("ascii"))
-    if not 0 <= count <= len(data) - end - 1:
-        raise ValueError("a count larger than the message")
-    return count, end + 1
-
-
-def decode_at(data: bytes, pos: int, depth: int) -> tuple[object, int]:
-    """The value that starts at ``pos`` and the position after it."""
-    if depth > WIRE_DEPTH:
-        raise ValueError(f"nested more than {WIRE_DEPTH} levels deep")
-    tag, pos = data[pos:pos + 1], pos + 1
-    if tag in (b"n", b"t", b"f"):
-        return {b"n": None, b"t": True, b"f": False}[tag], pos
-    if tag in (b"i", b"d", b"c", b"r"):
-        fields, pos = decode_number(data, pos)
-        if tag == b"i" and len(fields) == 1:
-            return int(fields[0], 16), pos
-        if tag == b"d" and len(fields) == 1:
-            return float.fromhex(fields[0]), pos
-        if tag == b"c" and len(fields) == 2:
-            return complex(float.fromhex(fields[0]), float.fromhex(fields[1])), pos
-        if tag == b"r" and len(fields) == 3:
-            return range(*(int(field, 16) for field in fields)), pos
-        raise ValueError(f"a malformed number {fields!r}")
-    if tag in (b"s", b"b"):
-        size, pos = decode_count(data, pos)
-        raw = data[pos:pos + size]
-        return (raw.decode("utf-8", "surrogatepass") if tag == b"s" else bytes(raw)), pos + size
-    if tag not in (b"L", b"T", b"S", b"F", b"D", b"I"):
-        raise ValueError(f"an unknown tag {tag!r}")
-    count, pos = decode_count(data, pos)
-    items = []
-    for _ in range(count * 2 if tag == b"D" else count):
-        item, pos = decode_at(data, pos, depth + 1)
-        items.append(item)
-    if tag == b"D":
-        return dict(zip(items[::2], items[1::2], strict=True)), pos
-    return {b"L": list, b"T": tuple, b"S": set, b"F": frozenset, b"I": iter}[tag](items), pos
-
-
-class Channel:
-    """Messages in the wire format on a pair of pipes, each preceded by its length."""
-
-    def __init__(self, read_fd: int, write_fd: int) -> None:
-        self.read_fd, self.write_fd, self.buffer = read_fd, write_fd, bytearray()
-
-    def send(self, value: object) -> None:
-        """Send ``value``; ``WireError`` where it has no wire form or is too large."""
-        data = encode(value)
-        if len(data) > WIRE_LIMIT:
-            raise WireError(f"{len(data)} bytes, more than the {WIRE_LIMIT} a message may have")
-        view = memoryview(len(data).to_bytes(8, "big") + data)
-        while view:
-            view = view[os.write(self.write_fd, view):]
-
-    def receive(self) -> object:
-        """The next value; ``EOFError`` once the other end is closed, ``WireError`` for a
-        message that is too large or not plain data."""
-        size = int.from_bytes(self.read_exactly(8), "big")
-        if size > WIRE_LIMIT:
-            raise WireError(f"a message of {size} bytes, more than {WIRE_LIMIT}")
-        return decode(self.read_exactly(size))
-
-    def read_exactly(self, size: int) -> bytes:
-        """``size`` bytes from the pipe (``EOFError`` if it ends first)."""
-        while len(self.buffer) < size:
-            chunk = os.read(self.read_fd, min(1 << 20, max(65536, size - len(self.buffer))))
-            if not chunk:
-                raise EOFError("the other end closed the pipe")
-            self.buffer += chunk
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
 
 
 def unshare() -> tuple[bool, bool]:
@@ -476,6 +345,15 @@ def confine(ruleset: int) -> tuple[int, bool]:
     return landlocked, filtered
 
 
+def confine_checker() -> None:
+    """The checker's confinement: the program's rlimits, Landlock (reads only) and seccomp; it
+    stays the tool's user and dies with its parent."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    set_limits()
+    dirs = [p for p in sys.path if os.path.isdir(p)]
+    confine(landlock_ruleset("", dirs)[0])  # reads only; stays the tool's user
+
+
 def relocate(path: str, moved: dict[str, str]) -> str:
     """``path`` with a folder of ``moved`` replaced by its descriptor path."""
     for old, new in moved.items():
@@ -484,18 +362,8 @@ def relocate(path: str, moved: dict[str, str]) -> str:
     return path
 
 
-def print_traceback(exc: BaseException, frames: bool = True) -> None:
-    """The program's traceback without the runner's own frame."""
-    try:
-        import traceback
-
-        tb = exc.__traceback__.tb_next if frames and exc.__traceback__ else None
-        traceback.print_exception(type(exc), exc, tb)
-    except BaseException:
-        pass
-
-
-def run_program_child(source: str, net_isolated: bool, channel: Channel | None = None) -> None:
+def run_program_child(source: str, net_isolated: bool,
+                      channel: sandbox_wire.Channel | None = None) -> None:
     """In the program process: set the limits, drop privileges, run ``source``; without a check
     report how it ended, with one (``channel``) answer the checker's calls. Never returns."""
     try:
@@ -531,7 +399,10 @@ def run_program_child(source: str, net_isolated: bool, channel: Channel | None =
     sys.dont_write_bytecode = True
     if CFG["guard"] or not net_isolated:
         guard(cwd, block_network=True, block_host=bool(CFG["guard"]))
-    code = run_to_the_end(source) if channel is None else run_and_answer(source, channel)
+    if channel is None:
+        code = run_to_the_end(source)
+    else:
+        code = sandbox_check.run_and_answer(source, channel)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -546,7 +417,7 @@ def run_to_the_end(source: str) -> int:
         # dont_inherit: this module's ``from __future__`` imports must not reach the program
         compiled = compile(source, "program.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
-        print_traceback(exc, frames=False)
+        sandbox_check.print_traceback(exc, frames=False)
         say("outcome error", type(exc).__name__ + ":", exc)
         return 1
     try:
@@ -556,248 +427,12 @@ def run_to_the_end(source: str) -> int:
     except SystemExit as exc:
         say(f"outcome failed the program exited before its end (SystemExit: {exc.code!r})")
     except BaseException as exc:
-        print_traceback(exc)
+        sandbox_check.print_traceback(exc)
         say("outcome failed", type(exc).__name__ + ":", exc)
     else:
         say("outcome passed")
         return 0
     return 1
-
-
-def exception_text(exc: BaseException) -> str:
-    """The message of an exception (a ``SystemExit``'s code), even one whose ``str`` fails."""
-    try:
-        return str(exc.code if isinstance(exc, SystemExit) else exc)[:2000]
-    except BaseException:
-        return "?"
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, or ``Type`` where it has no message."""
-    text = exception_text(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def raised(exc: BaseException) -> tuple[str, str, str]:
-    """The message that tells the checker the program raised ``exc``."""
-    if not isinstance(exc, MemoryError):
-        print_traceback(exc)
-    return "raised", type(exc).__name__, exception_text(exc)
-
-
-def run_and_answer(source: str, channel: Channel) -> int:
-    """Run ``source``, then answer the checker: first the name of the function the check
-    calls, then one message per call, until the checker closes the pipe."""
-    try:
-        compiled = compile(source, "program.py", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
-        print_traceback(exc, frames=False)
-        with contextlib.suppress(OSError, WireError):
-            channel.send(("uncompilable", type(exc).__name__, exception_text(exc)))
-        return 1
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    try:
-        exec(compiled, namespace)
-    except BaseException as exc:
-        with contextlib.suppress(OSError, WireError):
-            channel.send(raised(exc))
-        return 1
-    with contextlib.suppress(OSError, EOFError, WireError):
-        serve(namespace, channel)
-    return 0
-
-
-def serve(namespace: dict, channel: Channel) -> None:
-    """Call the function the checker names with the arguments it sends; reply with a plain
-    copy of the value returned, or what was raised."""
-    name = channel.receive()
-    function = namespace.get(name) if isinstance(name, str) else None
-    if not callable(function):
-        channel.send(("raised", "NameError", f"name {name!r} is not defined"))
-        return
-    channel.send(("ready",))
-    while True:
-        args, kwargs = channel.receive()
-        try:
-            value = function(*args, **kwargs)
-        except BaseException as exc:
-            channel.send(raised(exc))
-            if isinstance(exc, SystemExit):
-                return
-            continue
-        try:
-            channel.send(("returned", value))
-        except WireError as exc:
-            channel.send(("non-plain", type(value).__name__, str(exc)))
-        except BaseException as exc:  # e.g. a generator raising while it is read
-            channel.send(raised(exc))
-
-
-class CandidateEnded(BaseException):
-    """The program stopped answering, or answered what the check may not see: ends the check
-    whatever the check catches (a ``BaseException``, not an ``Exception``)."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
-class CandidateError(Exception):
-    """The program raised an exception that is not a built-in one."""
-
-
-class Candidate:
-    """What the check calls in place of the program's function: sends the arguments to the
-    program process, returns the plain data rebuilt from its reply. The first ``CandidateEnded``
-    is kept in ``ended``: it decides the run even where the check swallows it."""
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-        self.ended: CandidateEnded | None = None
-
-    def __call__(self, *args: object, **kwargs: object) -> object:
-        try:
-            return self.call(args, kwargs)
-        except CandidateEnded as exc:
-            self.ended = self.ended or exc
-            raise
-
-    def call(self, args: tuple, kwargs: dict) -> object:
-        """One call: send, then wait for the reply."""
-        if self.ended is not None:
-            raise self.ended
-        try:
-            self.channel.send((args, kwargs))
-        except WireError as exc:
-            raise TypeError(f"an argument cannot be sent to the program ({exc})") from None
-        except OSError:
-            raise CandidateEnded("lost", "the program ended during the check") from None
-        kind, payload = reply(self.channel)
-        if kind != "returned":
-            raise CandidateEnded("failed", "the program's reply was out of order")
-        return payload
-
-
-def reply(channel: Channel) -> tuple[str, object]:
-    """The program's next reply as (kind, value), or the exception it stands for."""
-    try:
-        message = channel.receive()
-    except EOFError:
-        raise CandidateEnded("lost", "the program ended during the check") from None
-    except WireError as exc:
-        raise CandidateEnded("failed", f"the program's reply was not plain data: {exc}") from None
-    kind = message[0] if isinstance(message, tuple) and message else None
-    if kind == "ready" and len(message) == 1:
-        return "ready", None
-    if kind == "returned" and len(message) == 2:
-        return "returned", message[1]
-    if kind in ("raised", "uncompilable", "non-plain") and len(message) == 3 and all(
-            type(part) is str for part in message):
-        raise program_exception(kind, message[1], message[2])
-    raise CandidateEnded("failed", "the program's reply was malformed")
-
-
-def program_exception(kind: str, name: str, text: str) -> BaseException:
-    """The exception the checker raises for the program's ``raised`` (or other) reply: the
-    built-in exception of that name where there is one, so that a check may catch it."""
-    if kind == "uncompilable":
-        return CandidateEnded("error", f"{name}: {text}")
-    if kind == "non-plain":
-        return CandidateEnded("failed", f"the program returned a {name}: {text}")
-    if name == "MemoryError":
-        return CandidateEnded("error", "MemoryError")
-    if name == "SystemExit":
-        return CandidateEnded("failed", f"the program exited before its end (SystemExit: {text})")
-    kind_of = getattr(builtins, name, None)
-    if isinstance(kind_of, type) and issubclass(kind_of, Exception):
-        with contextlib.suppress(Exception):
-            return kind_of(text)
-    return CandidateError(f"{name}: {text}")
-
-
-def read_to_the_end(fd: int) -> bytes:
-    """Everything left in a pipe, until its writers are gone."""
-    data = bytearray()
-    while chunk := os.read(fd, 65536):
-        data += chunk
-        if len(data) > 4 * WIRE_LIMIT:
-            raise WireError("the check is too large")
-    return bytes(data)
-
-
-def run_checker(channel: Channel, sync_fd: int) -> None:
-    """In the checker process: read the check from ``check_fd``, tell the parent (which only
-    then starts the program), confine itself, run the check against the program's replies and
-    report the verdict with the tool's token. Never returns."""
-    token = ""
-    try:
-        spec = read_to_the_end(CFG["check_fd"])
-        os.close(CFG["check_fd"])
-        os.write(sync_fd, b"1")
-        os.close(sync_fd)
-        token, entry_point, helpers, test = decode(spec)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)  # the program shares the tool's stderr file and could read it back
-        os.close(null)
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        set_limits()
-        dirs = [p for p in sys.path if os.path.isdir(p)]
-        confine(landlock_ruleset("", dirs)[0])  # reads only; stays the tool's user
-        sys.dont_write_bytecode = True
-    except BaseException as exc:
-        say("outcome", token, "error the check could not start:", repr(exc))
-        os._exit(1)
-    status, reason = check_outcome(channel, entry_point, helpers, test)
-    say("outcome", token, status, reason)
-    os._exit(LOST_EXIT if status == "lost" else 0)
-
-
-def check_outcome(channel: Channel, entry_point: str, helpers: str, test: str) -> tuple[str, str]:
-    """Run ``helpers`` (trusted code the test may use, e.g. the problem's prompt) and ``test``
-    in a namespace of this process, with the program's function replaced by a ``Candidate``,
-    then ``check(candidate)``: (status, reason)."""
-    try:
-        channel.send(entry_point)
-        kind, _ = reply(channel)
-    except CandidateEnded as exc:
-        return exc.status, exc.reason
-    except OSError:
-        return "lost", "the program ended before the check began"
-    except BaseException as exc:  # what the program's own code raised
-        return "failed", describe(exc)
-    if kind != "ready":
-        return "failed", "the program's reply was out of order"
-    candidate = Candidate(channel)
-    try:
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
-        exec(compile(helpers, "helpers.py", "exec", dont_inherit=True), namespace)
-        namespace[entry_point] = candidate
-        exec(compile(test, "check.py", "exec", dont_inherit=True), namespace)
-        namespace["check"](candidate)
-    except CandidateEnded as exc:
-        return exc.status, exc.reason
-    except MemoryError:
-        return "error", "MemoryError in the check"
-    except BaseException as exc:
-        verdict = "failed", describe(exc) + failing_line(exc, test)
-    else:
-        verdict = "passed", ""
-    if candidate.ended is not None:  # the check caught it, but it decides
-        return candidate.ended.status, candidate.ended.reason
-    return verdict
-
-
-def failing_line(exc: BaseException, test: str) -> str:
-    """`` (check.py line N: source)`` for the innermost frame of the test, or ``""``."""
-    tb, found = exc.__traceback__, None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "check.py":
-            found = tb.tb_lineno
-        tb = tb.tb_next
-    lines = test.splitlines()
-    if found is None or not 0 < found <= len(lines):
-        return ""
-    return f" (check.py line {found}: {lines[found - 1].strip()[:300]})"
 
 
 def descendants(root: int) -> list[int]:
@@ -881,7 +516,8 @@ def supervise_check(source: str, net_isolated: bool, clean_up: bool) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd in (calls_r, results_w, sync_r):
             os.close(fd)
-        run_checker(Channel(results_r, calls_w), sync_w)
+        sandbox_check.run_checker(sandbox_wire.Channel(results_r, calls_w), CFG["check_fd"], sync_w,
+                                  confine_checker, say)
     for fd in (CFG["check_fd"], calls_w, results_r, sync_w):
         os.close(fd)
     os.read(sync_r, 1)  # the checker has read the check: the pipe that held it is empty now
@@ -889,7 +525,7 @@ def supervise_check(source: str, net_isolated: bool, clean_up: bool) -> None:
     child = os.fork()
     if child == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        run_program_child(source, net_isolated, Channel(calls_r, results_w))
+        run_program_child(source, net_isolated, sandbox_wire.Channel(calls_r, results_w))
     os.close(calls_r)
     os.close(results_w)
     ended: dict[int, tuple[int, resource.struct_rusage]] = {}
@@ -898,7 +534,7 @@ def supervise_check(source: str, net_isolated: bool, clean_up: bool) -> None:
         ended[pid] = (status, usage)
     killed = False
     if child not in ended:
-        lost = os.waitstatus_to_exitcode(ended[checker][0]) == LOST_EXIT
+        lost = os.waitstatus_to_exitcode(ended[checker][0]) == sandbox_check.LOST_EXIT
         if not lost:  # the verdict is in: whatever the program still does no longer counts
             os.kill(child, signal.SIGKILL)
             killed = True
