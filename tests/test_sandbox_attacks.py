@@ -500,25 +500,20 @@ def faked_pass_is_refused(task_id: str, completion: str, namespaces: bool) -> Ex
     return result
 
 
-@BOTH_SETUPS
-def test_a_return_value_equal_to_everything_does_not_pass(namespaces):
-    result = faked_pass_is_refused("HumanEval/0", ALWAYS_EQUAL, namespaces)
-    assert "the program returned a Always: Always is not plain data" in result.detail
+FAKED_PASSES = {  # test id: (problem, program, what the failure says)
+    "a-return-value-equal-to-everything": (
+        "HumanEval/0", ALWAYS_EQUAL, "the program returned a Always: Always is not plain data"),
+    "patching-the-runners-report-and-exit": ("HumanEval/0", PATCHED_RUNNER, "AssertionError"),
+    "replacing-builtins-abs": (
+        "HumanEval/2", PATCHED_ABS, "assert abs(candidate(1.33) - 0.33) < 1e-6"),
+    "reading-the-test-from-the-program-file-or-memory": (
+        "HumanEval/0", READ_THE_TEST, "AssertionError"),
+}
 
 
 @BOTH_SETUPS
-def test_patching_the_runners_report_and_exit_does_not_pass(namespaces):
-    result = faked_pass_is_refused("HumanEval/0", PATCHED_RUNNER, namespaces)
-    assert "AssertionError" in result.detail
-
-
-@BOTH_SETUPS
-def test_replacing_builtins_abs_does_not_pass(namespaces):
-    result = faked_pass_is_refused("HumanEval/2", PATCHED_ABS, namespaces)
-    assert "assert abs(candidate(1.33) - 0.33) < 1e-6" in result.detail
-
-
-@BOTH_SETUPS
-def test_the_test_cannot_be_read_from_the_program_file_or_memory(namespaces):
-    result = faked_pass_is_refused("HumanEval/0", READ_THE_TEST, namespaces)
-    assert "AssertionError" in result.detail
+@pytest.mark.parametrize("attack", list(FAKED_PASSES))
+def test_a_program_cannot_fake_a_pass(namespaces, attack: str):
+    task_id, program, detail = FAKED_PASSES[attack]
+    result = faked_pass_is_refused(task_id, program, namespaces)
+    assert detail in result.detail
