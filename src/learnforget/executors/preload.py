@@ -19,3 +19,13 @@ import learnforget.runner  # noqa: E402, F401  (training and measuring)
 from learnforget.stacks import dump_stacks_on_sigusr1  # noqa: E402
 
 dump_stacks_on_sigusr1()
+
+import threading  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+
+# tqdm's default write lock holds a multiprocessing lock: a named semaphore, made the first time
+# any bar is created (PEFT's merge_and_unload makes one, disabled, at every LoRA measurement).
+# A worker stopped with its study leaves it to the resource tracker, which then warns of "leaked
+# semaphore objects". Workers draw no tqdm bars to share, so a thread lock serves.
+tqdm.set_lock(threading.RLock())
