@@ -533,8 +533,8 @@ def test_a_damaged_store_is_named_not_reported_as_unexpected(tmp_path: Path, sql
     assert "unexpected" not in result.output
 
 
-def test_a_damaged_artifact_or_a_binary_study_json_still_gives_a_report(tmp_path: Path,
-                                                                          caplog) -> None:
+def test_damaged_artifacts_binary_study_json_or_infinite_values_still_give_a_report(
+        tmp_path: Path, caplog) -> None:
     out = _damaged_store(tmp_path / "a", "UPDATE artifacts SET json='garbage{'")
     with caplog.at_level(logging.WARNING, logger="learnforget.store"):
         result = CliRunner().invoke(app, ["report", str(out)])
@@ -543,6 +543,10 @@ def test_a_damaged_artifact_or_a_binary_study_json_still_gives_a_report(tmp_path
     assert (out / "report" / "index.html").is_file()
     out = _damaged_store(tmp_path / "b", study_json=bytes(range(256)))
     result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    out = _damaged_store(tmp_path / "c", "UPDATE measurements SET value=9e999 WHERE rowid IN "
+                         "(SELECT rowid FROM measurements WHERE run_id != 'base-x' LIMIT 3)")
+    result = CliRunner().invoke(app, ["report", str(out)])  # an infinite value, as text reads
     assert result.exit_code == 0, result.output
 
 
