@@ -75,14 +75,17 @@ def _lora_points(s: ClaimData, labels: list[str]) -> list[tuple[str, float, np.n
     return out
 
 
-def _gaps(s: ClaimData, front: np.ndarray, points: list[tuple[str, float, np.ndarray]]
-          ) -> tuple[list[Gap], int]:
-    """[Gap] of every point against the frontier rebuilt on each row, and how many points lie
+def _lines(front: np.ndarray) -> list[list[tuple[float, float]]]:
+    """The frontier polyline of every draw row's points (built once per row)."""
+    return [frontier([tuple(p) for p in row]) for row in front]
+
+
+def _gaps(s: ClaimData, lines: list[list[tuple[float, float]]],
+          points: list[tuple[str, float, np.ndarray]]) -> tuple[list[Gap], int]:
+    """[Gap] of every point against each row's frontier (``_lines``), and how many points lie
     outside the frontier's learning range on row 0."""
-    rows = front.shape[0]
-    gap_rows = np.full((rows, len(points)), np.nan)
-    for r in range(rows):
-        line = frontier([tuple(p) for p in front[r]])
+    gap_rows = np.full((len(lines), len(points)), np.nan)
+    for r, line in enumerate(lines):
         for q, (_, _, point) in enumerate(points):
             gap_rows[r, q] = distance_to_front((point[r, 0], point[r, 1]), line)
     gaps, outside = [], 0
@@ -103,10 +106,10 @@ def _gaps(s: ClaimData, front: np.ndarray, points: list[tuple[str, float, np.nda
     return gaps, outside
 
 
-def _frontier_forgetting_at(front: np.ndarray, learn: np.ndarray) -> np.ndarray:
+def _frontier_forgetting_at(lines: list[list[tuple[float, float]]],
+                            learn: np.ndarray) -> np.ndarray:
     """Per row, the forgetting on that row's frontier at ``learn`` (NaN outside its range)."""
-    return np.array([-distance_to_front((learn[r], 0.0), frontier([tuple(p) for p in front[r]]))
-                     for r in range(front.shape[0])])
+    return np.array([-distance_to_front((learn[r], 0.0), line) for r, line in enumerate(lines)])
 
 
 # --- 3: one Pareto curve -----------------------------------------------------------------------
@@ -124,14 +127,15 @@ def claim_one_curve(s: ClaimData, tolerance: float = PARETO_TOLERANCE) -> ClaimV
         return missing
     front = _frontier_points(s, s.ref)
     points = _lora_points(s, s.judged())
-    gaps, outside = _gaps(s, front, points)
+    lines = _lines(front)
+    gaps, outside = _gaps(s, lines, points)
     if not gaps:
         reach = np.nanmax(front[0, :, 0])
         return untestable(
             3, f"LoRA checkpoints whose learning lies within full FT's frontier (0 … "
             f"{fmt(reach)}); {outside} lie outside", s.scope)
     reach = np.max(np.stack(_learn_rows(points, gaps)), axis=0)
-    spread = _frontier_forgetting_at(front, reach)
+    spread = _frontier_forgetting_at(lines, reach)
     if not spread[0] > 0:
         return untestable(
             3, f"full FT checkpoints that forgot at the learning LoRA reaches (≤ {fmt(reach[0])})",
@@ -190,7 +194,7 @@ def claim_beats_regularised(s: ClaimData) -> ClaimVerdict:
     lines, tests = [], []
     for label in labels:
         same_opt = [lab for lab in judged_loras if optimizer[lab] == optimizer[label]]
-        gaps, _ = _gaps(s, _frontier_points(s, label), _lora_points(s, same_opt))
+        gaps, _ = _gaps(s, _lines(_frontier_points(s, label)), _lora_points(s, same_opt))
         if not gaps:
             lines.append(f"vs {s.name(label)}: no LoRA checkpoint within its learning range")
             continue
