@@ -48,11 +48,11 @@ def plausible_best(s: ClaimData, label: str) -> list[float]:
     return plausible or lrs
 
 
-def _bounds(s: ClaimData, label: str) -> tuple[float, float]:
+def _bounds(s: ClaimData, label: str, plausible: list[float]) -> tuple[float, float]:
     """Where ``label``'s best LR can lie: (lower, upper), from its plausible best LRs; a
     plausible LR at the edge of the LRs tried opens that side (a wider sweep might find a
     better one)."""
-    plausible, tried = plausible_best(s, label), s.lrs_tried(label)
+    tried = s.lrs_tried(label)
     low = 0.0 if math.isclose(min(plausible), min(tried)) else min(plausible)
     high = math.inf if math.isclose(max(plausible), max(tried)) else max(plausible)
     return low, high
@@ -73,20 +73,22 @@ def _lr_ratio_part(s: ClaimData, several: float) -> Part:
     best LRs of both (interval rule: holds when every plausible ratio obeys the regime's rule,
     fails when none does)."""
     rule_text, lowest, highest = _ratio_rule(s, several)
-    full_low, full_high = _bounds(s, s.ref)
+    full_plausible = plausible_best(s, s.ref)
+    full_low, full_high = _bounds(s, s.ref, full_plausible)
     # A LoRA trained at one LR only (an extra axis of the grid) says nothing about its best LR.
     swept = [label for label in s.judged() if len(s.lrs_tried(label)) >= 2]
     lines, states = [], []
     for label in swept:
-        low, high = _bounds(s, label)
+        plausible = plausible_best(s, label)
+        low, high = _bounds(s, label, plausible)
         at_least = low / full_high if full_high < math.inf else 0.0
         at_most = high / full_low if full_low > 0 else math.inf
         state = interval_verdict(at_least, at_most, lowest, highest)
         states.append(state)
         ratio = s.best[label] / s.best[s.ref]
         lines.append(f"{s.name(label)} {s.best[label]:g} = {ratio:.3g}× full FT's "
-                     f"{s.best[s.ref]:g} (plausible best LRs {_lrs(plausible_best(s, label))} vs "
-                     f"{_lrs(plausible_best(s, s.ref))}: ratio {_span(at_least, at_most)})")
+                     f"{s.best[s.ref]:g} (plausible best LRs {_lrs(plausible)} vs "
+                     f"{_lrs(full_plausible)}: ratio {_span(at_least, at_most)})")
     rule = (f"; rule, {rule_text}, judged on every LR whose final learning is not below the "
             "best's beyond noise; a plausible best LR at a sweep's edge leaves that side open")
     single = [s.name(label) for label in s.judged() if label not in swept]
