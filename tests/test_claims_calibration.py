@@ -256,3 +256,23 @@ def test_claim_6_modules_matter_more_than_rank(tmp_path: Path) -> None:
     judge = _part(claim_modules, "modules matter more than rank")
     _calibrate(tmp_path, "6 modules vs rank (all equal at the null)", methods, truth(0.2),
                truth(0.05), judge)
+
+
+def test_claim_1_gap_larger_in_cpt_than_in_ift(tmp_path: Path) -> None:
+    # two studies of one domain and base, independent: the share of full FT's learning that
+    # LoRA misses, equal at the null (50% in both), larger in CPT at the effect (80% vs 20%)
+    from learnforget.analysis.claims import judge_claims_across
+
+    def study(regime: str, lora: float) -> Simulation:
+        truth = {"full": {1e-3: [(0.2, 0.05), (0.4, 0.1)]},
+                 "lora-r8-all": {1e-2: [(lora / 2, 0.02), (lora, 0.04)]}}
+        return Simulation(tmp_path / f"{regime}-{lora}", PAIR, truth, regime=regime)
+
+    def verdicts(cpt: Simulation, ift: Simulation, seed: int) -> list[str]:
+        rng = np.random.default_rng(seed)
+        return [judge_claims_across([cpt.frame(rng), ift.frame(rng)])[0].verdict
+                for _ in range(REPLICATES)]
+
+    null = verdicts(study("cpt", 0.2), study("ift", 0.2), 0)
+    effect = verdicts(study("cpt", 0.08), study("ift", 0.32), 1)
+    _check("1 larger gap in CPT than in IFT (two studies)", null, effect)
