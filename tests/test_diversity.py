@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from learnforget.analysis.diversity import (
+from learnforget.measure.diversity_scores import (
     distinct_n,
     distinct_outputs,
     diversity_summary,

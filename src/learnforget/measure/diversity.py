@@ -7,7 +7,7 @@ problems / docstring prompts in the tiny world, held-out prompts of custom IFT d
 
 from __future__ import annotations
 
-from learnforget.analysis.diversity import diversity_summary
+from learnforget.measure.diversity_scores import diversity_summary
 from learnforget.study import EvaluationSpec, TargetSpec
 
 
