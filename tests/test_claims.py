@@ -99,7 +99,7 @@ def test_claim_1_across_studies_compares_the_gaps_of_cpt_and_ift(tmp_path: Path)
 
 
 def test_claim_1_across_studies_needs_one_domain_and_one_base(tmp_path: Path) -> None:
-    # the old rule compared studies of other domains or bases "anyway" and said holds
+    # studies of another domain or another base are never paired: no verdict from them
     cpt = _gap_study(tmp_path / "a", "code", "cpt", 0.6)  # LoRA misses 40%
     math_ift = _gap_study(tmp_path / "b", "math", "ift", 0.9)  # other domain, same base
     (claim,) = judge_claims_across([cpt, math_ift])
@@ -133,8 +133,8 @@ def test_claim_2_holds_when_lora_forgets_less_and_full_forgets_faster(tmp_path: 
 
 def test_claim_2_counts_forgetting_in_the_first_steps_as_growth(tmp_path: Path) -> None:
     # full FT forgets 0.10 by the first checkpoint and 0.12 by the second; LoRA 0.01 → 0.08.
-    # Over the checkpoints alone (the old rule) LoRA's slope is larger; through the base point
-    # full FT's is: it forgot fastest, in its first steps
+    # Over the checkpoints alone LoRA's slope would be larger; the slope through the base point
+    # makes full FT's larger: it forgot fastest, in its first steps
     frame = frame_of(tmp_path, FULL_LORA, full_lora(
         full=[(0.10, 0.10), (0.20, 0.12)], r8=[(0.05, 0.01), (0.12, 0.08)],
         r64=[(0.08, 0.02), (0.16, 0.05)]))
@@ -155,7 +155,7 @@ def test_claim_2_does_not_hold_when_lora_forgetting_overtakes(tmp_path: Path) ->
 def test_claim_2_is_inconclusive_when_lora_forgets_as_much_and_fails_when_it_forgets_more(
         tmp_path: Path) -> None:
     # LoRA r=64 forgets exactly as much as full FT at 8 steps: 0 ± noise is not "less", but
-    # not "more" beyond noise either (the old rule read it as the claim failing)
+    # not "more" beyond noise either: inconclusive, not failed
     frame = frame_of(tmp_path / "a", FULL_LORA, full_lora(
         full=[(0.10, 0.05), (0.20, 0.15)], r8=[(0.05, 0.01), (0.12, 0.02)],
         r64=[(0.08, 0.02), (0.16, 0.15)]))
@@ -313,7 +313,7 @@ def test_claim_5_judges_the_lr_ratio_per_regime(tmp_path: Path) -> None:
     claim = verdict_of(_lr_study(tmp_path / "a", *equal, regime="ift"), 5)
     assert claim.verdict == FAILS and claim.parts[ratio] == FAILS, claim
     assert "= 1× full FT's" in claim.evidence and "IFT: ≥ 2× full FT's" in claim.evidence
-    # in CPT the paper reports about the same best LRs: equal ones hold (the old rule failed).
+    # in CPT the paper reports about the same best LRs: equal ones hold.
     # The claim as a whole does not: at +1 decade LoRA lost less than full FT (0.38 vs 0.5)
     claim = verdict_of(_lr_study(tmp_path / "b", *equal, regime="cpt"), 5)
     assert claim.parts[ratio] == HOLDS, claim

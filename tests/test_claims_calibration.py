@@ -206,7 +206,7 @@ def test_claim_5_sensitivity_does_not_depend_on_how_wide_each_sweep_is(tmp_path:
                                                                          wide: str) -> None:
     # identical LR curves (a share lost growing as the square of the decades away), one method
     # swept ±1 decade and the other ±0.3: compared on the offsets both share, never on spans
-    # of different width (the old rule said "does not hold" one way round, "holds" the other)
+    # of different width (which would say "does not hold" one way round, "holds" the other)
     def sweep(best: float, decades: float) -> dict[float, float]:
         return {best * 10 ** d: 0.1 * (1 - 0.5 * d * d) for d in (-decades, 0.0, decades)}
 

@@ -33,7 +33,7 @@ def test_the_spread_of_seeds_widens_a_difference(tmp_path: Path) -> None:
 
 
 def test_seeds_that_share_their_items_keep_the_items_noise(tmp_path: Path) -> None:
-    # a store without per-item values: an identical second seed used to divide the error by √2
+    # a store without per-item values: an identical second seed does not divide the error by √2
     one = ClaimData(frame_of(tmp_path / "one", FULL_LORA, PLAIN, stderr=0.05))
     two = ClaimData(frame_of(tmp_path / "two", FULL_LORA, PLAIN, stderr=0.05,
                              seed_offsets={0: 0.0, 1: 0.0}))

@@ -241,8 +241,8 @@ def _plus_minus(text: str, label: str) -> tuple[float, float]:
 
 def test_claim_7_pairs_each_matrix_with_itself_within_its_seed(tmp_path: Path) -> None:
     # two seeds of different rank (100 and 300), each matrix rising by 10–11; pairing matrices by
-    # name across seeds (the old rule) paired one seed's last with the other's first, the one
-    # stored later: a mean "rise" of −89.5 (does not hold) or +110 (holds) by the records' order
+    # name across seeds would pair one seed's last with the other's first, the one stored
+    # later: a mean "rise" of −89.5 (does not hold) or +110 (holds) by the records' order
     frame = _rank_study(tmp_path, RISING, seeds=2)
     runs = _best_runs(frame, "full")
     assert len(runs) == 2
@@ -328,7 +328,7 @@ def test_claim_8_compares_the_diversity_of_generations(tmp_path: Path) -> None:
 
 def test_claim_8_a_duplicated_seed_does_not_shrink_the_error(tmp_path: Path) -> None:
     # two seeds with the same prompts and the same numbers: nothing new was measured, so the
-    # error is that of one seed (the old rule: √(2·se²) / 2 = se / √2 resolved 7.7 vs 7)
+    # error is that of one seed (se / √2 would resolve 7.7 vs 7)
     one = verdict_of(_diversity_study(tmp_path / "a", (7.0, 0.3), (7.7, 0.3), seeds=1), 8)
     two = verdict_of(_diversity_study(tmp_path / "b", (7.0, 0.3), (7.7, 0.3), seeds=2), 8)
     assert one.verdict == two.verdict == INCONCLUSIVE, two
