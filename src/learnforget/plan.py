@@ -10,7 +10,7 @@ import itertools
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from learnforget.errors import UserError
 from learnforget.precision import resolve_precision, run_id_view
@@ -28,24 +28,41 @@ from learnforget.study import (
 
 
 class MethodConfig(BaseModel):
-    """One point of a method grid: every field a single value."""
+    """One point of a method grid, every field a single value: the method's identity. Runs whose
+    method settings differ in any field are different methods, compared apart; the label
+    (``label``) and the readable name (``method_name``) are rendered from these fields only."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["full", "lora"]
-    lr: float
-    weight_decay: float = 0.0
+    kind: Literal["full", "lora"] = Field(
+        description="full: every parameter trains; lora: PEFT LoRA adapters on a frozen base")
+    lr: float = Field(description="peak learning rate")
+    weight_decay: float = Field(0.0, description="decoupled weight decay")
     # full finetuning
-    attention_dropout: float = 0.0
-    train_embeddings: bool = True
+    attention_dropout: float = Field(
+        0.0, description="full finetuning: dropout on the attention probabilities")
+    train_embeddings: bool = Field(
+        True, description="full finetuning: false freezes the embeddings and the LM head")
     # LoRA
-    r: int | None = None
-    alpha: float | None = None
-    targets: Literal["attention", "mlp", "all"] | None = None
-    dropout: float = 0.0
-    use_rslora: bool = False
-    use_dora: bool = False
-    init: str = "default"
+    r: int | None = Field(None, description="LoRA: rank of the adapters")
+    alpha: float | None = Field(None, description="LoRA: α (the update is scaled by α/r)")
+    targets: Literal["attention", "mlp", "all"] | None = Field(
+        None, description="LoRA: the modules that get adapters")
+    dropout: float = Field(0.0, description="LoRA: dropout on the adapters' input")
+    use_rslora: bool = Field(False, description="LoRA: scale by α/√r instead of α/r")
+    use_dora: bool = Field(False, description="LoRA: DoRA, weight-decomposed LoRA")
+    init: str = Field("default", description="LoRA: adapter initialisation (PEFT "
+                      "init_lora_weights)")
+
+    @property
+    def is_full(self) -> bool:
+        """Whether this is full finetuning (every parameter trains)."""
+        return self.kind == "full"
+
+    @property
+    def default_alpha(self) -> bool:
+        """Whether a LoRA's α is the default 2·r (or unset)."""
+        return self.alpha is None or self.r is None or float(self.alpha) == 2.0 * self.r
 
     @property
     def label(self) -> str:
@@ -53,7 +70,7 @@ class MethodConfig(BaseModel):
         method from another, e.g. ``lora-r8-all``, ``lora-r8-all-a8-drop0.1-wd0.1``, ``full``,
         ``full-wd0.1``. Default settings add nothing (α = 2r, no dropout, no weight decay), so
         runs differing in any setting get different labels and are never compared as one."""
-        if self.kind == "full":
+        if self.is_full:
             parts = ["full"]
             if not self.train_embeddings:
                 parts.append("frozen-emb")
@@ -69,13 +86,45 @@ class MethodConfig(BaseModel):
             parts.append("dora")
         if self.init != "default":
             parts.append(self.init)
-        if self.alpha is not None and self.r is not None and float(self.alpha) != 2.0 * self.r:
+        if not self.default_alpha:
             parts.append(f"a{self.alpha:g}")
         if self.dropout:
             parts.append(f"drop{self.dropout:g}")
         if self.weight_decay:
             parts.append(f"wd{self.weight_decay:g}")
         return "-".join(parts)
+
+
+def method_name(method: MethodConfig, optimizer: str | None = None) -> str:
+    """A readable name rendered from the method's fields and its optimizer: ``LoRA r=8 (all)``,
+    ``LoRA r=64 (mlp, DoRA, Lion)``, ``full finetuning (frozen embeddings, weight decay 0.1)``."""
+    extras: list[str] = []
+    if method.is_full:
+        name = "full finetuning"
+        if not method.train_embeddings:
+            extras.append("frozen embeddings")
+        if method.weight_decay > 0:
+            extras.append(f"weight decay {method.weight_decay:g}")
+        if method.attention_dropout > 0:
+            extras.append(f"attention dropout {method.attention_dropout:g}")
+    else:
+        name = f"LoRA r={method.r if method.r is not None else '?'}"
+        extras.append(str(method.targets))
+        if not method.default_alpha:
+            extras.append(f"α={float(method.alpha):g}")
+        if method.use_rslora:
+            extras.append("rsLoRA")
+        if method.use_dora:
+            extras.append("DoRA")
+        if method.init != "default":
+            extras.append(f"{method.init} init")
+        if method.dropout > 0:
+            extras.append(f"dropout {method.dropout:g}")
+        if method.weight_decay > 0:
+            extras.append(f"weight decay {method.weight_decay:g}")
+    if optimizer == "lion":
+        extras.append("Lion")
+    return f"{name} ({', '.join(extras)})" if extras else name
 
 
 class RunConfig(BaseModel):
