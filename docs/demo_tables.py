@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 
 from learnforget.analysis.claim_data import ClaimData
+from learnforget.analysis.comparison import Z
 from learnforget.analysis.frame import load_frame, lr_table
-from learnforget.analysis.uncertainty import Z
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from learnforget.analysis.comparison import Difference, as_float
 from learnforget.analysis.draws import Draws, build_draws
 from learnforget.analysis.frame import (
     Frame,
@@ -49,7 +50,6 @@ from learnforget.analysis.frame import (
     reference_label,
     usable,
 )
-from learnforget.analysis.uncertainty import Difference, as_float
 
 Verdict = Literal["holds", "does not hold", "inconclusive", "not testable"]
 HOLDS: Verdict = "holds"

@@ -45,10 +45,10 @@ from learnforget.analysis.claim_data import (
     reading,
     settle_text,
 )
+from learnforget.analysis.comparison import Difference
 from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
 from learnforget.analysis.frame import TARGET_ORDER, Frame
 from learnforget.analysis.lr_claims import claim_learning_rates
-from learnforget.analysis.uncertainty import Difference
 from learnforget.analysis.weight_claims import claim_delta_rank, claim_diversity, claim_intruders
 
 __all__ = [

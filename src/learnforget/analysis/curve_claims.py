@@ -29,8 +29,8 @@ from learnforget.analysis.claim_data import (
     needs_pair,
     untestable,
 )
+from learnforget.analysis.comparison import Difference
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
-from learnforget.analysis.uncertainty import Difference
 
 
 class Gap(NamedTuple):

@@ -42,9 +42,9 @@ from learnforget.analysis.claim_data import (
     se_column_of,
     untestable,
 )
+from learnforget.analysis.comparison import Difference, as_float
 from learnforget.analysis.frame import usable
 from learnforget.analysis.summary import ATTENTION, MLP
-from learnforget.analysis.uncertainty import Difference, as_float
 
 BOOTSTRAP = 400  # draws over matrices for the standard error of a median
 BOOTSTRAP_SEED = 0  # the bootstrap's generator is seeded: a verdict does not change between calls

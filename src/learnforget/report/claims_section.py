@@ -20,8 +20,8 @@ from learnforget.analysis.claims import (
     count_verdicts,
     judge_claims,
 )
+from learnforget.analysis.comparison import Z
 from learnforget.analysis.frame import Frame
-from learnforget.analysis.uncertainty import Z
 from learnforget.analysis.variants import variant_comparison
 from learnforget.report.html import Cell, Section, escape, number, paragraph, table
 from learnforget.report.weights import best_run_ids, load_artifacts
