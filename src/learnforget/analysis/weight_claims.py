@@ -44,7 +44,7 @@ from learnforget.analysis.claim_data import (
 )
 from learnforget.analysis.comparison import Difference, as_float
 from learnforget.analysis.frame import usable
-from learnforget.analysis.summary import ATTENTION, MLP
+from learnforget.methods import ATTENTION_MODULES, MLP_MODULES
 
 BOOTSTRAP = 400  # draws over matrices for the standard error of a median
 BOOTSTRAP_SEED = 0  # the bootstrap's generator is seeded: a verdict does not change between calls
@@ -327,7 +327,7 @@ def _high_early_rising(s: ClaimData, pairs: dict[str, list[tuple[float, float]]]
                 f"{tests[0].text()}, last − first {tests[1].text()}", settle=settle, tests=tests)
 
 
-def _module_ratios(matrices: list[dict], modules: set[str]) -> list[float]:
+def _module_ratios(matrices: list[dict], modules: tuple[str, ...]) -> list[float]:
     """rank90 / random rank90 of the matrices of ``modules`` (those with both)."""
     ratios = [as_float(m.get("rank90")) / as_float(m["random_rank90"]) for m in matrices
               if m.get("module") in modules and as_float(m.get("random_rank90")) > 0]
@@ -338,7 +338,7 @@ def _ratio_difference(matrices: list[dict]) -> tuple[float, float, Estimate] | N
     """One run's mean shape-normalised rank of MLP and of attention matrices and their
     difference with its error (two independent sets of matrices, Welch); None below two
     matrices of either."""
-    mlp, attention = (_module_ratios(matrices, group) for group in (MLP, ATTENTION))
+    mlp, attention = (_module_ratios(matrices, group) for group in (MLP_MODULES, ATTENTION_MODULES))
     if len(mlp) < 2 or len(attention) < 2:
         return None
     diff = difference_of(_mean_estimate(mlp), _mean_estimate(attention))

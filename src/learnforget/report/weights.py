@@ -26,6 +26,7 @@ from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame, best_lrs, usable
 from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
 from learnforget.analysis.spectrum import random_singular_values
+from learnforget.methods import TARGET_MODULES
 from learnforget.report.figures import (
     DPI,
     FigureSpec,
@@ -39,7 +40,6 @@ from learnforget.store import Store
 if TYPE_CHECKING:  # build.py imports this module, so the context is only a type here
     from learnforget.report.build import ReportContext
 
-MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SHOWN_MATRIX = ["down_proj", "up_proj", "gate_proj", "o_proj", "v_proj", "q_proj", "k_proj"]
 MAX_PANELS = 6  # heatmap panels: full finetuning first, then the other methods
 FLOOR = 1e-4  # the spectrum figure cuts singular values below this share of the largest
@@ -140,7 +140,8 @@ def spectrum_heatmap(frame: Frame, out_dir: Path, spectra: Spectra) -> Path:
             grids[(label, step)] = grid
             randoms.update(random)
     require(bool(grids), "the stored spectra name no layer")
-    modules = [m for m in MODULES if m in randoms] + sorted(set(randoms) - set(MODULES))
+    modules = ([m for m in TARGET_MODULES["all"] if m in randoms]
+               + sorted(set(randoms) - set(TARGET_MODULES["all"])))
     layers = sorted({int(layer) for grid in grids.values() for layer in grid.index})
     figure, axes = _figure(len(grids), 3.4 if len(modules) > 4 else 2.6,
                            min(12.0, 1.9 + 0.32 * len(layers)))
