@@ -20,17 +20,10 @@ from claim_studies import (
     verdict_of,
 )
 
-from learnforget.analysis.claims import (
-    CLAIMS,
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    UNTESTABLE,
-    VERDICTS,
-    judge_claims,
-)
+from learnforget.analysis.claims import judge_claims
 from learnforget.analysis.frame import Frame
 from learnforget.analysis.variants import variant_comparison
+from learnforget.analysis.verdicts import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, VERDICTS
 
 torch.set_num_threads(1)
 

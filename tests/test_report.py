@@ -22,8 +22,10 @@ import pandas as pd
 import pytest
 import torch
 
+from learnforget.analysis.best_lr import best_lrs
 from learnforget.analysis.findings import study_findings
-from learnforget.analysis.frame import best_lrs, load_frame, method_name
+from learnforget.analysis.frame import load_frame
+from learnforget.analysis.method_names import method_name
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 from learnforget.analysis.recommend import frontier_note, recommend, verdict
 from learnforget.plan import RunConfig, expand

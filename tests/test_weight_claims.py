@@ -57,15 +57,9 @@ import pandas as pd
 import pytest
 from claim_studies import FULL_LORA, PLAIN, frame_of, verdict_of
 
-from learnforget.analysis.claim_data import (
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    UNTESTABLE,
-    ClaimData,
-    ClaimVerdict,
-)
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame
+from learnforget.analysis.verdicts import FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, ClaimVerdict
 from learnforget.analysis.weight_claims import (
     claim_delta_rank,
     claim_diversity,

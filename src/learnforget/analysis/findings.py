@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from learnforget.analysis.claim_data import VERDICTS, ClaimData
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame, load_frame
 from learnforget.analysis.recommend import Recommendation, recommend, verdict
+from learnforget.analysis.verdicts import VERDICTS
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from learnforget.analysis.best_lr import final_rows
 from learnforget.analysis.comparison import Z
 from learnforget.analysis.findings import headline
-from learnforget.analysis.frame import Frame, final_rows, load_frame
+from learnforget.analysis.frame import Frame, load_frame
 from learnforget.analysis.recommend import GOALS, frontier_note, recommend, verdict
 from learnforget.report import figures as figs
 from learnforget.report.claims_section import claims_section

@@ -8,7 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from learnforget.analysis.claims import (
+from learnforget.analysis.claims import judge_claims
+from learnforget.analysis.comparison import Z
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.variants import variant_comparison
+from learnforget.analysis.verdicts import (
     CPT_SIMILAR,
     FAILS,
     FAR_MORE,
@@ -18,11 +22,7 @@ from learnforget.analysis.claims import (
     SEVERAL,
     ClaimVerdict,
     count_verdicts,
-    judge_claims,
 )
-from learnforget.analysis.comparison import Z
-from learnforget.analysis.frame import Frame
-from learnforget.analysis.variants import variant_comparison
 from learnforget.report.html import Cell, Section, escape, number, paragraph, table
 from learnforget.report.weights import best_run_ids, load_artifacts
 

@@ -8,8 +8,9 @@ import html
 import json
 from pathlib import Path
 
-from learnforget.analysis.claims import CLAIMS, judge_claims, judge_claims_across
+from learnforget.analysis.claims import judge_claims, judge_claims_across
 from learnforget.analysis.frame import Frame, load_frame
+from learnforget.analysis.verdicts import CLAIMS
 from learnforget.errors import UserError
 from learnforget.report.claims_section import claims_table, verdict_cell
 from learnforget.report.html import paragraph, relative_folder, table

@@ -22,8 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from learnforget.analysis.best_lr import best_lrs, usable
 from learnforget.analysis.claim_data import ClaimData
-from learnforget.analysis.frame import Frame, best_lrs, usable
+from learnforget.analysis.frame import Frame
 from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
 from learnforget.analysis.spectrum import random_singular_values
 from learnforget.methods import TARGET_MODULES
