@@ -13,9 +13,10 @@ import json
 import math
 from pathlib import Path
 
+from learnforget.analysis.best_lr import lr_table
 from learnforget.analysis.claim_data import ClaimData
-from learnforget.analysis.frame import load_frame, lr_table
-from learnforget.analysis.uncertainty import Z
+from learnforget.analysis.comparison import Z
+from learnforget.analysis.frame import load_frame
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from learnforget.analysis.claim_data import ClaimData
+from learnforget.analysis.comparison import Z
 from learnforget.analysis.frame import Frame, load_frame
-from learnforget.analysis.uncertainty import Z
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_tables import claims_table  # noqa: E402

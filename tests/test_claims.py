@@ -17,15 +17,9 @@ from claim_studies import (
     verdict_of,
 )
 
-from learnforget.analysis.claims import (
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    UNTESTABLE,
-    judge_claims,
-    judge_claims_across,
-)
+from learnforget.analysis.claims import judge_claims, judge_claims_across
 from learnforget.analysis.frame import Frame
+from learnforget.analysis.verdicts import FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE
 
 torch.set_num_threads(1)
 

@@ -14,18 +14,11 @@ import numpy as np
 import pytest
 from claim_simulation import Simulation, part_verdict, rate
 
-from learnforget.analysis.claims import (
-    FAILS,
-    HOLDS,
-    UNTESTABLE,
-    ClaimData,
-    claim_beats_regularised,
-    claim_forgets_less,
-    claim_learning_rates,
-    claim_learns_less,
-    claim_modules,
-    claim_one_curve,
-)
+from learnforget.analysis.claim_data import ClaimData
+from learnforget.analysis.claims import claim_forgets_less, claim_learns_less, claim_modules
+from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
+from learnforget.analysis.lr_claims import claim_learning_rates
+from learnforget.analysis.verdicts import FAILS, HOLDS, UNTESTABLE
 
 REPLICATES = 40
 WRONG = 0.05  # at most this share of definite verdicts at the null

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from claim_studies import FULL_LORA, PLAIN, frame_of
 
-from learnforget.analysis.claim_data import HOLDS, ClaimData
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.claims import claim_learns_less
+from learnforget.analysis.verdicts import HOLDS
 
 
 def test_the_spread_of_seeds_widens_a_difference(tmp_path: Path) -> None:

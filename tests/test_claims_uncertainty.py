@@ -20,17 +20,10 @@ from claim_studies import (
     verdict_of,
 )
 
-from learnforget.analysis.claims import (
-    CLAIMS,
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    UNTESTABLE,
-    VERDICTS,
-    judge_claims,
-)
+from learnforget.analysis.claims import judge_claims
 from learnforget.analysis.frame import Frame
 from learnforget.analysis.variants import variant_comparison
+from learnforget.analysis.verdicts import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, VERDICTS
 
 torch.set_num_threads(1)
 
@@ -241,7 +234,7 @@ def test_claim_2_is_not_testable_when_full_finetuning_forgets_nothing_measurable
 
 
 def test_a_difference_of_exactly_zero_on_the_same_items_is_equal_not_below() -> None:
-    from learnforget.analysis.uncertainty import Difference
+    from learnforget.analysis.comparison import Difference
 
     same = Difference(0.3, 0.3, 0.0)  # every item scored alike: 0 ± 0
     assert same.comparison == "equal"

@@ -57,10 +57,10 @@ def test_a_failing_report_lets_the_other_studies_runs_finish(tmp_path: Path,
 
     write_report = report_build.build_report
 
-    def failing_for_first(out: Path, **options):
-        if out.name == "first":
+    def failing_for_first(judgement, **options):
+        if judgement.out.name == "first":
             raise OSError("no space left on device")
-        return write_report(out, **options)
+        return write_report(judgement, **options)
 
     monkeypatch.setattr(report_build, "build_report", failing_for_first)
     first = parse_study(micro_study(name="first", workers=2))

@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from learnforget.analysis.frame import is_paper_lora, load_frame
+from learnforget.analysis.best_lr import lr_table
+from learnforget.analysis.claim_data import is_paper_lora
+from learnforget.analysis.frame import load_frame
 from learnforget.plan import RunConfig, expand
 from learnforget.store import Measurement, Store
 from learnforget.study import parse_study
@@ -138,7 +140,7 @@ def test_a_merged_label_of_an_old_store_is_split(tmp_path: Path) -> None:
         assert {row.run_id: row.label for row in table.itertuples()} == expected
     assert sorted(frame.methods.index) == sorted(VARIANT_LABELS)
     assert sorted(frame.labels) == sorted(VARIANT_LABELS)
-    lrs = frame.lr_summary.set_index("label")
+    lrs = lr_table(frame).set_index("label")
     assert lrs["runs"].to_dict() == dict.fromkeys(VARIANT_LABELS, 1)
 
 

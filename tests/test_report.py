@@ -22,10 +22,14 @@ import pandas as pd
 import pytest
 import torch
 
+from learnforget.analysis.best_lr import best_lrs
 from learnforget.analysis.findings import study_findings
-from learnforget.analysis.frame import best_lrs, load_frame, method_name
+from learnforget.analysis.frame import load_frame
+from learnforget.analysis.judge import judge_study
+from learnforget.analysis.method_names import method_name
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 from learnforget.analysis.recommend import frontier_note, recommend, verdict
+from learnforget.pipeline import write_study_report
 from learnforget.plan import RunConfig, expand
 from learnforget.report import figures as figs
 from learnforget.report.build import SECTION_BUILDERS, build_report
@@ -145,7 +149,7 @@ def rich_out(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def rich_report(rich_out: Path) -> Path:
-    return build_report(rich_out)
+    return write_study_report(rich_out)[0]
 
 
 # --- Pareto -------------------------------------------------------------------------------------
@@ -399,7 +403,7 @@ def test_csv_folds_standard_errors_and_counts_into_their_metric(tmp_path: Path) 
 
     out = write_out(tmp_path, study, lambda run, step: (0.1 * step, 0.01 * step),
                     extra_rows=errors)
-    build_report(out)
+    write_study_report(out)[0]
     csv = pd.read_csv(out / "measurements.csv")
     assert not csv["metric"].str.endswith("_stderr").any() and not csv["metric"].eq("n").any()
     cloze = csv[(csv["task"] == "source_cloze") & (csv["metric"] == "acc_norm")]
@@ -415,7 +419,7 @@ def test_report_with_partial_data(tmp_path: Path) -> None:
     write_out(tmp_path, study,
               lambda run, step: None if run.method.lr == 1e-1 else (0.01 * step, 0.005 * step),
               lambda run: statuses[run.method.lr], spectrum=False, error="boom")
-    page = build_report(tmp_path).read_text()
+    page = write_study_report(tmp_path)[0].read_text()
     _assert_self_contained(page, tmp_path)
     assert "could not be" not in page
     assert "LoRA rank × target modules: not drawn" in page
@@ -429,7 +433,7 @@ def test_report_before_any_checkpoint_skips_figures(tmp_path: Path, with_runs: b
     """Runs registered but pending, or only the base model measured."""
     study = make_study([{"kind": "full", "lr": [1e-3]}])
     write_out(tmp_path, study, lambda run, step: None, lambda run: "pending", runs=with_runs)
-    page = build_report(tmp_path).read_text()
+    page = write_study_report(tmp_path)[0].read_text()
     assert "could not be" not in page and page.count("not drawn") == len(ALL_FIGURES)
     assert "Nothing to recommend" in page
 
@@ -444,7 +448,7 @@ def test_a_section_builder_can_be_added_and_a_broken_one_is_contained(tmp_path: 
     def broken(ctx) -> Section:
         raise KeyError("no such column")
 
-    page = build_report(tmp_path, [*SECTION_BUILDERS, claims, broken]).read_text()
+    page = build_report(judge_study(tmp_path), [*SECTION_BUILDERS, claims, broken]).read_text()
     assert "Claims checklist" in page and "1 runs checked" in page
     assert "this section could not be built: KeyError" in page
 
@@ -505,7 +509,7 @@ def test_runs_table_shows_standard_errors_and_item_counts(tmp_path: Path) -> Non
 
     out = write_out(tmp_path, study, lambda run, step: (0.1 * step, 0.01 * step),
                     extra_rows=errors)
-    page = build_report(out).read_text()
+    page = write_study_report(out)[0].read_text()
     runs = page[page.index('<section id="runs">'):]
     assert "± 0.039 (n=500)" in runs  # 1.96 × 0.02
     study_section = page[page.index('<section id="study">'):page.index('<section id="verdict">')]

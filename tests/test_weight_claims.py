@@ -57,22 +57,16 @@ import pandas as pd
 import pytest
 from claim_studies import FULL_LORA, PLAIN, frame_of, verdict_of
 
-from learnforget.analysis.claim_data import (
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    UNTESTABLE,
-    ClaimData,
-    ClaimVerdict,
-)
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame
-from learnforget.analysis.summary import ATTENTION
+from learnforget.analysis.verdicts import FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, ClaimVerdict
 from learnforget.analysis.weight_claims import (
     claim_delta_rank,
     claim_diversity,
     claim_intruders,
     seed_mean,
 )
+from learnforget.methods import ATTENTION_MODULES
 
 REPLICATES = 100  # per scenario (null, clear effect); claim 8: DIVERSITY_REPLICATES
 DIVERSITY_REPLICATES = 50
@@ -123,7 +117,8 @@ def _matrices(ranks: Sequence[float], intruders: Sequence[float] | None = None,
     names = _names(len(ranks) // len(MODULES))
     counts = intruders if intruders is not None else [None] * len(ranks)
     return [{"name": name, "module": module, "rank90": float(rank),
-             "random_rank90": RANDOM_RANK["attention"] if module in ATTENTION else random_mlp,
+             "random_rank90": (RANDOM_RANK["attention"] if module in ATTENTION_MODULES
+                               else random_mlp),
              "intruders": None if count is None else int(count)}
             for (name, module), rank, count in zip(names, ranks, counts, strict=True)]
 
@@ -133,7 +128,7 @@ def _by_module(attention: float, mlp: float, layers: int = 2,
     """rank90 of every matrix: ``attention`` / ``mlp`` times (1 + a small jitter)."""
     ranks = []
     for i, (_, module) in enumerate(_names(layers)):
-        base = attention if module in ATTENTION else mlp
+        base = attention if module in ATTENTION_MODULES else mlp
         ranks.append(base * (1 + jitter[i % len(jitter)]))
     return ranks
 
@@ -446,7 +441,7 @@ def _rank_replicate(rng: np.random.Generator, part: str, effect: bool,
         return 1 + _effects(rng, seeds, matrix_sd * rng.standard_normal(n), seed_sd, noise_sd)
 
     if part == "MLP above attention":
-        mlp = np.array([m not in ATTENTION for _, m in _names(LAYERS)])
+        mlp = np.array([m not in ATTENTION_MODULES for _, m in _names(LAYERS)])
         base = np.where(mlp, RANDOM_RANK["mlp"] * (0.6 if effect else 0.4),
                         RANDOM_RANK["attention"] * 0.4)
         last = base * spread(0.2, 0.03, 0.1)

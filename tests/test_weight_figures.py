@@ -25,23 +25,28 @@ import pytest
 import torch
 from claim_studies import write_study
 
+from learnforget.analysis.best_lr import AtBestLR
 from learnforget.analysis.claims import judge_claims
 from learnforget.analysis.frame import load_frame
+from learnforget.analysis.judge import judge_study, write_claims_json
 from learnforget.analysis.spectrum import spectrum
 from learnforget.analysis.summary import spectrum_summary
-from learnforget.report.build import build_report
-from learnforget.report.claims_section import claims_section, write_claims_json
-from learnforget.report.figures import DPI, FigureSkipped
-from learnforget.report.index import write_index
-from learnforget.report.weights import (
+from learnforget.analysis.weights import (
     best_spectra,
+    diversity_table,
+    intruder_counts,
+    load_artifacts,
+    rank_grid,
+)
+from learnforget.pipeline import write_run_index, write_study_report
+from learnforget.report.build import build_report
+from learnforget.report.claims_section import claims_section
+from learnforget.report.figures import DPI, FigureSkipped
+from learnforget.report.weights import (
     diversity_figure,
     diversity_section,
-    intruder_counts,
     intruder_figure,
-    load_artifacts,
     matrix_spectrum,
-    rank_grid,
     rank_over_tokens,
     spectrum_heatmap,
     weights_section,
@@ -143,13 +148,13 @@ def weights_out(tmp_path_factory, spectra_by_kind) -> Path:
 
 @pytest.fixture(scope="module")
 def weights_page(weights_out: Path) -> str:
-    return build_report(weights_out).read_text()
+    return write_study_report(weights_out)[0].read_text()
 
 
 # --- the data behind the figures ---------------------------------------------------------------
 def test_rank_grid_and_intruder_counts_recover_the_planted_changes(weights_out: Path) -> None:
     frame = load_frame(weights_out)
-    spectra = best_spectra(frame, load_artifacts(weights_out, "spectrum"))
+    spectra = best_spectra(AtBestLR(frame), load_artifacts(weights_out, "spectrum"))
     assert list(spectra) == ["full", "lora-r4-all"] and set(spectra["full"]) == {4, 8}
     lora_grid, random = rank_grid(spectra["lora-r4-all"][8])
     full_grid, _ = rank_grid(spectra["full"][8])
@@ -206,16 +211,17 @@ def test_the_claims_section_and_claims_json(weights_page: str, weights_out: Path
 def test_figures_are_skipped_without_their_data(tmp_path: Path) -> None:
     out = write_weights_study(tmp_path, None, diversity=False)
     frame = load_frame(out)
-    spectra = best_spectra(frame, load_artifacts(out, "spectrum"))
+    spectra = best_spectra(AtBestLR(frame), load_artifacts(out, "spectrum"))
     assert spectra == {}
     for draw in (lambda: spectrum_heatmap(frame, tmp_path, spectra),
                  lambda: matrix_spectrum(frame, tmp_path, spectra),
                  lambda: intruder_figure(frame, tmp_path, spectra),
                  lambda: rank_over_tokens(frame, tmp_path),
-                 lambda: diversity_figure(frame, tmp_path)):
+                 lambda: diversity_figure(frame, tmp_path, diversity_table(AtBestLR(frame)))):
         with pytest.raises(FigureSkipped):
             draw()
-    page = build_report(out, [weights_section, diversity_section, claims_section]).read_text()
+    page = build_report(judge_study(out),
+                        [weights_section, diversity_section, claims_section]).read_text()
     assert "No per-matrix ΔW spectrum is stored" in page
     assert "Generation diversity was not measured" in page
     assert "could not be" not in page and "Claims checklist" in page
@@ -227,7 +233,7 @@ def test_a_figure_without_its_data_becomes_a_note(tmp_path: Path, spectra_by_kin
     stripped = {kind: [[{**m, "max_similarity": [], "intruders": None} for m in matrices]
                        for matrices in steps] for kind, steps in spectra_by_kind.items()}
     out = write_weights_study(tmp_path, stripped, diversity=False)
-    page = build_report(out, [weights_section]).read_text()
+    page = build_report(judge_study(out), [weights_section]).read_text()
     assert "Intruder dimensions: not drawn — no intruder similarities or counts were stored" \
         in page
     assert (tmp_path / "report" / "spectrum_heatmap.png").is_file()
@@ -239,16 +245,17 @@ def test_index_page_judges_the_cross_study_claim(tmp_path: Path) -> None:
     ift = write_weights_study(tmp_path / "code-ift", None, diversity=False, name="code-ift",
                               domain="code", regime="ift")
     # one study's checklist comes from its claims.json, the other's is judged for the index
-    write_claims_json(cpt, load_frame(cpt), [replace(v, verdict="holds")
-                                            for v in judge_claims(load_frame(cpt))])
-    page = write_index(tmp_path, [cpt, ift]).read_text()
+    judged = judge_study(cpt)
+    write_claims_json(replace(judged, verdicts=[replace(v, verdict="holds")
+                                                for v in judged.verdicts]))
+    page = write_run_index(tmp_path, [cpt, ift]).read_text()
     assert 'href="code-cpt/report/index.html"' in page
     # the within-study part of claim 1 is named apart from the cross-study part
     assert "Within the study: full finetuning learns at least as much" in page
     findings = page[page.index("Findings and recommendations"):page.index("Claims across")]
     assert findings.count("<tr>") == 3 and "kept" in findings  # header + one row per study
     # a study's report links back to the index of the run
-    report = build_report(cpt).read_text()
+    report = write_study_report(cpt)[0].read_text()
     assert '<a href="../../index.html">← all studies of this run</a>' in report
     # both studies: LoRA kept 0.12 / 0.20 = 60% of full finetuning's learning → equal gaps
     assert "code-cpt (CPT) gap 40% vs code-ift (IFT) 40%" in page

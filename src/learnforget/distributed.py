@@ -129,9 +129,9 @@ def _run_study(study: Study, out: Path, state: PartialState,
         state.wait_for_everyone()
         statuses = {run.run_id: run_everywhere(study, run, out, state) for run in runs}
         if state.is_main_process:
-            from learnforget.report.build import build_report
+            from learnforget.pipeline import write_study_report
 
-            say(f"report: {build_report(out)}")
+            say(f"report: {write_study_report(out)[0]}")
         state.wait_for_everyone()
     return statuses
 

@@ -1,7 +1,7 @@
 """The study pipeline: validate every study of a file; for each study lock its output folder,
 check that the folder belongs to it and measure the base model; train and measure the runs of
-every study (with an executor); write each study's report; several studies also get an index
-of reports.
+every study (with an executor); judge each study, write its ``claims.json`` and its report;
+several studies also get an index of reports.
 
 The command line (``learnforget run`` / ``demo``) calls ``run_studies``; so can any program.
 """
@@ -15,12 +15,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from learnforget.executors import ExecutorChoice
 from learnforget.plan import RunConfig
 from learnforget.study import Study
+
+if TYPE_CHECKING:  # read for its type only: the report's modules load when a report is written
+    from learnforget.analysis.judge import StudyJudgement
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,7 @@ def run_studies(study_file: Path, out: Path | None, executor: ExecutorChoice | N
     root = out or Path("out") / study_file.stem
     outcomes = run_together([(study, root / study.name) for study in studies], executor,
                             console, force_new_study, index=root / "index.html")
-    from learnforget.report.index import write_index
-
-    console.print(f"index of reports: {write_index(root, [o.out for o in outcomes])}")
+    console.print(f"index of reports: {write_run_index(root, [o.out for o in outcomes])}")
     return outcomes
 
 
@@ -159,9 +161,6 @@ def _end_study(started: _Started, statuses: dict[str, str], seconds: float,
     """Say how the study's runs ended (``seconds`` after the first run of the queue began),
     write its report and print its findings (while the runs of the studies after it may still
     train)."""
-    from learnforget.analysis.findings import study_findings
-    from learnforget.report.build import build_report
-
     study, out, runs = started.study, started.out, started.runs
     counts: dict[str, int] = {}
     for status in statuses.values():
@@ -174,8 +173,8 @@ def _end_study(started: _Started, statuses: dict[str, str], seconds: float,
         console.print(f"{study.name} runs: {summary or 'none'} ({seconds:.0f} s since the "
                       "first run started)")
     outcome = StudyOutcome(out, statuses, failed_runs(out, statuses))
-    build_report(out, index=index)
-    for line in study_findings(out).lines():
+    _, judgement = write_study_report(out, index)
+    for line in judgement.findings().lines():
         console.print(line, highlight=False, soft_wrap=True)
     return outcome
 
@@ -265,19 +264,39 @@ def rewrite_reports(out: Path) -> list[Path]:
     so the index never lags its studies' stores. A store that cannot be read stops everything
     before a page is written."""
     from learnforget.outdir import check_store_for_report
-    from learnforget.report.build import build_report
-    from learnforget.report.index import write_index
 
     studies = studies_of_run(out)
     if studies:
         for study in studies:
             check_store_for_report(study)
-        return [build_report(study) for study in studies] + [write_index(out, studies)]
+        return ([write_study_report(study)[0] for study in studies]
+                + [write_run_index(out, studies)])
     check_store_for_report(out)
-    pages = [build_report(out)]
+    pages = [write_study_report(out)[0]]
     siblings = studies_of_run(out.parent)
     if (out.parent / "index.html").is_file() and out.resolve() in {s.resolve() for s in siblings}:
         for study in siblings:
             check_store_for_report(study)
-        pages.append(write_index(out.parent, siblings))
+        pages.append(write_run_index(out.parent, siblings))
     return pages
+
+
+def write_study_report(out: Path, index: Path | None = None) -> tuple[Path, StudyJudgement]:
+    """Judge the study in OUT from its store, write ``OUT/claims.json`` and its report (linking
+    back to ``index``, the index of a multi-study run); returns the report page and the
+    judgement."""
+    from learnforget.analysis.judge import judge_study, write_claims_json
+    from learnforget.report.build import build_report
+
+    judgement = judge_study(out)
+    write_claims_json(judgement)
+    return build_report(judgement, index=index), judgement
+
+
+def write_run_index(root: Path, outs: list[Path]) -> Path:
+    """Judge what needs the studies of a multi-study run together and write its index page
+    ``root/index.html``; returns its path."""
+    from learnforget.analysis.judge import judge_run
+    from learnforget.report.index import write_index
+
+    return write_index(root, outs, judge_run(outs))

@@ -1,11 +1,10 @@
-"""What every claim of the checklist shares: the verdict record, the claims' texts and
-thresholds, how a claim's parts combine into one verdict, and ``ClaimData`` (a study's frame with
-each method's best LR, best-LR curves and which LoRA runs the paper's claims are judged on). The
-claims themselves are in ``learnforget.analysis.claims`` (learning, forgetting, learning rates,
-modules), ``curve_claims`` (the learn–forget frontier) and ``weight_claims`` (ΔW rank, diversity,
-intruders).
-
-How a verdict is reached (docs/report.md lists every rule):
+"""``ClaimData``, what every claim of the checklist reads: a study's frame with each method at
+its best LR (``AtBestLR``), the reference (full finetuning), which LoRA runs the paper's claims
+are judged on (``is_paper_lora``, the claims' policy) and the noise draws every comparison is
+read through. The claims themselves are in ``learnforget.analysis.claims`` (learning,
+forgetting, modules), ``curve_claims`` (the learn–forget frontier), ``lr_claims`` (learning
+rates) and ``weight_claims`` (ΔW rank, diversity, intruders); the verdict rules are in
+``learnforget.analysis.verdicts``.
 
 - Each method is taken at its best learning rate (``best_lrs``: most final learning), averaged
   over seeds per checkpoint; diverged and failed runs never count. "Full finetuning" is the
@@ -14,19 +13,10 @@ How a verdict is reached (docs/report.md lists every rule):
   the reference's optimizer; when a study has none on all linear modules, the plain LoRA on the
   targets it has, and the verdict says so. Other targets and the variants are compared apart
   (``variant_comparison``), never inside a verdict.
-- Every part of a claim is a set of comparisons, each a ``Difference`` oriented so that a
-  positive value supports the claim, with its error from the study's noise draws
-  (``learnforget.analysis.draws``: items resampled jointly for every checkpoint, seeds
-  resampled, each method's best LR cross-fitted on item halves). A comparison supports the
-  claim when it lies beyond its critical value (Z = 1.96, or Student's t when seeds give few
-  degrees of freedom); it counts against the claim only when it lies below 0 beyond the
-  Holm-corrected one-sided threshold over every comparison of the claim (``combine``); in
-  between, or without an error estimate, it is within noise. Nothing is judged from a point
-  estimate: a study without standard errors gets inconclusive verdicts that say so.
-- A claim **does not hold** when any part fails; it is **not testable** when its main part
-  cannot be tested; it is **inconclusive** when a part is neither settled for nor against;
-  otherwise it **holds**. Each verdict says what would settle the parts that are not settled,
-  how many comparisons it made and which sources of noise its errors count (``noise``).
+- Every comparison's error comes from the study's noise draws (``learnforget.analysis.draws``:
+  items resampled jointly for every checkpoint, seeds resampled, each method's best LR
+  cross-fitted on item halves). Nothing is judged from a point estimate: a study without
+  standard errors gets inconclusive verdicts that say so.
 """
 
 from __future__ import annotations
@@ -34,230 +24,36 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from learnforget.analysis.best_lr import AtBestLR, reference_label
+from learnforget.analysis.comparison import Difference, as_float
 from learnforget.analysis.draws import Draws, build_draws
-from learnforget.analysis.frame import (
-    Frame,
-    best_lrs,
-    is_paper_lora,
-    is_plain_lora,
-    reference_label,
-    usable,
-)
-from learnforget.analysis.uncertainty import Difference, as_float
-
-Verdict = Literal["holds", "does not hold", "inconclusive", "not testable"]
-HOLDS: Verdict = "holds"
-FAILS: Verdict = "does not hold"
-INCONCLUSIVE: Verdict = "inconclusive"
-UNTESTABLE: Verdict = "not testable"
-VERDICTS: tuple[Verdict, ...] = (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE)
-
-SEVERAL = 2.0  # claim 5 (IFT): "several times" = at least twice (the paper reports 4–10×)
-CPT_SIMILAR = 4.0  # claim 5 (CPT): best LRs within 4× (the paper: 1× code, 4× math)
-FAR_MORE = 10.0  # claim 7: the paper's full-FT ΔW needs 10–100× the LoRA ranks it studies
-PARETO_TOLERANCE = 0.10  # claim 3: share of full finetuning's forgetting range
-HIGH_EARLY = 0.5  # claim 7: the first checkpoint's rank90 reaches half of the final one
-MIN_INTRUDERS = 1.0  # claim 9: "creates intruders" = at least one per matrix on average
-FEW_INTRUDERS = 0.5  # claim 9: "few" = at most half of low-rank LoRA's count
-ALPHA = 0.025  # one-sided level against a claim (Z = 1.96 two-sided), Holm-corrected
-
-CLAIMS: dict[int, str] = {
-    1: "Full finetuning learns at least as much as LoRA at every budget (each at its best LR); "
-    "the gap is larger in CPT than in IFT and narrows as the rank grows.",
-    2: "LoRA forgets less; forgetting grows with training for both, faster for full finetuning.",
-    3: "All checkpoints lie near one learning–forgetting curve.",
-    4: "At equal learning, LoRA forgets less than full finetuning with weight decay or dropout.",
-    5: "In IFT LoRA's best LR is several times full finetuning's (in CPT about the same), and "
-    "LoRA is more sensitive to the LR.",
-    6: "Target modules: all > MLP > attention; the modules matter more than the rank.",
-    7: "Full finetuning's ΔW needs far more rank for 90% of its variance than the LoRA rank; it "
-    "is high early, rises with training and is higher in MLP than in attention.",
-    8: "LoRA keeps generations more diverse than full finetuning.",
-    9: "Low-rank LoRA creates intruder dimensions; full finetuning creates few.",
-}
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.method_names import is_set
+from learnforget.analysis.verdicts import ClaimVerdict, untestable
 
 
-@dataclass(frozen=True)
-class ClaimVerdict:
-    """One claim judged: its number (paper.md's list), short text, verdict, the numbers behind
-    the verdict (one line per part), what is missing to test the rest, what would settle the
-    parts that are inconclusive, which runs stand for "LoRA" (``scope``), how many comparisons
-    the verdict made (``comparisons``: the Holm correction's count) and which sources of noise
-    their errors count (``noise``), and each part's own verdict (``parts``)."""
-
-    number: int
-    claim: str
-    verdict: Verdict
-    evidence: str
-    missing: str = ""
-    settle: str = ""
-    scope: str = ""
-    comparisons: int = 0
-    noise: str = ""
-    parts: dict[str, str] = field(default_factory=dict)  # each part's name → its verdict
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict of the fields."""
-        return asdict(self)
+# --- which runs stand for "LoRA" (the claims' policy) -------------------------------------------
+def is_paper_lora(method) -> bool:
+    """Whether a method is the paper's LoRA: all linear modules and ``is_plain_lora``."""
+    return method.targets == "all" and is_plain_lora(method)
 
 
-@dataclass(frozen=True)
-class Part:
-    """One part of a claim: its comparisons (``tests``, each oriented so that a positive
-    difference supports the claim; ``strict``: an exact tie 0 ± 0 does not support it), or a
-    verdict decided another way (``verdict``: not testable, or an interval rule), the numbers
-    behind it, what is missing to test it, what would settle it and whether it is the claim's
-    main part."""
-
-    name: str
-    verdict: Verdict | None = None
-    evidence: str = ""
-    missing: str = ""
-    main: bool = False
-    settle: str = ""
-    tests: tuple[Difference, ...] = ()
-    strict: bool = True
+def is_plain_lora(method) -> bool:
+    """The paper's LoRA on any target set (claim 6 compares target sets): default init, α/r
+    scaling with α = 2r, no rsLoRA or DoRA, no dropout or weight decay (a method that differs in
+    any of them is another method, compared apart)."""
+    return (method.kind == "lora" and method.init == "default" and method.use_rslora is not True
+            and method.use_dora is not True
+            and (not is_set(method.alpha) or float(method.alpha) == 2 * int(method.r))
+            and not (is_set(method.dropout) and float(method.dropout) > 0)
+            and not (is_set(method.weight_decay) and float(method.weight_decay) > 0))
 
 
-def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
-    """Holm's step-down procedure: which of ``p_values`` are rejected at family-wise level
-    ``alpha`` (NaN never is)."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
-    rejected = [False] * len(p_values)
-    for rank, (p, i) in enumerate(order):
-        if p > alpha / (len(order) - rank):
-            break
-        rejected[i] = True
-    return rejected
-
-
-def _judged(part: Part, rejected: list[bool]) -> tuple[Verdict, str]:
-    """A part's verdict from its comparisons and which of them Holm rejected, and a note."""
-    if part.verdict is not None:
-        return part.verdict, ""
-    if not part.tests:
-        return UNTESTABLE, ""
-    if any(rejected):
-        return FAILS, ""
-    support = [t.exceeds(strict=part.strict) for t in part.tests]
-    if all(r is True for r in support):
-        return HOLDS, ""
-    if any(r is False for r in support):
-        return INCONCLUSIVE, (" (a comparison lies below 0 beyond its own error but not beyond "
-                              "the Holm-corrected threshold: within noise)")
-    if any(not math.isfinite(t.se) for t in part.tests):
-        return INCONCLUSIVE, (" (no noise estimate for a comparison: the store has no "
-                              "standard errors, or the value is undefined on more than 10% of "
-                              "the draws)")
-    return INCONCLUSIVE, ""
-
-
-def combine(number: int, parts: list[Part], scope: str = "", noise: str = "") -> ClaimVerdict:
-    """The claim's verdict from its parts (rule in the module docstring): each part's
-    comparisons read against Holm's correction over all of the claim's comparisons."""
-    pool = [(k, j) for k, part in enumerate(parts) if part.verdict is None
-            for j, test in enumerate(part.tests) if math.isfinite(test.se) and test.se > 0]
-    rejected = holm([parts[k].tests[j].p_below() for k, j in pool])
-    judged = []
-    for k, part in enumerate(parts):
-        marks = [r for (kk, _), r in zip(pool, rejected, strict=True) if kk == k]
-        verdict, note = _judged(part, marks)
-        judged.append((part, verdict, note))
-    tested = [(p, v, n) for p, v, n in judged if v != UNTESTABLE]
-    if any(v == FAILS for _, v, _ in tested):
-        verdict = FAILS
-    elif not tested or any(p.main and v == UNTESTABLE for p, v, _ in judged):
-        verdict = UNTESTABLE
-    elif any(v == INCONCLUSIVE for _, v, _ in tested):
-        verdict = INCONCLUSIVE
-    else:
-        verdict = HOLDS
-    evidence = "\n".join(f"{p.name} — {v}: {p.evidence}{n}" for p, v, n in tested)
-    missing = [f"{p.name}: {p.missing}" for p, v, _ in judged if v == UNTESTABLE and p.missing]
-    missing += [p.missing for p, _, _ in tested if p.missing]
-    settle = [f"{p.name}: {p.settle}" for p, v, _ in judged if p.settle and v == INCONCLUSIVE]
-    if pool:
-        noise = (f"{noise}; " if noise else "") + (
-            f"{len(pool)} comparison(s): one counts against the claim only beyond Holm's "
-            f"threshold over all of them (one-sided {ALPHA:g})")
-    return ClaimVerdict(number, CLAIMS[number], verdict, evidence, "; ".join(missing),
-                        "; ".join(settle), scope, len(pool), noise,
-                        {p.name: v for p, v, _ in judged})
-
-
-def untestable(number: int, missing: str, scope: str = "") -> ClaimVerdict:
-    """Claim ``number`` not testable, for want of ``missing``."""
-    return ClaimVerdict(number, CLAIMS[number], UNTESTABLE, "", missing, "", scope)
-
-
-def interval_verdict(low: float, high: float, lowest: float, highest: float) -> Verdict:
-    """An interval rule: the quantity lies in [low, high] (its plausible range); holds when the
-    whole range lies in [lowest, highest], fails when none of it does, else inconclusive."""
-    if lowest <= low and high <= highest:
-        return HOLDS
-    if high < lowest or low > highest:
-        return FAILS
-    return INCONCLUSIVE
-
-
-# --- what would settle a part ------------------------------------------------------------
-def item_count(s: ClaimData, column: str) -> float:
-    """The number of items behind ``learn`` or ``forget`` (its task's stored ``n``; the smallest
-    over the averaged tasks of ``forget_mean``), NaN when not stored."""
-    frame = s.frame
-    if column == "learn":
-        tasks = [frame.learning[0].task] if frame.learning else []
-    elif frame.forget_mean_tasks and frame.forgetting and frame.forgetting[0].higher_is_better:
-        tasks = frame.forget_mean_tasks
-    else:
-        tasks = [frame.forgetting[0].task] if frame.forgetting else []
-    counts = [frame.checkpoints[f"{t}/n"].max() for t in tasks if f"{t}/n" in frame.checkpoints]
-    return float(min(counts)) if counts else math.nan
-
-
-def settle_text(s: ClaimData, column: str, tests: Sequence[Difference]) -> str:
-    """What would resolve the comparisons within noise: more items (how many) or seeds."""
-    unresolved = [t for t in tests if t.exceeds() is None]
-    if not unresolved:
-        return ""
-    if any(not math.isfinite(t.se) for t in unresolved):
-        return "standard errors or per-item values in the store (re-measure the checkpoints)"
-    n = item_count(s, column)
-    smallest = min(unresolved, key=lambda d: abs(d.value))
-    needed = smallest.items_to_resolve(n) if math.isfinite(n) else math.inf
-    if math.isfinite(needed):
-        return (f"{len(unresolved)} comparison(s) within noise; about {needed:,.0f} items (now "
-                f"{n:.0f}) would resolve the smallest ({smallest.text()}), or more seeds")
-    return f"{len(unresolved)} comparison(s) within noise: more items or more seeds"
-
-
-def reading(diff: Difference) -> str:
-    """How a comparison reads: beyond noise for, within noise, or beyond noise against."""
-    result = diff.exceeds()
-    return "within noise" if result is None else "" if result else "against"
-
-
-# --- formatting ---------------------------------------------------------------------------------
-def fmt(value: float) -> str:
-    """Three significant digits; ``—`` for NaN."""
-    return f"{value:.3g}" if math.isfinite(value) else "—"
-
-
-def fmt_tokens(value: float) -> str:
-    """A token count: 295k, 1.2M, 20B."""
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if value >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
-# --- the study's data at each method's best LR -------------------------------------------------
 @dataclass
 class ClaimData:
     """A study's frame with what every claim reads: the best LR of each label, the reference
@@ -269,10 +65,11 @@ class ClaimData:
     ref: str | None = field(init=False)
     methods: pd.DataFrame = field(init=False)
     kinds: dict[str, str] = field(init=False)
-    _curves: dict[str, pd.DataFrame] = field(init=False, default_factory=dict)
+    at_best: AtBestLR = field(init=False)
 
     def __post_init__(self) -> None:
-        self.best = best_lrs(self.frame)
+        self.at_best = AtBestLR(self.frame)
+        self.best = self.at_best.best
         self.ref = reference_label(self.frame)
         self.methods = self.frame.methods
         self.kinds = self.methods["kind"].astype(str).to_dict()
@@ -325,18 +122,8 @@ class ClaimData:
         return text
 
     def curve(self, label: str) -> pd.DataFrame:
-        """Usable checkpoints of ``label`` at its best LR, averaged over seeds per step: values
-        are means, ``*_se`` columns the standard error of the mean (√Σse² / k), ``seeds`` the
-        number of runs and ``learn_sd`` / ``forget_sd`` the spread across seeds (NaN for one)."""
-        if label not in self._curves:
-            cp = usable(self.frame.checkpoints)
-            best = self.best.get(label)
-            rows = cp[
-                (cp["label"] == label)
-                & np.isclose(cp["lr"].astype(float), best if best is not None else np.nan)
-            ]
-            self._curves[label] = seed_means(rows)
-        return self._curves[label]
+        """``label``'s curve at its best LR, averaged over seeds (``AtBestLR.curve``)."""
+        return self.at_best.curve(label)
 
     def final(self, label: str, column: str = "learn") -> pd.Series | None:
         """The last best-LR checkpoint of ``label`` with a value in ``column``."""
@@ -438,28 +225,40 @@ def se_column_of(column: str) -> str:
     return f"{column}_stderr" if "/" in column else f"{column}_se"
 
 
-def seed_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Checkpoint rows averaged over seeds per step (see ``ClaimData.curve``)."""
-    if rows.empty:
-        return pd.DataFrame(columns=["step", "tokens", "learn", "forget", "seeds"])
-    numeric = rows.select_dtypes(include="number").columns.difference(["step"])
-    numeric = [c for c in numeric if c != "seed"]
-    groups = rows.groupby("step")
-    curve = groups[numeric].mean()
-    errors = [c for c in numeric if c.endswith("_se") or c.endswith("_stderr")]
-    if errors:
-        squares = rows[errors].astype(float) ** 2
-        counts = squares.groupby(rows["step"]).count().astype(float).replace(0.0, np.nan)
-        curve[errors] = np.sqrt(squares.groupby(rows["step"]).sum(min_count=1)) / counts
-    curve["seeds"] = groups["run_id"].nunique()
-    for column in ("learn", "forget"):
-        curve[f"{column}_sd"] = groups[column].std(ddof=1) if column in rows else np.nan
-    return curve.reset_index().sort_values("step").reset_index(drop=True)
-
-
 def needs_pair(s: ClaimData, number: int) -> ClaimVerdict | None:
     """A not-testable verdict when the study lacks a measured full FT or LoRA method."""
     if s.ref is None or not s.judged():
         return untestable(number, "a measured full-finetuning run and a measured LoRA run (the "
                           "paper's: default init, no rsLoRA or DoRA)", s.scope)
     return None
+
+
+# --- what would settle a part ------------------------------------------------------------
+def item_count(s: ClaimData, column: str) -> float:
+    """The number of items behind ``learn`` or ``forget`` (its task's stored ``n``; the smallest
+    over the averaged tasks of ``forget_mean``), NaN when not stored."""
+    frame = s.frame
+    if column == "learn":
+        tasks = [frame.learning[0].task] if frame.learning else []
+    elif frame.forget_mean_tasks and frame.forgetting and frame.forgetting[0].higher_is_better:
+        tasks = frame.forget_mean_tasks
+    else:
+        tasks = [frame.forgetting[0].task] if frame.forgetting else []
+    counts = [frame.checkpoints[f"{t}/n"].max() for t in tasks if f"{t}/n" in frame.checkpoints]
+    return float(min(counts)) if counts else math.nan
+
+
+def settle_text(s: ClaimData, column: str, tests: Sequence[Difference]) -> str:
+    """What would resolve the comparisons within noise: more items (how many) or seeds."""
+    unresolved = [t for t in tests if t.exceeds() is None]
+    if not unresolved:
+        return ""
+    if any(not math.isfinite(t.se) for t in unresolved):
+        return "standard errors or per-item values in the store (re-measure the checkpoints)"
+    n = item_count(s, column)
+    smallest = min(unresolved, key=lambda d: abs(d.value))
+    needed = smallest.items_to_resolve(n) if math.isfinite(n) else math.inf
+    if math.isfinite(needed):
+        return (f"{len(unresolved)} comparison(s) within noise; about {needed:,.0f} items (now "
+                f"{n:.0f}) would resolve the smallest ({smallest.text()}), or more seeds")
+    return f"{len(unresolved)} comparison(s) within noise: more items or more seeds"

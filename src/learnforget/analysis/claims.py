@@ -19,74 +19,22 @@ from dataclasses import replace
 
 import numpy as np
 
-from learnforget.analysis.claim_data import (
-    ALPHA,
-    CLAIMS,
-    CPT_SIMILAR,
-    FAILS,
-    FAR_MORE,
-    FEW_INTRUDERS,
-    HIGH_EARLY,
-    HOLDS,
-    INCONCLUSIVE,
-    MIN_INTRUDERS,
+from learnforget.analysis.claim_data import ClaimData, needs_pair, settle_text
+from learnforget.analysis.comparison import Difference
+from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
+from learnforget.analysis.formatting import fmt, fmt_tokens, reading
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.lr_claims import claim_learning_rates
+from learnforget.analysis.method_names import TARGET_ORDER
+from learnforget.analysis.verdicts import (
     PARETO_TOLERANCE,
     SEVERAL,
     UNTESTABLE,
-    VERDICTS,
-    ClaimData,
     ClaimVerdict,
     Part,
-    Verdict,
     combine,
-    fmt,
-    fmt_tokens,
-    needs_pair,
-    reading,
-    settle_text,
 )
-from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
-from learnforget.analysis.frame import TARGET_ORDER, Frame
-from learnforget.analysis.lr_claims import claim_learning_rates
-from learnforget.analysis.uncertainty import Difference
 from learnforget.analysis.weight_claims import claim_delta_rank, claim_diversity, claim_intruders
-
-__all__ = [
-    "ALPHA",
-    "CLAIMS",
-    "CPT_SIMILAR",
-    "FAILS",
-    "FAR_MORE",
-    "FEW_INTRUDERS",
-    "HIGH_EARLY",
-    "HOLDS",
-    "INCONCLUSIVE",
-    "MIN_INTRUDERS",
-    "PARETO_TOLERANCE",
-    "SEVERAL",
-    "UNTESTABLE",
-    "VERDICTS",
-    "ClaimData",
-    "ClaimVerdict",
-    "Verdict",
-    "claim_beats_regularised",
-    "claim_delta_rank",
-    "claim_diversity",
-    "claim_forgets_less",
-    "claim_intruders",
-    "claim_learning_rates",
-    "claim_learns_less",
-    "claim_modules",
-    "claim_one_curve",
-    "count_verdicts",
-    "judge_claims",
-    "judge_claims_across",
-]
-
-
-def count_verdicts(verdicts: Sequence[ClaimVerdict]) -> dict[str, int]:
-    """How many verdicts are in each state, every state present (for summaries)."""
-    return {state: sum(v.verdict == state for v in verdicts) for state in VERDICTS}
 
 
 # --- 1: learns less ----------------------------------------------------------------------------

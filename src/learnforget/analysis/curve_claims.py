@@ -18,19 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from learnforget.analysis.claim_data import (
-    PARETO_TOLERANCE,
-    ClaimData,
-    ClaimVerdict,
-    Part,
-    combine,
-    fmt,
-    fmt_tokens,
-    needs_pair,
-    untestable,
-)
+from learnforget.analysis.claim_data import ClaimData, needs_pair
+from learnforget.analysis.comparison import Difference
+from learnforget.analysis.formatting import fmt, fmt_tokens
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
-from learnforget.analysis.uncertainty import Difference
+from learnforget.analysis.verdicts import PARETO_TOLERANCE, ClaimVerdict, Part, combine, untestable
 
 
 class Gap(NamedTuple):

@@ -48,8 +48,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from learnforget.analysis.frame import Frame, usable
-from learnforget.analysis.uncertainty import Difference
+from learnforget.analysis.best_lr import usable
+from learnforget.analysis.comparison import Difference
+from learnforget.analysis.frame import Frame
 from learnforget.measure.uncertainty import BITS, BYTES
 
 ITEM_DRAWS = 400  # item rows: the error of an error of 1/√(2·400) ≈ 3.5%

@@ -2,9 +2,9 @@
 the verdict sentence of the paper's LoRA, the recommended checkpoint with its folder, the claims
 count by state and where the report is.
 
-Read from the study's output folder after its report was written (the claims come from
-``OUT/claims.json``, which the report writes with the spectra it loads; a folder without it is
-judged here without spectra).
+A judged study gives its findings directly (``StudyJudgement.findings``); ``study_findings`` reads
+them back from a study's output folder (the claims from ``OUT/claims.json``, which the pipeline
+writes with the study's report; a folder without it is judged here without spectra).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from learnforget.analysis.claim_data import VERDICTS, ClaimData
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame, load_frame
 from learnforget.analysis.recommend import Recommendation, recommend, verdict
+from learnforget.analysis.verdicts import VERDICTS
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def headline(frame: Frame) -> str:
 
 
 def study_findings(out: Path, frame: Frame | None = None) -> Findings:
-    """The findings of the study in ``out`` (its report should have been written); ``frame``
+    """The findings of the study in ``out`` (its claims.json should have been written); ``frame``
     is its frame when the caller has read it already."""
     out = Path(out)
     frame = frame if frame is not None else load_frame(out)

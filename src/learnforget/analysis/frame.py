@@ -31,10 +31,10 @@
   ``train/lr``, ``train/tokens_per_s``).
 - ``runs``: one row per run, including runs that have no checkpoint yet.
 
-Display names come from the settings (``method_name``), never from parsing a label. Every
-analysis and every part of the report (figures, verdict, recommendation, CSV) reads these columns
-and the helpers below (``final_rows``, ``lr_table``, ``best_lrs``), so the definitions live here
-only.
+Display names come from the settings (``learnforget.analysis.method_names``), never from
+parsing a label. Every analysis and every part of the report (figures, verdict, recommendation,
+CSV) reads these columns, and chooses rows through ``learnforget.analysis.best_lr``
+(``final_rows``, ``lr_table``, ``best_lrs``, ``AtBestLR``), so the definitions live here only.
 """
 
 from __future__ import annotations
@@ -48,20 +48,15 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from learnforget.analysis.method_names import METHOD_COLUMNS, method_table, sort_labels
 from learnforget.errors import UserError
 from learnforget.measure.uncertainty import ITEMS_KIND_PREFIX, ItemValues
 from learnforget.plan import MethodConfig, run_label
 from learnforget.store import Store
 from learnforget.study import Study
 
-# A run's settings as structured columns, straight from its stored config (never parsed from
-# the label): the method's kind and every field that tells one method from another.
-METHOD_COLUMNS = ["kind", "r", "alpha", "targets", "init", "use_rslora", "use_dora", "dropout",
-                  "weight_decay", "attention_dropout", "train_embeddings", "optimizer"]
 RUN_COLUMNS = ["run_id", "label", *METHOD_COLUMNS, "lr", "seed", "status"]
-UNUSABLE = ("diverged", "failed")  # runs whose numbers never choose a best LR or a recommendation
 LOWER_IS_BETTER_WORDS = ("bpb", "loss", "perplexity", "ppl", "nll")
-TARGET_ORDER = {"attention": 0, "mlp": 1, "all": 2}
 DOMAIN_WORDS = {"code_bpb": "code", "code_ift_bpb": "code-response", "math_bpb": "math-response",
                 "source_bpb": "prose", "target_bpb": "target-data"}
 
@@ -95,6 +90,8 @@ class Frame:
     forget_label: str
     forget_mean_tasks: list[str] = field(default_factory=list)
     items: dict[tuple[str, int], dict[str, ItemValues]] = field(default_factory=dict)
+    derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    """Tables derived from this frame, each built once (``learnforget.analysis.best_lr``)."""
 
     @functools.cached_property
     def labels(self) -> list[str]:
@@ -107,16 +104,6 @@ class Frame:
         """One row per method label (index) with its structured settings and display name
         (built once: every figure and table names methods through it)."""
         return method_table(self.runs)
-
-    @functools.cached_property
-    def lr_summary(self) -> pd.DataFrame:
-        """``lr_table`` of this frame, built once (read it through ``lr_table``: a copy)."""
-        return _lr_table(self)
-
-    @functools.cached_property
-    def best_lr_by_label(self) -> dict[str, float]:
-        """``best_lrs`` of this frame, built once (read it through ``best_lrs``: a copy)."""
-        return _best_lrs(self)
 
     def name(self, label: str) -> str:
         """The readable name of method ``label``, built from its settings."""
@@ -139,89 +126,6 @@ class Frame:
     def metric_columns(self) -> list[str]:
         """The ``task/metric`` columns present in ``checkpoints``."""
         return [c for c in self.checkpoints.columns if "/" in c]
-
-
-def method_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per label with the method's settings (``METHOD_COLUMNS``) and ``name``."""
-    if runs.empty:
-        return pd.DataFrame(columns=[*METHOD_COLUMNS, "name"])
-    table = runs.drop_duplicates("label").set_index("label")[METHOD_COLUMNS].copy()
-    table["name"] = [method_name(row) for row in table.itertuples()]
-    return table
-
-
-def _is_set(value: object) -> bool:
-    """A setting that is present (not None / NaN / NA)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) \
-        and value is not pd.NA
-
-
-def method_name(method) -> str:
-    """A readable method name from its settings (a row or any object with ``METHOD_COLUMNS``
-    attributes): ``LoRA r=8 (all)``, ``LoRA r=64 (mlp, DoRA, Lion)``, ``full finetuning
-    (frozen embeddings, weight decay 0.1)``."""
-    extras: list[str] = []
-    if method.kind == "lora":
-        r = int(method.r) if _is_set(method.r) else "?"
-        name = f"LoRA r={r}"
-        extras.append(str(method.targets))
-        if _is_set(method.alpha) and _is_set(method.r) and float(method.alpha) != 2 * int(r):
-            extras.append(f"α={float(method.alpha):g}")
-        if method.use_rslora is True:
-            extras.append("rsLoRA")
-        if method.use_dora is True:
-            extras.append("DoRA")
-        if _is_set(method.init) and method.init != "default":
-            extras.append(f"{method.init} init")
-        if _is_set(method.dropout) and float(method.dropout) > 0:
-            extras.append(f"dropout {float(method.dropout):g}")
-        if _is_set(method.weight_decay) and float(method.weight_decay) > 0:
-            extras.append(f"weight decay {float(method.weight_decay):g}")
-    elif method.kind == "full":
-        name = "full finetuning"
-        if method.train_embeddings is False:
-            extras.append("frozen embeddings")
-        if _is_set(method.weight_decay) and float(method.weight_decay) > 0:
-            extras.append(f"weight decay {float(method.weight_decay):g}")
-        if _is_set(method.attention_dropout) and float(method.attention_dropout) > 0:
-            extras.append(f"attention dropout {float(method.attention_dropout):g}")
-    else:
-        name = str(method.kind)
-    if method.optimizer == "lion":
-        extras.append("Lion")
-    return f"{name} ({', '.join(extras)})" if extras else name
-
-
-def is_paper_lora(method) -> bool:
-    """Whether a method is the paper's LoRA: all linear modules and ``is_plain_lora``."""
-    return method.targets == "all" and is_plain_lora(method)
-
-
-def is_plain_lora(method) -> bool:
-    """The paper's LoRA on any target set (claim 6 compares target sets): default init, α/r
-    scaling with α = 2r, no rsLoRA or DoRA, no dropout or weight decay (a method that differs in
-    any of them is another method, compared apart)."""
-    return (method.kind == "lora" and method.init == "default" and method.use_rslora is not True
-            and method.use_dora is not True
-            and (not _is_set(method.alpha) or float(method.alpha) == 2 * int(method.r))
-            and not (_is_set(method.dropout) and float(method.dropout) > 0)
-            and not (_is_set(method.weight_decay) and float(method.weight_decay) > 0))
-
-
-def sort_labels(runs: pd.DataFrame) -> list[str]:
-    """Labels ordered full finetuning first, then LoRA by targets and rank, then the rest."""
-    if runs.empty:
-        return []
-    first = runs.drop_duplicates("label").set_index("label")
-
-    def key(label: str) -> tuple:
-        row = first.loc[label]
-        kind_rank = {"full": 0, "lora": 1}.get(str(row["kind"]), 2)
-        r = row["r"] if pd.notna(row["r"]) else 0
-        targets = TARGET_ORDER.get(str(row["targets"]), 9)
-        return (kind_rank, str(row["optimizer"]) != "adamw", targets, r, label)
-
-    return sorted(first.index, key=key)
 
 
 def _orientation(task: str, study: Study | None) -> Orientation:
@@ -442,88 +346,3 @@ def _pivot(rows: pd.DataFrame) -> pd.DataFrame:
     wide = rows.set_index(["run_id", "step", "tokens", "column"])["value"].unstack("column")
     wide.columns.name = None
     return wide.reset_index()
-
-
-# --- the helpers every figure and table shares ---------------------------------------------------
-def final_rows(frame: Frame) -> pd.DataFrame:
-    """Each run's last measured checkpoint (highest step)."""
-    cp = frame.checkpoints
-    if cp.empty:
-        return cp
-    return cp.loc[cp.groupby("run_id")["step"].idxmax()].reset_index(drop=True)
-
-
-def usable(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of runs that neither diverged nor failed."""
-    return rows[~rows["status"].isin(UNUSABLE)]
-
-
-def lr_table(frame: Frame) -> pd.DataFrame:
-    """One row per (label, lr): run counts by status and the final scores averaged over seeds
-    (over usable runs only): learn, forget, tokens and the ΔW ``spectrum/rank90`` median.
-    Computed once per frame (a report asks some forty times); each call gets its own copy."""
-    return frame.lr_summary.copy()
-
-
-def _lr_table(frame: Frame) -> pd.DataFrame:
-    runs = frame.runs
-    if runs.empty:
-        return pd.DataFrame(columns=["label", "lr", "runs", "diverged", "failed", "pending",
-                                     "learn", "forget", "tokens", "rank90"])
-    counts = runs.groupby(["label", "lr"], dropna=False).agg(
-        runs=("run_id", "size"),
-        diverged=("status", lambda s: int((s == "diverged").sum())),
-        failed=("status", lambda s: int((s == "failed").sum())),
-        pending=("status", lambda s: int(s.isin(["pending", "running"]).sum())),
-    )
-    finals = usable(final_rows(frame))
-    if "spectrum/rank90" not in finals:
-        finals = finals.assign(**{"spectrum/rank90": np.nan})
-    scores = finals.groupby(["label", "lr"], dropna=False).agg(
-        learn=("learn", "mean"), forget=("forget", "mean"), tokens=("tokens", "max"),
-        rank90=("spectrum/rank90", "mean"))
-    return counts.join(scores, how="left").reset_index()
-
-
-def best_lrs(frame: Frame) -> dict[str, float]:
-    """The best learning rate of each label: the LR whose usable runs have the highest final
-    ``learn`` (mean over seeds). Labels with no usable, measured run are left out."""
-    return dict(frame.best_lr_by_label)
-
-
-def _best_lrs(frame: Frame) -> dict[str, float]:
-    table = frame.lr_summary.dropna(subset=["learn"])
-    if table.empty:
-        return {}
-    best = table.loc[table.groupby("label")["learn"].idxmax()]
-    return {str(row.label): float(row.lr) for row in best.itertuples()}
-
-
-def mean_curves(frame: Frame) -> pd.DataFrame:
-    """learn and forget per (label, lr, step), averaged over seeds (usable runs only), with
-    ``best`` marking the label's best LR."""
-    cp = usable(frame.checkpoints)
-    columns = ["label", "lr", "step", "tokens", "learn", "forget", "best"]
-    if cp.empty:
-        return pd.DataFrame(columns=columns)
-    curves = cp.groupby(["label", "lr", "step"], as_index=False).agg(
-        tokens=("tokens", "mean"), learn=("learn", "mean"), forget=("forget", "mean"))
-    best = best_lrs(frame)
-    curves["best"] = [best.get(lab) is not None and math.isclose(best[lab], lr)
-                      for lab, lr in zip(curves["label"], curves["lr"], strict=True)]
-    return curves[columns]
-
-
-def reference_label(frame: Frame) -> str | None:
-    """The full-finetuning label others are compared with: ``full`` when it has a usable
-    measured run, otherwise the full-* label with the highest final learn."""
-    best = best_lrs(frame)
-    if "full" in best:
-        return "full"
-    table = lr_table(frame)
-    kinds = frame.runs.drop_duplicates("label").set_index("label")["kind"]
-    full = table[table["label"].map(kinds).eq("full") & table["label"].isin(list(best))]
-    full = full.dropna(subset=["learn"])
-    if full.empty:
-        return None
-    return str(full.loc[full["learn"].idxmax(), "label"])

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from learnforget.analysis.claim_data import (
+from learnforget.analysis.claim_data import ClaimData, needs_pair, settle_text
+from learnforget.analysis.verdicts import (
     ALPHA,
     CPT_SIMILAR,
     FAILS,
@@ -20,13 +21,10 @@ from learnforget.analysis.claim_data import (
     INCONCLUSIVE,
     SEVERAL,
     UNTESTABLE,
-    ClaimData,
     ClaimVerdict,
     Part,
     combine,
     interval_verdict,
-    needs_pair,
-    settle_text,
 )
 
 

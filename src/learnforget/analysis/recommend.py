@@ -14,13 +14,8 @@ from typing import Literal
 
 import pandas as pd
 
-from learnforget.analysis.frame import (
-    Frame,
-    best_lrs,
-    lr_table,
-    reference_label,
-    usable,
-)
+from learnforget.analysis.best_lr import best_lrs, lr_table, reference_label, usable
+from learnforget.analysis.frame import Frame
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 
 Goal = Literal["learn", "balanced", "retain"]

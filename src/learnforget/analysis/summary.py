@@ -10,9 +10,7 @@ import statistics
 from collections.abc import Iterable
 
 from learnforget.analysis.spectrum import MatrixSpectrum
-
-ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
-MLP = {"gate_proj", "up_proj", "down_proj"}
+from learnforget.methods import ATTENTION_MODULES, MLP_MODULES
 
 
 def _median(values: list[float]) -> float | None:
@@ -27,8 +25,8 @@ def spectrum_summary(spectra: Iterable[MatrixSpectrum]) -> dict[str, float]:
         return {"matrices_changed": 0.0}
     out: dict[str, float] = {"matrices_changed": float(len(spectra))}
     groups = {"": spectra,
-              "_attention": [s for s in spectra if s.module in ATTENTION],
-              "_mlp": [s for s in spectra if s.module in MLP]}
+              "_attention": [s for s in spectra if s.module in ATTENTION_MODULES],
+              "_mlp": [s for s in spectra if s.module in MLP_MODULES]}
     for suffix, group in groups.items():
         if not group:
             continue

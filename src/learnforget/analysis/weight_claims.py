@@ -26,25 +26,21 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from learnforget.analysis.claim_data import (
+from learnforget.analysis.claim_data import ClaimData, needs_pair, se_column_of
+from learnforget.analysis.comparison import Difference, as_float
+from learnforget.analysis.formatting import fmt, fmt_tokens
+from learnforget.analysis.verdicts import (
     FAR_MORE,
     FEW_INTRUDERS,
     HIGH_EARLY,
     MIN_INTRUDERS,
     UNTESTABLE,
-    ClaimData,
     ClaimVerdict,
     Part,
     combine,
-    fmt,
-    fmt_tokens,
-    needs_pair,
-    se_column_of,
     untestable,
 )
-from learnforget.analysis.frame import usable
-from learnforget.analysis.summary import ATTENTION, MLP
-from learnforget.analysis.uncertainty import Difference, as_float
+from learnforget.methods import ATTENTION_MODULES, MLP_MODULES
 
 BOOTSTRAP = 400  # draws over matrices for the standard error of a median
 BOOTSTRAP_SEED = 0  # the bootstrap's generator is seeded: a verdict does not change between calls
@@ -153,12 +149,7 @@ def _seeds_noise(seeds: int) -> str:
 # --- the per-matrix spectra of a label's best-LR runs ------------------------------------------
 def _best_runs(s: ClaimData, label: str) -> list[str]:
     """The usable runs (one per seed) of ``label`` at its best LR."""
-    best = s.best.get(label)
-    if best is None:
-        return []
-    runs = usable(s.frame.runs)
-    return [run for run, lab, lr in zip(runs["run_id"], runs["label"], runs["lr"], strict=True)
-            if lab == label and math.isclose(as_float(lr), best, rel_tol=1e-9)]
+    return s.at_best.run_ids().get(label, [])
 
 
 def _records(s: ClaimData, spectra: Sequence[dict] | None, label: str) -> dict[str, list[dict]]:
@@ -327,7 +318,7 @@ def _high_early_rising(s: ClaimData, pairs: dict[str, list[tuple[float, float]]]
                 f"{tests[0].text()}, last − first {tests[1].text()}", settle=settle, tests=tests)
 
 
-def _module_ratios(matrices: list[dict], modules: set[str]) -> list[float]:
+def _module_ratios(matrices: list[dict], modules: tuple[str, ...]) -> list[float]:
     """rank90 / random rank90 of the matrices of ``modules`` (those with both)."""
     ratios = [as_float(m.get("rank90")) / as_float(m["random_rank90"]) for m in matrices
               if m.get("module") in modules and as_float(m.get("random_rank90")) > 0]
@@ -338,7 +329,7 @@ def _ratio_difference(matrices: list[dict]) -> tuple[float, float, Estimate] | N
     """One run's mean shape-normalised rank of MLP and of attention matrices and their
     difference with its error (two independent sets of matrices, Welch); None below two
     matrices of either."""
-    mlp, attention = (_module_ratios(matrices, group) for group in (MLP, ATTENTION))
+    mlp, attention = (_module_ratios(matrices, group) for group in (MLP_MODULES, ATTENTION_MODULES))
     if len(mlp) < 2 or len(attention) < 2:
         return None
     diff = difference_of(_mean_estimate(mlp), _mean_estimate(attention))
@@ -383,10 +374,8 @@ def _final_rows(s: ClaimData, label: str, column: str) -> pd.DataFrame:
     row = s.final(label, column)
     if row is None:
         return pd.DataFrame(columns=[column])
-    cp = usable(s.frame.checkpoints)
-    chosen = ((cp["label"] == label) & np.isclose(cp["lr"].astype(float), s.best[label])
-              & (cp["step"] == row["step"]))
-    return cp[chosen].dropna(subset=[column])
+    chosen = s.at_best.checkpoints(label)
+    return chosen[chosen["step"] == row["step"]].dropna(subset=[column])
 
 
 def _at(row: pd.Series, column: str) -> float:

@@ -1,5 +1,7 @@
 """Build the study report: ``OUT/report/index.html`` (self-contained), the figures beside it in
-``OUT/report/`` and ``OUT/measurements.csv`` with every number the figures and tables use.
+``OUT/report/`` and ``OUT/measurements.csv`` with every number the figures and tables use. The
+report renders what analysis concluded (a ``StudyJudgement`` of
+``learnforget.analysis.judge``); the pipeline judges the study and writes ``OUT/claims.json``.
 
 The page is a list of sections, each made by a *section builder*: a function
 ``(ReportContext) -> Section | None`` listed in ``SECTION_BUILDERS``. To add a part to the
@@ -14,22 +16,20 @@ import datetime as dt
 import math
 import os
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from learnforget.analysis.findings import headline
-from learnforget.analysis.frame import Frame, final_rows, load_frame
-from learnforget.analysis.recommend import GOALS, frontier_note, recommend, verdict
-from learnforget.analysis.uncertainty import Z
+from learnforget.analysis.best_lr import final_rows
+from learnforget.analysis.comparison import Z
+from learnforget.analysis.judge import StudyJudgement
 from learnforget.report import figures as figs
 from learnforget.report.claims_section import claims_section
+from learnforget.report.context import ReportContext, SectionBuilder
 from learnforget.report.csv_table import write_measurements_csv
 from learnforget.report.html import (
     Cell,
-    FigureRef,
     Section,
     escape,
     number,
@@ -40,38 +40,6 @@ from learnforget.report.html import (
     table,
 )
 from learnforget.report.weights import diversity_section, weights_section
-
-
-@dataclass
-class ReportContext:
-    """What a section builder gets: the output folder, the loaded ``Frame`` and where figures
-    go. ``draw`` renders figures once and remembers them."""
-
-    out: Path
-    frame: Frame
-    report_dir: Path
-    drawn: dict[str, FigureRef | str] = field(default_factory=dict)
-
-    def draw(self, specs: Sequence[figs.FigureSpec]) -> tuple[list[FigureRef], list[str]]:
-        """(figures drawn, notes for those skipped) for ``specs``; a figure that raises
-        anything but ``FigureSkipped`` is noted with its error, not raised."""
-        refs, notes = [], []
-        for spec in specs:
-            if spec.name not in self.drawn:
-                try:
-                    path = spec.draw(self.frame, self.report_dir)
-                    self.drawn[spec.name] = FigureRef(path, spec.title, spec.caption)
-                except figs.FigureSkipped as skipped:
-                    self.drawn[spec.name] = f"{spec.title}: not drawn — {skipped}."
-                except Exception as exc:  # a figure bug must not cost the whole report
-                    self.drawn[spec.name] = (f"{spec.title}: could not be drawn — "
-                                             f"{type(exc).__name__}: {exc}")
-            result = self.drawn[spec.name]
-            (refs if isinstance(result, FigureRef) else notes).append(result)
-        return refs, notes
-
-
-SectionBuilder = Callable[[ReportContext], "Section | None"]
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -134,7 +102,7 @@ def how_to_read_section(ctx: ReportContext) -> Section:
     """The definitions behind every number of the report, with this study's own example."""
     items = "".join(f"<li><b>{escape(term)}</b>: {escape(text)}</li>" for term, text in HOW_TO_READ)
     if not ctx.frame.checkpoints.empty:
-        items += (f"<li><b>in this study</b>: {escape(headline(ctx.frame))} "
+        items += (f"<li><b>in this study</b>: {escape(ctx.judgement.headline)} "
                   f"({escape(ctx.frame.learn_label)}; {escape(ctx.frame.forget_label)})</li>")
     items += ("<li><b>± and n</b>: a value ± 1.96 standard errors (its 95% interval) and the "
               "number of items it was measured on; accuracies move in steps of 1/n.</li>")
@@ -143,7 +111,7 @@ def how_to_read_section(ctx: ReportContext) -> Section:
 
 def verdict_section(ctx: ReportContext) -> Section:
     """Each method at its best LR against full finetuning: sentences and a table."""
-    rows = verdict(ctx.frame)
+    rows = ctx.judgement.methods
     if not rows:
         return Section("Verdict", paragraph("No run has been registered yet."))
     sentences = "".join(paragraph(r.sentence, "sentence") for r in rows if not r.is_reference)
@@ -163,7 +131,7 @@ def verdict_section(ctx: ReportContext) -> Section:
 
 def recommendation_section(ctx: ReportContext) -> Section:
     """Which finetuning to use, for each of the three goals."""
-    recs = [recommend(ctx.frame, goal) for goal in GOALS]
+    recs = ctx.judgement.recommendations
     goal_names = {"learn": "learn the most", "balanced": "balanced",
                   "retain": "retain the most"}
     rows = [[goal_names[r.goal], r.name or "—", Cell(number(r.lr, 3), True),
@@ -171,7 +139,7 @@ def recommendation_section(ctx: ReportContext) -> Section:
              r.reason] for r in recs]
     body = table(["goal", "method", "LR", "rank", "targets", "stop at tokens", "learning",
                   "forgetting", "checkpoint", "why"], rows)
-    body += paragraph(frontier_note(ctx.frame))
+    body += paragraph(ctx.judgement.frontier_note)
     return Section("Recommendation", body)
 
 
@@ -288,20 +256,19 @@ def _run_builder(builder: SectionBuilder, ctx: ReportContext) -> Section | None:
         return Section(name, errors=[f"this section could not be built: {detail}"])
 
 
-def build_report(out: Path, builders: Sequence[SectionBuilder] | None = None,
+def build_report(judgement: StudyJudgement, builders: Sequence[SectionBuilder] | None = None,
                  index: Path | None = None) -> Path:
-    """Write ``OUT/report/index.html``, its figures and ``OUT/measurements.csv``; returns the
-    path of the HTML page. ``builders`` defaults to ``SECTION_BUILDERS``. The page links back to
-    ``index`` (the index of a multi-study run; default: OUT's parent's index.html when it
-    exists)."""
-    out = Path(out)
+    """Write ``OUT/report/index.html`` of the judged study (OUT: ``judgement.out``), its figures
+    and ``OUT/measurements.csv``; returns the path of the HTML page. ``builders`` defaults to
+    ``SECTION_BUILDERS``. The page links back to ``index`` (the index of a multi-study run;
+    default: OUT's parent's index.html when it exists)."""
+    out, frame = judgement.out, judgement.frame
     if index is None and (out.parent / "index.html").is_file():
         index = out.parent / "index.html"
-    frame = load_frame(out)
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     write_measurements_csv(out, frame)
-    ctx = ReportContext(out, frame, report_dir)
+    ctx = ReportContext(out, judgement, report_dir)
     sections = [s for b in (builders or SECTION_BUILDERS) if (s := _run_builder(b, ctx))]
     name = frame.study.name if frame.study else out.name
     target = (f"{frame.study.target.domain} {frame.study.target.regime.upper()}"

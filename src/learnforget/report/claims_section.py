@@ -1,14 +1,16 @@
-"""The report's "Claims checklist": the paper's nine claims judged on this study
-(``learnforget.analysis.claims``) as a table, also written to ``OUT/claims.json``."""
+"""The report's "Claims checklist": the paper's nine claims as analysis judged them on this study
+(``StudyJudgement.verdicts``, also in ``OUT/claims.json``) as a table, with the variants compared
+apart."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from learnforget.analysis.claims import (
+import pandas as pd
+
+from learnforget.analysis.comparison import Z
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.verdicts import (
     CPT_SIMILAR,
     FAILS,
     FAR_MORE,
@@ -18,16 +20,9 @@ from learnforget.analysis.claims import (
     SEVERAL,
     ClaimVerdict,
     count_verdicts,
-    judge_claims,
 )
-from learnforget.analysis.frame import Frame
-from learnforget.analysis.uncertainty import Z
-from learnforget.analysis.variants import variant_comparison
+from learnforget.report.context import ReportContext
 from learnforget.report.html import Cell, Section, escape, number, paragraph, table
-from learnforget.report.weights import best_run_ids, load_artifacts
-
-if TYPE_CHECKING:  # build.py imports this module, so the context is only a type here
-    from learnforget.report.build import ReportContext
 
 VERDICT_COLORS = {HOLDS: "#1e7b34", FAILS: "#b03a2e", INCONCLUSIVE: "#b7791f"}  # untested grey
 UNTESTED_COLOR = "#777777"
@@ -104,10 +99,9 @@ def _with_se(value: float, se: float) -> str:
     return f"{text} ± {number(Z * se, 2)}" if se == se else text  # NaN: no error stored
 
 
-def variants_table(frame: Frame) -> str:
-    """Other target sets and LoRA variants beside the reference and the judged LoRA ("" when
-    the study has none)."""
-    table_rows = variant_comparison(frame)
+def variants_table(frame: Frame, table_rows: pd.DataFrame) -> str:
+    """Other target sets and LoRA variants (``table_rows``: ``variant_comparison``) beside the
+    reference and the judged LoRA ("" when the study has none)."""
     if table_rows.empty:
         return ""
     rows = [[r.name, r.role, Cell(number(r.best_lr, 3), True),
@@ -123,30 +117,12 @@ def variants_table(frame: Frame) -> str:
                      "ΔW rank90", "intruders / matrix"], rows))
 
 
-def claims_record(frame: Frame, verdicts: Sequence[ClaimVerdict]) -> dict:
-    """What ``OUT/claims.json`` holds: the study, its target and every verdict."""
-    study = frame.study
-    return {"study": study.name if study else None,
-            "target": study.target.model_dump(mode="json") if study else None,
-            "claims": [v.to_dict() for v in verdicts]}
-
-
-def write_claims_json(out: Path, frame: Frame, verdicts: Sequence[ClaimVerdict]) -> Path:
-    """Write ``OUT/claims.json`` (see ``claims_record``); returns its path."""
-    path = Path(out) / "claims.json"
-    path.write_text(json.dumps(claims_record(frame, verdicts), indent=2, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
-    return path
-
-
 def claims_section(ctx: ReportContext) -> Section:
-    """The claims checklist of this study (and ``OUT/claims.json``)."""
-    run_ids = {run_id for ids in best_run_ids(ctx.frame).values() for run_id in ids}
-    verdicts = judge_claims(ctx.frame, load_artifacts(ctx.out, "spectrum", run_ids))
-    write_claims_json(ctx.out, ctx.frame, verdicts)
+    """The claims checklist of this study."""
+    verdicts = ctx.judgement.verdicts
     body = (paragraph(INTRO)
             + paragraph(f"The nine claims — {summary_line(verdicts)}.", "sentence")
-            + claims_table(verdicts) + variants_table(ctx.frame)
+            + claims_table(verdicts) + variants_table(ctx.frame, ctx.judgement.variants)
             + paragraph("Claim 1's comparison of CPT with IFT needs two studies: a multi-study "
                         "run judges it on its index page. The verdicts are also in claims.json "
                         "beside the report folder.", "muted"))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from learnforget.analysis.frame import METHOD_COLUMNS, Frame
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.method_names import METHOD_COLUMNS
 from learnforget.store import Store
 
 SETTINGS = [c for c in METHOD_COLUMNS if c != "kind"]

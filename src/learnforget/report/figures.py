@@ -18,16 +18,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from learnforget.analysis.frame import (
-    METHOD_COLUMNS,
-    Frame,
-    best_lrs,
-    is_plain_lora,
-    lr_table,
-    mean_curves,
-    reference_label,
-    usable,
-)
+from learnforget.analysis.best_lr import best_lrs, lr_table, mean_curves, reference_label, usable
+from learnforget.analysis.claim_data import is_plain_lora
+from learnforget.analysis.frame import Frame
+from learnforget.analysis.method_names import METHOD_COLUMNS
 from learnforget.analysis.pareto import frontier
 
 DPI = 150

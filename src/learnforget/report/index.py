@@ -1,6 +1,6 @@
 """The index page of a multi-study run (the demo): one link per study report, the claims that
 need several studies (claim 1: the gap is larger in CPT than in IFT) and each study's claims
-checklist side by side."""
+checklist side by side, as analysis judged them (``learnforget.analysis.judge.judge_run``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import html
 import json
 from pathlib import Path
 
-from learnforget.analysis.claims import CLAIMS, judge_claims, judge_claims_across
-from learnforget.analysis.frame import Frame, load_frame
-from learnforget.errors import UserError
+from learnforget.analysis.judge import RunJudgement
+from learnforget.analysis.verdicts import CLAIMS
 from learnforget.report.claims_section import claims_table, verdict_cell
 from learnforget.report.html import paragraph, relative_folder, table
 
@@ -32,56 +31,33 @@ recommendation and claims checklist; every number is in that study's measurement
 """
 
 
-def _frames(outs: list[Path]) -> tuple[list[tuple[Path, Frame]], list[str]]:
-    """The studies' frames, and a note for each folder that has no store yet."""
-    frames, notes = [], []
-    for out in outs:
-        try:
-            frames.append((out, load_frame(out)))
-        except UserError as error:
-            notes.append(str(error))
-    return frames, notes
-
-
-def _checklist(out: Path, frame: Frame) -> dict[int, str]:
-    """{claim number: verdict} from OUT/claims.json (written with the study's report), or
-    judged now when the report has not been written."""
-    path = out / "claims.json"
-    if path.is_file():
-        claims = json.loads(path.read_text(encoding="utf-8"))["claims"]
-        return {int(c["number"]): c["verdict"] for c in claims}
-    return {v.number: v.verdict for v in judge_claims(frame)}
-
-
-def claims_html(frames: list[tuple[Path, Frame]], notes: list[str]) -> str:
+def claims_html(judged: RunJudgement) -> str:
     """The index page's claims: the cross-study verdicts, then a claim × study table of each
-    study's checklist verdicts (``notes``: folders without a store)."""
-    if not frames:
-        return "".join(paragraph(note, "muted") for note in notes)
+    study's checklist verdicts, and a note for each folder without a store."""
+    if not judged.studies:
+        return "".join(paragraph(note, "muted") for note in judged.notes)
     parts = ["<h2>Claims across studies</h2>",
              paragraph("What no single study can show: the paper finds full finetuning's lead over "
                        "LoRA larger in continued pretraining than in instruction finetuning."),
-             claims_table(judge_claims_across([frame for _, frame in frames]))]
-    names = [frame.study.name if frame.study else out.name for out, frame in frames]
-    checklists = [_checklist(out, frame) for out, frame in frames]
+             claims_table(judged.across)]
+    names = [study.name for study in judged.studies]
     texts = {**CLAIMS, 1: WITHIN_STUDY_CLAIM_1}
-    rows = [[number, text, *(verdict_cell(c.get(number, "not testable")) for c in checklists)]
+    rows = [[number, text, *(verdict_cell(study.verdicts.get(number, "not testable"))
+                             for study in judged.studies)]
             for number, text in texts.items()]
     parts += ["<h2>Each study's claims checklist</h2>",
               paragraph("The verdicts of each study's report (its Claims checklist section has "
                         "the evidence and what is missing)."),
               table(["#", "claim", *names], rows)]
-    parts += [paragraph(note, "muted") for note in notes]
+    parts += [paragraph(note, "muted") for note in judged.notes]
     return "\n".join(parts)
 
 
-def recommendations_html(frames: list[tuple[Path, Frame]]) -> str:
+def recommendations_html(judged: RunJudgement) -> str:
     """Each study's verdict sentence and recommended checkpoint (balanced goal)."""
-    from learnforget.analysis.findings import study_findings
-
     rows = []
-    for out, frame in frames:
-        found = study_findings(out, frame)
+    for study in judged.studies:
+        found, out = study.findings, study.out
         rec = found.recommendation
         rows.append([found.study, found.verdict, rec.name or "—",
                      None if rec.lr is None else f"{rec.lr:g}", rec.step,
@@ -97,9 +73,10 @@ def recommendations_html(frames: list[tuple[Path, Frame]]) -> str:
                      "claims"], rows))
 
 
-def write_index(root: Path, outs: list[Path]) -> Path:
+def write_index(root: Path, outs: list[Path], judged: RunJudgement) -> Path:
     """Write ``root/index.html`` linking each study's ``report/index.html`` (relative links),
-    with the cross-study claims and every study's checklist verdicts."""
+    with each study's findings, the cross-study claims and every study's checklist verdicts
+    (``judged``: ``judge_run(outs)``)."""
     items = []
     for out in outs:
         study = json.loads((out / "study.json").read_text())
@@ -110,10 +87,8 @@ def write_index(root: Path, outs: list[Path]) -> Path:
             f'{html.escape(target["domain"])} {html.escape(target["regime"].upper())} on '
             f'{html.escape(study["base"]["model"])}</li>'
         )
-    frames, notes = _frames(outs)  # each study's frame read once for the whole page
     index = root / "index.html"
     index.write_text(PAGE.format(title=html.escape(root.name), items="".join(items),
-                                 claims=recommendations_html(frames)
-                                 + claims_html(frames, notes)),
+                                 claims=recommendations_html(judged) + claims_html(judged)),
                      encoding="utf-8")
     return index
