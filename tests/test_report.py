@@ -15,7 +15,6 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.image
 import pandas as pd
@@ -26,11 +25,10 @@ from learnforget.analysis.best_lr import best_lrs
 from learnforget.analysis.findings import study_findings
 from learnforget.analysis.frame import load_frame
 from learnforget.analysis.judge import judge_study
-from learnforget.analysis.method_names import method_name
 from learnforget.analysis.pareto import distance_to_front, frontier, pareto_front
 from learnforget.analysis.recommend import frontier_note, recommend, verdict
 from learnforget.pipeline import write_study_report
-from learnforget.plan import RunConfig, expand
+from learnforget.plan import MethodConfig, RunConfig, expand, method_name
 from learnforget.report import figures as figs
 from learnforget.report.build import SECTION_BUILDERS, build_report
 from learnforget.report.html import Section
@@ -239,20 +237,18 @@ def test_forget_mean_averages_accuracy_drops_when_the_first_task_is_accuracy(tmp
     assert frame.forget_label.startswith("mean accuracy lost vs base")
 
 
-def _method(**settings):
-    """A method's settings as ``method_name`` reads them (every column present)."""
-    fields = {"kind": "lora", "r": None, "alpha": None, "targets": None, "init": "default",
-              "use_rslora": False, "use_dora": False, "dropout": 0.0, "weight_decay": 0.0,
-              "attention_dropout": 0.0, "train_embeddings": True, "optimizer": "adamw"}
-    return SimpleNamespace(**{**fields, **settings})
+def _method(**settings) -> MethodConfig:
+    """A typed method (LoRA unless ``kind`` says otherwise) at an LR that names ignore."""
+    return MethodConfig(**{"kind": "lora", "lr": 1e-3, **settings})
 
 
 def test_method_names_come_from_settings_not_labels() -> None:
     assert method_name(_method(r=8, targets="all")) == "LoRA r=8 (all)"
-    assert method_name(_method(r=64, targets="mlp", use_dora=True, optimizer="lion")) == \
+    assert method_name(_method(r=64, targets="mlp", use_dora=True), "lion") == \
         "LoRA r=64 (mlp, DoRA, Lion)"
     assert method_name(_method(r=8, targets="all", alpha=8.0, init="pissa", use_rslora=True)) \
         == "LoRA r=8 (all, α=8, rsLoRA, pissa init)"
+    assert method_name(_method(r=8, targets="all", alpha=16.0)) == "LoRA r=8 (all)"  # α = 2r
     assert method_name(_method(kind="full", train_embeddings=False, weight_decay=0.1)) == \
         "full finetuning (frozen embeddings, weight decay 0.1)"
     assert method_name(_method(kind="full", attention_dropout=0.1)) == \

@@ -37,22 +37,23 @@ class MethodConfig(BaseModel):
     kind: Literal["full", "lora"] = Field(
         description="full: every parameter trains; lora: PEFT LoRA adapters on a frozen base")
     lr: float = Field(description="peak learning rate")
+    # LoRA
+    r: int | None = Field(None, description="LoRA: rank of the adapters")
+    alpha: float | None = Field(None, description="LoRA: α (the update is scaled by α/r)")
+    targets: Literal["attention", "mlp", "all"] | None = Field(
+        None, description="LoRA: the modules that get adapters")
+    init: str = Field("default", description="LoRA: adapter initialisation (PEFT "
+                      "init_lora_weights)")
+    use_rslora: bool = Field(False, description="LoRA: scale by α/√r instead of α/r")
+    use_dora: bool = Field(False, description="LoRA: DoRA, weight-decomposed LoRA")
+    dropout: float = Field(0.0, description="LoRA: dropout on the adapters' input")
+    # both
     weight_decay: float = Field(0.0, description="decoupled weight decay")
     # full finetuning
     attention_dropout: float = Field(
         0.0, description="full finetuning: dropout on the attention probabilities")
     train_embeddings: bool = Field(
         True, description="full finetuning: false freezes the embeddings and the LM head")
-    # LoRA
-    r: int | None = Field(None, description="LoRA: rank of the adapters")
-    alpha: float | None = Field(None, description="LoRA: α (the update is scaled by α/r)")
-    targets: Literal["attention", "mlp", "all"] | None = Field(
-        None, description="LoRA: the modules that get adapters")
-    dropout: float = Field(0.0, description="LoRA: dropout on the adapters' input")
-    use_rslora: bool = Field(False, description="LoRA: scale by α/√r instead of α/r")
-    use_dora: bool = Field(False, description="LoRA: DoRA, weight-decomposed LoRA")
-    init: str = Field("default", description="LoRA: adapter initialisation (PEFT "
-                      "init_lora_weights)")
 
     @property
     def is_full(self) -> bool:

@@ -48,10 +48,15 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from learnforget.analysis.method_names import METHOD_COLUMNS, method_table, sort_labels
+from learnforget.analysis.method_names import (
+    METHOD_COLUMNS,
+    method_table,
+    sort_labels,
+    stored_method,
+)
 from learnforget.errors import UserError
 from learnforget.measure.uncertainty import ITEMS_KIND_PREFIX, ItemValues
-from learnforget.plan import MethodConfig, run_label
+from learnforget.plan import run_label
 from learnforget.store import Store
 from learnforget.study import Study
 
@@ -175,38 +180,25 @@ def _task_names(study: Study | None, measured: set[str]) -> tuple[list[str], lis
     return learning, forgetting
 
 
-def _config_label(config: dict, stored: str) -> str:
-    """A run's label rebuilt from its stored config, the way ``plan`` names runs today (every
-    setting that tells methods apart is in it); ``stored`` when the config holds no method or
-    one that is not a valid method setting.
-
-    Stores written before the label held α, dropout and LoRA weight decay recorded one label
-    for runs differing in them; rebuilding the label splits those runs into their methods."""
-    method = config.get("method")
-    if not isinstance(method, dict) or not method:
-        return stored
-    known = {key: value for key, value in method.items() if key in MethodConfig.model_fields}
-    try:
-        point = MethodConfig.model_validate(known)
-    except ValidationError:
-        return stored
-    optimizer = config.get("optimizer")
-    return run_label(point, optimizer.get("name") if isinstance(optimizer, dict) else None)
-
-
 def _run_table(store: Store) -> pd.DataFrame:
-    """One row per stored run with its structured settings from the run's config; the label is
-    rebuilt from those settings (``_config_label``), so runs with different settings never
-    share one, whatever label the store recorded."""
+    """One row per stored run with its typed method (``method_config``: the ``MethodConfig``
+    read back from the run's config, None for the base model or a config that holds none) and its
+    settings as columns; the label is rendered from the typed method, so runs with different
+    settings never share one, whatever label the store recorded (stores written before the
+    label held α, dropout and LoRA weight decay recorded one label for runs differing in
+    them: rendering it again splits those runs into their methods)."""
     rows = []
     for run in store.runs():
         config = run["config"]
         method = config.get("method") or {}
-        label = run["label"] if run["method"] == "base" else _config_label(config, run["label"])
+        point = None if run["method"] == "base" else stored_method(config)
+        optimizer = (config.get("optimizer") or {}).get("name")
+        label = run["label"] if point is None else run_label(point, optimizer)
         row = {"run_id": run["run_id"], "label": label, "kind": run["method"],
+               "method_config": point,
                "lr": method.get("lr"), "seed": config.get("seed"), "status": run["status"],
                "error": run["error"],
-               "optimizer": (config.get("optimizer") or {}).get("name")}
+               "optimizer": optimizer}
         for column in METHOD_COLUMNS:
             if column not in ("kind", "optimizer"):
                 row[column] = method.get(column)
@@ -214,7 +206,7 @@ def _run_table(store: Store) -> pd.DataFrame:
             for column in ("r", "alpha", "targets", "init", "use_rslora", "use_dora", "dropout"):
                 row[column] = None
         rows.append(row)
-    table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "error"])
+    table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "method_config", "error"])
     for column in ("lr", "alpha", "dropout", "weight_decay", "attention_dropout"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     for column in ("r", "seed"):
