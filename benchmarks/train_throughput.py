@@ -178,7 +178,7 @@ def _peak_mb(device: str) -> float:
     resets its own high-water mark), allocated memory on CUDA."""
     import torch
 
-    from learnforget.memory import peak_rss_bytes
+    from learnforget.peak_memory import peak_rss_bytes
 
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20

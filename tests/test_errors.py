@@ -18,11 +18,11 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from learnforget.analysis.spectrum import changed_matrices
 from learnforget.cli import app
 from learnforget.data.loaders import load_documents
 from learnforget.data.target import load_target
 from learnforget.errors import UserError
+from learnforget.measure.spectrum import changed_matrices
 from learnforget.plan import expand
 from learnforget.store import Measurement, Store
 from learnforget.study import load_studies, parse_study
@@ -349,7 +349,7 @@ def test_budgets_on_one_step_of_the_data_are_named(caplog) -> None:
 
 def test_a_huge_batch_is_planned_by_arithmetic_not_enumeration(tmp_path: Path) -> None:
     # batch_size 10¹²: the memory fit search looped over range(batch_size) and never ended
-    from learnforget.memory import divisors
+    from learnforget.memory_estimate import divisors
 
     assert divisors(12) == [1, 2, 3, 4, 6, 12]
     assert len(divisors(10**12)) == 169 and divisors(10**12)[-1] == 10**12

@@ -15,7 +15,7 @@ from test_training import micro_study, train_one
 from typer.testing import CliRunner
 
 from learnforget.cli import app
-from learnforget.memory import ModelShape, activation_bytes, estimate
+from learnforget.memory_estimate import ModelShape, activation_bytes, estimate
 from learnforget.plan import expand
 from learnforget.precision import run_id_view
 from learnforget.runner import measure_base, prepare_training_data

@@ -66,13 +66,13 @@ from learnforget.analysis.claim_data import (
     ClaimVerdict,
 )
 from learnforget.analysis.frame import Frame
-from learnforget.analysis.summary import ATTENTION
 from learnforget.analysis.weight_claims import (
     claim_delta_rank,
     claim_diversity,
     claim_intruders,
     seed_mean,
 )
+from learnforget.measure.spectrum_summary import ATTENTION
 
 REPLICATES = 100  # per scenario (null, clear effect); claim 8: DIVERSITY_REPLICATES
 DIVERSITY_REPLICATES = 50

@@ -1,6 +1,6 @@
 """The report's weight, diversity and claims sections, from stores holding real ΔW spectra.
 
-The spectra are computed by ``learnforget.analysis.spectrum.spectrum`` on small planted weight
+The spectra are computed by ``learnforget.measure.spectrum.spectrum`` on small planted weight
 changes of a 2-layer Llama-shaped set of matrices (hidden 32, MLP 64):
 
 - "full finetuning": ΔW = c · Gaussian noise, which is full-rank and hardly turns W's top
@@ -27,8 +27,8 @@ from claim_studies import write_study
 
 from learnforget.analysis.claims import judge_claims
 from learnforget.analysis.frame import load_frame
-from learnforget.analysis.spectrum import spectrum
-from learnforget.analysis.summary import spectrum_summary
+from learnforget.measure.spectrum import spectrum
+from learnforget.measure.spectrum_summary import spectrum_summary
 from learnforget.report.build import build_report
 from learnforget.report.claims_section import claims_section, write_claims_json
 from learnforget.report.figures import DPI, FigureSkipped
@@ -102,7 +102,7 @@ def spectra_by_kind() -> dict[str, list[list[dict]]]:
 
 
 def _summary_rows(matrices: list[dict]) -> dict[str, float]:
-    from learnforget.analysis.spectrum import MatrixSpectrum
+    from learnforget.measure.spectrum import MatrixSpectrum
 
     objects = [MatrixSpectrum(**{**m, "shape": tuple(m["shape"])}) for m in matrices]
     return {f"spectrum/{k}": v for k, v in spectrum_summary(objects).items()}

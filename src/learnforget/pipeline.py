@@ -133,8 +133,8 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
     measure its base and prepare the training data of its unfinished runs."""
     from learnforget.outdir import check_same_study, locked
     from learnforget.plan import expand
-    from learnforget.progress import scoring_progress
     from learnforget.runner import measure_base, prepare_training_data
+    from learnforget.terminal_progress import scoring_progress
 
     runs = expand(study)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from learnforget.data.batches import (
 from learnforget.data.target import own_data, training_material
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
-from learnforget.measure.progress import ScoringCallback
+from learnforget.measure.scoring_progress import ScoringCallback
 from learnforget.measure.tasks import default_tasks, get_task
 from learnforget.measure.uncertainty import COUNT_METRIC, has_delta, items_kind
 from learnforget.methods import apply_method, count_parameters, scoring_view
@@ -267,8 +267,8 @@ def task_rows(results: dict[str, dict[str, float]], counts: dict[str, int],
 
 def measure_spectrum(model, base_state: dict[str, torch.Tensor]):
     """Summary rows (task ``spectrum``) and per-matrix details of ΔW for ``model``."""
-    from learnforget.analysis.spectrum import spectrum_between
-    from learnforget.analysis.summary import spectrum_summary
+    from learnforget.measure.spectrum import spectrum_between
+    from learnforget.measure.spectrum_summary import spectrum_summary
 
     spectra = spectrum_between(base_state, model)
     summary = spectrum_summary(spectra)

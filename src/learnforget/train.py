@@ -34,8 +34,8 @@ from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file
 
 from learnforget.data.batches import IGNORE_INDEX, BatchStream, split_batch
-from learnforget.memory import peak_memory_mb, reset_peak_memory
 from learnforget.optim import make_optimizer, make_scheduler
+from learnforget.peak_memory import peak_memory_mb, reset_peak_memory
 from learnforget.plan import RunConfig
 from learnforget.precision import (
     mixed_precision,
@@ -431,7 +431,7 @@ def train_loop(
         if done in checkpoint_steps:
             folder = run_dir / f"checkpoint-{done}"
             unwrapped = accelerator.unwrap_model(model)
-            # the peak so far, before this checkpoint is measured (memory.py)
+            # the peak so far, before this checkpoint is measured (peak_memory.py)
             rows.add(done, tokens, "peak_memory_mb", peak_memory_mb(accelerator.device))
             sharded = is_sharded(accelerator)
             # Every process takes part in gathering a sharded model's weights; only the main

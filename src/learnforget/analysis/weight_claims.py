@@ -43,8 +43,8 @@ from learnforget.analysis.claim_data import (
     untestable,
 )
 from learnforget.analysis.frame import usable
-from learnforget.analysis.summary import ATTENTION, MLP
 from learnforget.analysis.uncertainty import Difference, as_float
+from learnforget.measure.spectrum_summary import ATTENTION, MLP
 
 BOOTSTRAP = 400  # draws over matrices for the standard error of a median
 BOOTSTRAP_SEED = 0  # the bootstrap's generator is seeded: a verdict does not change between calls

@@ -41,9 +41,9 @@ from learnforget.errors import UserError
 from learnforget.executors import RunJob, StudyEnd
 from learnforget.executors.lifeline import starting_server
 from learnforget.plan import RunConfig
-from learnforget.progress import RunProgress as _Bars
-from learnforget.progress import progress_bars
 from learnforget.store import Store
+from learnforget.terminal_progress import RunProgress as _Bars
+from learnforget.terminal_progress import progress_bars
 
 STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL
 PRELOAD = ["learnforget.executors.preload"]  # what the forkserver imports once for all workers

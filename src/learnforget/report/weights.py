@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 
 from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame, best_lrs, usable
-from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
-from learnforget.analysis.spectrum import random_singular_values
+from learnforget.measure.intruders import DEFAULT_EPS_VALUES
+from learnforget.measure.spectrum import random_singular_values
 from learnforget.report.figures import (
     DPI,
     FigureSpec,
