@@ -91,8 +91,8 @@ def _prepare(args: argparse.Namespace, method: str):
     import torch
 
     from learnforget.base import load_base
+    from learnforget.data.prepare import build_stream
     from learnforget.methods import apply_method
-    from learnforget.runner import build_stream
     from learnforget.train import training_base_spec
 
     run = _run_config(args, method)

@@ -336,13 +336,13 @@ def test_binary_samples_file_for_score_code(tmp_path: Path) -> None:
 
 def test_budgets_on_one_step_of_the_data_are_named(caplog) -> None:
     from learnforget.data.batches import BatchStream
-    from learnforget.runner import checkpoint_steps
+    from learnforget.data.prepare import checkpoint_steps
 
     study = parse_study({**MICRO, "target": {"domain": "math", "regime": "ift"},
                          "budgets": {"epochs": [0.5, 0.52, 1]}})
     (run,) = [r for r in expand(study) if r.method.kind == "full"]
     stream = BatchStream(torch.ones(80, 16, dtype=torch.long), 8, 0, 0)  # 10 steps per epoch
-    with caplog.at_level(logging.WARNING, logger="learnforget.runner"):
+    with caplog.at_level(logging.WARNING, logger="learnforget.data.prepare"):
         assert checkpoint_steps(run, stream) == [5, 10]
     assert "budgets.epochs 0.5 and 0.52 both fall on step 5" in caplog.text
 

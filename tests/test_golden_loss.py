@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # conftest, when run as a script
 
 from conftest import micro_study  # noqa: E402
 
+from learnforget.measure.base_measurement import base_run_id, measure_base  # noqa: E402
 from learnforget.plan import expand  # noqa: E402
-from learnforget.runner import base_run_id, execute_run, measure_base  # noqa: E402
+from learnforget.runner import execute_run  # noqa: E402
 from learnforget.store import Store  # noqa: E402
 from learnforget.study import parse_study  # noqa: E402
 
