@@ -37,6 +37,7 @@ measure "generation_smollm2_$suffix" python benchmarks/generation.py \
     --model smollm2-135m-instruct-gguf --limit 8 --repeats 3 \
     --json "$results/generation_smollm2_$suffix.json"
 measure "adamw_step_$suffix" python benchmarks/adamw_step.py --threads 1 --repeats 5
+measure "spectrum_small_model_$suffix" python benchmarks/spectrum_small_model.py --threads 1 --repeats 3
 out="$(mktemp -d)/demo"  # the demo's own output (progress, findings) goes to $out.log
 echo "$(date +%T) demo_time_$suffix: benchmarks/demo_time.sh $out"
 { echo "# benchmarks/demo_time.sh $out (the demo's output: $out.log)"

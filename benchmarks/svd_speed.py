@@ -1,4 +1,4 @@
-"""Time `learnforget.analysis.spectrum.spectrum` on Llama-2-7B-shaped weights against the per-matrix
+"""Time `learnforget.measure.spectrum.spectrum` on Llama-2-7B-shaped weights against the per-matrix
 float64 NumPy loop one would otherwise write.
 
 Per layer, Llama-2-7B has four 4096×4096 attention matrices (q, k, v, o) and three MLP matrices
@@ -60,7 +60,7 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from learnforget.analysis import spectrum as spectrum_module  # noqa: E402
+from learnforget.measure import spectrum as spectrum_module  # noqa: E402
 
 
 def layer_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
@@ -113,7 +113,7 @@ def time_ours(pairs: dict, device: str, intruder_k: int) -> float:
 def compare_solvers(pairs: dict, device: str) -> None:
     """Per shape, on one ΔW: seconds of each way to get singular values on `device`, and whether
     the rank for 90% of Σσ² agrees with the float32 SVD's."""
-    from learnforget.analysis import decompose
+    from learnforget.measure import decompose
 
     seen: set[tuple[int, int]] = set()
     for w_base, w_tuned in pairs.values():

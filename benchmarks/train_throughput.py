@@ -91,8 +91,8 @@ def _prepare(args: argparse.Namespace, method: str):
     import torch
 
     from learnforget.base import load_base
+    from learnforget.data.prepare import build_stream
     from learnforget.methods import apply_method
-    from learnforget.runner import build_stream
     from learnforget.train import training_base_spec
 
     run = _run_config(args, method)
@@ -178,7 +178,7 @@ def _peak_mb(device: str) -> float:
     resets its own high-water mark), allocated memory on CUDA."""
     import torch
 
-    from learnforget.memory import peak_rss_bytes
+    from learnforget.peak_memory import peak_rss_bytes
 
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20

@@ -9,10 +9,10 @@ from conftest import micro_study
 
 from learnforget.base import load_base
 from learnforget.data.batches import LENGTH_GROUP_BATCHES, BatchStream
+from learnforget.data.prepare import build_stream, training_examples
 from learnforget.errors import UserError
 from learnforget.plan import expand
 from learnforget.precision import run_id_view
-from learnforget.runner import build_stream, training_examples
 from learnforget.study import parse_study
 
 
@@ -91,7 +91,8 @@ def test_grouping_cpt_blocks_is_refused_with_the_fix() -> None:
 
 def test_a_grouped_ift_study_trains_and_measures(tmp_path) -> None:
     """A micro math-IFT run with ``group_by_length`` trains and is measured like any other."""
-    from learnforget.runner import execute_run, measure_base
+    from learnforget.measure.base_measurement import measure_base
+    from learnforget.runner import execute_run
     from learnforget.store import Store
 
     study = parse_study(micro_study(

@@ -18,11 +18,11 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from learnforget.analysis.spectrum import changed_matrices
 from learnforget.cli import app
 from learnforget.data.loaders import load_documents
 from learnforget.data.target import load_target
 from learnforget.errors import UserError
+from learnforget.measure.spectrum import changed_matrices
 from learnforget.plan import expand
 from learnforget.store import Measurement, Store
 from learnforget.study import load_studies, parse_study
@@ -336,20 +336,20 @@ def test_binary_samples_file_for_score_code(tmp_path: Path) -> None:
 
 def test_budgets_on_one_step_of_the_data_are_named(caplog) -> None:
     from learnforget.data.batches import BatchStream
-    from learnforget.runner import checkpoint_steps
+    from learnforget.data.prepare import checkpoint_steps
 
     study = parse_study({**MICRO, "target": {"domain": "math", "regime": "ift"},
                          "budgets": {"epochs": [0.5, 0.52, 1]}})
     (run,) = [r for r in expand(study) if r.method.kind == "full"]
     stream = BatchStream(torch.ones(80, 16, dtype=torch.long), 8, 0, 0)  # 10 steps per epoch
-    with caplog.at_level(logging.WARNING, logger="learnforget.runner"):
+    with caplog.at_level(logging.WARNING, logger="learnforget.data.prepare"):
         assert checkpoint_steps(run, stream) == [5, 10]
     assert "budgets.epochs 0.5 and 0.52 both fall on step 5" in caplog.text
 
 
 def test_a_huge_batch_is_planned_by_arithmetic_not_enumeration(tmp_path: Path) -> None:
     # batch_size 10¹²: the memory fit search looped over range(batch_size) and never ended
-    from learnforget.memory import divisors
+    from learnforget.memory_estimate import divisors
 
     assert divisors(12) == [1, 2, 3, 4, 6, 12]
     assert len(divisors(10**12)) == 169 and divisors(10**12)[-1] == 10**12

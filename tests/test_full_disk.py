@@ -8,8 +8,9 @@ from pathlib import Path
 
 from conftest import micro_study
 
+from learnforget.measure.base_measurement import measure_base
 from learnforget.plan import expand
-from learnforget.runner import execute_run, measure_base
+from learnforget.runner import execute_run
 from learnforget.store import Store
 from learnforget.study import parse_study
 
@@ -35,7 +36,7 @@ def test_torchs_short_write_on_a_full_disk_is_named_as_a_full_disk(tmp_path: Pat
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr("learnforget.train.save_checkpoint", short_write)
-    monkeypatch.setattr("learnforget.runner.shutil.disk_usage",
+    monkeypatch.setattr("learnforget.runfailure.shutil.disk_usage",
                         lambda path: usage._replace(free=4096))
     logged: list[str] = []
     assert execute_run(study, run, tmp_path, log=logged.append) == "failed"

@@ -14,11 +14,13 @@ import torch
 from test_training import micro_study, train_one
 from typer.testing import CliRunner
 
+from learnforget.base import load_tokenizer, resolve_source
 from learnforget.cli import app
-from learnforget.memory import ModelShape, activation_bytes, estimate
+from learnforget.data.prepare import prepare_training_data
+from learnforget.measure.base_measurement import measure_base
+from learnforget.memory_estimate import ModelShape, activation_bytes, estimate
 from learnforget.plan import expand
 from learnforget.precision import run_id_view
-from learnforget.runner import measure_base, prepare_training_data
 from learnforget.store import Store
 from learnforget.study import parse_study
 
@@ -56,7 +58,9 @@ def test_estimate_is_within_ten_percent_of_the_recorded_peak(tmp_path: Path) -> 
     study_file = _write(study_dict, tmp_path)
     study = parse_study(study_dict)
     measure_base(study, tmp_path, log=lambda m: None)
-    prepare_training_data(study, expand(study), log=lambda m: None)  # as `learnforget run` does
+    prepare_training_data(expand(study),
+                          lambda: load_tokenizer(resolve_source(study.base, lambda m: None)),
+                          log=lambda m: None)  # as `learnforget run` does
     estimates = {row["run_id"]: row for row in json.loads(_python(
         "from learnforget.cli import app; import sys; "
         f"sys.argv = ['learnforget', 'estimate', {str(study_file)!r}, '--json']; app()"))}

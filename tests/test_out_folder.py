@@ -12,10 +12,11 @@ import torch
 from peft import AutoPeftModelForCausalLM
 
 from learnforget.builtin import builtin_folder
+from learnforget.measure.base_measurement import base_run_id, measure_base
 from learnforget.outbase import SOURCE_FILE, keep_base, point_adapter_at_base
 from learnforget.plan import expand
 from learnforget.runfiles import RUN_FILE, RunFilesStore, read_run_file
-from learnforget.runner import base_run_id, execute_run, measure_base
+from learnforget.runner import execute_run
 from learnforget.store import Store
 from learnforget.study import BaseModelSpec, parse_study
 

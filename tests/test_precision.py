@@ -13,12 +13,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from learnforget.base import load_base
+from learnforget.data.prepare import build_stream
 from learnforget.errors import UserError
 from learnforget.methods import apply_method
 from learnforget.plan import expand
 from learnforget.planinfo import precision_warnings
 from learnforget.precision import bf16_lost_update_threshold
-from learnforget.runner import build_stream
 from learnforget.study import parse_study
 from learnforget.train import train_loop, training_base_spec
 

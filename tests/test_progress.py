@@ -15,7 +15,8 @@ from learnforget.base import load_base
 from learnforget.builtin import BuiltinSpec, pretrain
 from learnforget.cli import app
 from learnforget.measure.evaluate import evaluate
-from learnforget.progress import (
+from learnforget.study import BaseModelSpec
+from learnforget.terminal_progress import (
     Pacer,
     RunProgress,
     ScoringDisplay,
@@ -24,7 +25,6 @@ from learnforget.progress import (
     remaining_seconds,
     step_progress,
 )
-from learnforget.study import BaseModelSpec
 
 torch.set_num_threads(1)
 
@@ -132,7 +132,7 @@ def test_remaining_time_and_durations() -> None:
 
 
 def test_scoring_lines_off_a_terminal() -> None:
-    from learnforget.measure.progress import ScoringProgress
+    from learnforget.measure.scoring_progress import ScoringProgress
 
     console, buffer = _console()
     clock = Clock()

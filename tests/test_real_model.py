@@ -239,8 +239,9 @@ def test_a_gguf_base_loads_as_a_plain_dense_model(tiny_gguf: dict, tmp_path) -> 
 @pytest.fixture(scope="module")
 def gguf_study(tiny_gguf: dict, tmp_path_factory) -> dict:
     """Full finetuning and LoRA r=4 on the tiny GGUF base, checkpoints at steps 1 and 2."""
+    from learnforget.measure.base_measurement import measure_base
     from learnforget.plan import expand
-    from learnforget.runner import execute_run, measure_base
+    from learnforget.runner import execute_run
     from learnforget.study import parse_study
 
     study = parse_study({
@@ -282,8 +283,8 @@ def test_a_gguf_base_trains_and_its_checkpoints_reload(gguf_study: dict, kind: s
     from transformers import AutoModelForCausalLM
 
     from learnforget.base import load_base
+    from learnforget.checkpoint_files import load_checkpoint_weights
     from learnforget.methods import apply_method
-    from learnforget.train import load_checkpoint_weights
 
     assert gguf_study["statuses"][kind] == "finished"
     run, out = gguf_study["runs"][kind], gguf_study["out"]

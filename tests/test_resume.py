@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from learnforget.measure.base_measurement import measure_base
 from learnforget.plan import expand
-from learnforget.runner import execute_run, measure_base
+from learnforget.runner import execute_run
 from learnforget.store import Store
 from learnforget.study import parse_study
 

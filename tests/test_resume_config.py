@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import micro_study
 
+from learnforget.measure.base_measurement import measure_base
 from learnforget.plan import expand
-from learnforget.runner import execute_run, measure_base
+from learnforget.runner import execute_run
 from learnforget.store import Store
 from learnforget.study import parse_study
 

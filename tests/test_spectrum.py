@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from learnforget.analysis.intruders import count_intruders, intruder_sweep, max_base_similarity
-from learnforget.analysis.spectrum import (
+from learnforget.errors import UserError
+from learnforget.measure.intruders import count_intruders, intruder_sweep, max_base_similarity
+from learnforget.measure.spectrum import (
     changed_matrices,
     lora_tuned_weights,
     normalize_name,
@@ -22,7 +22,6 @@ from learnforget.analysis.spectrum import (
     spectrum_between,
     spectrum_json,
 )
-from learnforget.errors import UserError
 
 torch.set_num_threads(1)
 
@@ -309,7 +308,9 @@ def test_spectrum_between_full_and_peft() -> None:
         spectrum_between(base_state)
 
 
-def test_spectrum_of_small_model_is_fast() -> None:
+def test_spectrum_of_small_model_covers_every_changed_matrix() -> None:
+    """Every attention and MLP matrix of a 4-layer model is measured (its speed against the bare
+    decompositions: benchmarks/spectrum_small_model.py)."""
     model = tiny_llama(hidden=128, layers=4, intermediate=512)
     generator = torch.Generator().manual_seed(0)
     tuned = {
@@ -318,8 +319,5 @@ def test_spectrum_of_small_model_is_fast() -> None:
     }
     pairs = changed_matrices(model.state_dict(), tuned)
     assert len(pairs) == 4 * len(LINEAR_MODULES)
-    start = time.perf_counter()
     spectra = spectrum(pairs)
-    elapsed = time.perf_counter() - start
-    assert len(spectra) == len(pairs)
-    assert elapsed < 5.0, f"spectrum took {elapsed:.2f} s"
+    assert [s.name for s in spectra] == list(pairs)

@@ -21,16 +21,18 @@ import yaml
 from conftest import micro_study, stored_numbers
 from typer.testing import CliRunner
 
+from learnforget.checkpoint_files import STATE_FILE
 from learnforget.cli import app
 from learnforget.executors.lifeline import SERVER_STARTER, starting_server
 from learnforget.executors.local import WORKER_NAME
+from learnforget.measure.base_measurement import measure_base
 from learnforget.outdir import check_same_study
 from learnforget.pipeline import StudyOutcome, failed_runs, failure_summary
 from learnforget.plan import expand
-from learnforget.runner import ERROR_FILE, execute_run, measure_base
+from learnforget.runfailure import ERROR_FILE
+from learnforget.runner import execute_run
 from learnforget.store import Store
 from learnforget.study import parse_study
-from learnforget.train import STATE_FILE
 
 STUDY = micro_study(
     name="stopping", budgets={"steps": [8, 16, 24]}, workers=2,

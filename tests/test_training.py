@@ -15,9 +15,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from learnforget.base import load_base
+from learnforget.data.prepare import build_stream
+from learnforget.measure.base_measurement import base_run_id, measure_base
 from learnforget.methods import apply_method, scoring_view
 from learnforget.plan import expand
-from learnforget.runner import base_run_id, build_stream, execute_run, measure_base
+from learnforget.runner import execute_run
 from learnforget.store import Store
 from learnforget.study import parse_study
 from learnforget.train import train_loop
@@ -287,27 +289,28 @@ def test_prepared_training_data_is_what_each_run_then_loads(tmp_path: Path,
     """``prepare_training_data`` (what ``learnforget run`` does before starting the runs) builds
     each distinct set of training examples once, into the cache the runs read: a run then
     trains without touching the corpus."""
-    import learnforget.runner as runner
+    import learnforget.data.prepare as prepare
 
     study = parse_study(micro_study(training={"batch_size": 8, "seq_len": 48},
                                     budgets={"steps": [2]}))
     runs = expand(study)
-    fingerprint = runner._tokenizer_fingerprint(load_base(study.base).tokenizer)
-    paths = {runner._prepared_path(runner._training_key(run, fingerprint)) for run in runs}
+    tokenizer = load_base(study.base).tokenizer
+    fingerprint = prepare._tokenizer_fingerprint(tokenizer)
+    paths = {prepare._prepared_path(prepare._training_key(run, fingerprint)) for run in runs}
     assert len(paths) == 1  # full finetuning and LoRA train on the same examples
     for path in paths:
         path.unlink(missing_ok=True)
     logged: list[str] = []
-    runner.prepare_training_data(study, runs, log=logged.append)
+    prepare.prepare_training_data(runs, lambda: tokenizer, log=logged.append)
     assert all(path.exists() for path in paths)
     assert logged == ["preparing the training data (code cpt, 48-token sequences)"]
-    runner.prepare_training_data(study, runs, log=logged.append)  # nothing left to prepare
+    prepare.prepare_training_data(runs, lambda: tokenizer, log=logged.append)  # all prepared
     assert len(logged) == 1
 
     def no_corpus(*args, **kwargs):
         raise AssertionError("the run built its training data again")
 
-    monkeypatch.setattr(runner, "training_material", no_corpus)
+    monkeypatch.setattr(prepare, "training_material", no_corpus)
     measure_base(study, tmp_path, log=lambda m: None)
     assert execute_run(study, runs[0], tmp_path, log=lambda m: None) == "finished"
 

@@ -1,6 +1,6 @@
 """The report's weight, diversity and claims sections, from stores holding real ΔW spectra.
 
-The spectra are computed by ``learnforget.analysis.spectrum.spectrum`` on small planted weight
+The spectra are computed by ``learnforget.measure.spectrum.spectrum`` on small planted weight
 changes of a 2-layer Llama-shaped set of matrices (hidden 32, MLP 64):
 
 - "full finetuning": ΔW = c · Gaussian noise, which is full-rank and hardly turns W's top
@@ -29,8 +29,6 @@ from learnforget.analysis.best_lr import AtBestLR
 from learnforget.analysis.claims import judge_claims
 from learnforget.analysis.frame import load_frame
 from learnforget.analysis.judge import judge_study, write_claims_json
-from learnforget.analysis.spectrum import spectrum
-from learnforget.analysis.summary import spectrum_summary
 from learnforget.analysis.weights import (
     best_spectra,
     diversity_table,
@@ -38,6 +36,8 @@ from learnforget.analysis.weights import (
     load_artifacts,
     rank_grid,
 )
+from learnforget.measure.spectrum import spectrum
+from learnforget.measure.spectrum_summary import spectrum_summary
 from learnforget.pipeline import write_run_index, write_study_report
 from learnforget.report.build import build_report
 from learnforget.report.claims_section import claims_section
@@ -107,7 +107,7 @@ def spectra_by_kind() -> dict[str, list[list[dict]]]:
 
 
 def _summary_rows(matrices: list[dict]) -> dict[str, float]:
-    from learnforget.analysis.spectrum import MatrixSpectrum
+    from learnforget.measure.spectrum import MatrixSpectrum
 
     objects = [MatrixSpectrum(**{**m, "shape": tuple(m["shape"])}) for m in matrices]
     return {f"spectrum/{k}": v for k, v in spectrum_summary(objects).items()}

@@ -32,8 +32,8 @@ from learnforget.data.math import math_documents
 from learnforget.errors import UserError
 from learnforget.optim import make_optimizer, make_scheduler
 from learnforget.paths import cache_dir
-from learnforget.progress import step_progress
 from learnforget.study import OptimizerSpec, ScheduleSpec
+from learnforget.terminal_progress import step_progress
 
 EOS = "<|endoftext|>"
 DATA_VERSION = "1"  # bump when the corpora or the mix change: it is part of the cache key

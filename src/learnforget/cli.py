@@ -85,7 +85,8 @@ def friendly(func):
 def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
     """List the runs of a study: ids, trainable parameters and token budgets (after checking
     task names, device, data and sequence length, as `run` does)."""
-    from learnforget.memory import memory_warnings
+    from learnforget.executors.footprint import runtime_bytes
+    from learnforget.memory_estimate import memory_warnings
     from learnforget.plan import expand
     from learnforget.planinfo import precision_warnings, summarize
     from learnforget.preflight import check_study
@@ -105,7 +106,8 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
         Console(width=None if sys.stdout.isatty() else 200).print(table)
         for warning in precision_warnings(runs):
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-        for warning in memory_warnings(runs, study.evaluation.spectrum):
+        runtime = runtime_bytes(runs[0].base.device)
+        for warning in memory_warnings(runs, study.evaluation.spectrum, runtime):
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
@@ -119,7 +121,9 @@ def estimate(
 ) -> None:
     """Estimate each run's training memory (weights, gradients, optimizer states,
     activations) on the study's device, and say what to change where it does not fit."""
-    from learnforget.memory import MB, estimate_runs, fit_options
+    from learnforget.executors.footprint import runtime_bytes
+    from learnforget.memory_estimate import estimate_runs, fit_options
+    from learnforget.peak_memory import MB
     from learnforget.plan import expand
     from learnforget.study import load_studies
 
@@ -127,7 +131,7 @@ def estimate(
     for study in load_studies(study_file):
         runs = expand(study)
         spectrum = study.evaluation.spectrum
-        memories = estimate_runs(runs, spectrum, shards)
+        memories = estimate_runs(runs, spectrum, shards, runtime_bytes(runs[0].base.device))
         if as_json:
             out += [{"study": study.name, "run_id": m.run_id, "method": m.label,
                      "micro_batch": m.micro_batch, "fits": m.fits,
@@ -341,7 +345,7 @@ def eval_command(
     loaded = load_for_eval(_model_spec(model, revision, dtype, device), adapter,
                            log=lambda m: console.print(f"[dim]{m}[/dim]"),
                            adapter_revision=adapter_revision)
-    from learnforget.progress import scoring_progress
+    from learnforget.terminal_progress import scoring_progress
 
     with scoring_progress(console) as shown:
         results, counts, _ = evaluate(loaded.model, loaded.tokenizer, names, limit, batch_size,
@@ -417,8 +421,8 @@ def spectrum(
 ) -> None:
     """ΔW between a base and a finetuned model or adapter: rank for 90% of variance vs a
     random matrix, and intruder dimensions, per changed matrix."""
-    from learnforget.analysis.spectrum import spectrum_between, spectrum_json
     from learnforget.base import attach_adapter, check_device, load_weights
+    from learnforget.measure.spectrum import spectrum_between, spectrum_json
 
     if (tuned is None) == (adapter is None):
         raise UserError("give exactly one of --tuned MODEL or --adapter ADAPTER")

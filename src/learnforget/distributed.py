@@ -41,8 +41,8 @@ def _say(state: PartialState) -> Callable[[str], None]:
 def run_decision(study: Study, run: RunConfig, out: Path) -> tuple[str | None, int]:
     """(the stored status when the run is not to be trained — finished or diverged — else
     None, the checkpoint step to resume from, 0 for the start); read on the main process."""
+    from learnforget.checkpoint_files import STATE_FILE
     from learnforget.store import Store
-    from learnforget.train import STATE_FILE
 
     store = Store(out / "results.sqlite")
     try:
@@ -67,14 +67,14 @@ def _share(state: PartialState, value: object) -> object:
 def run_everywhere(study: Study, run: RunConfig, out: Path, state: PartialState) -> str:
     """Train and measure one run with every process; returns its status (on the main process;
     ``following`` on the others)."""
-    from learnforget.runner import _train, execute_run
+    from learnforget.runner import execute_run, follow_run
 
     decision = run_decision(study, run, out) if state.is_main_process else None
     skip, resume = _share(state, decision)
     if state.is_main_process:
         status = execute_run(study, run, out, log=print)
     elif skip is None:  # train alongside; train_loop lets only the main process write
-        _train(study, run, out, None, {}, resume, lambda event: None, lambda message: None)
+        follow_run(study, run, out, resume)
         status = "following"
     else:
         status = skip
@@ -111,9 +111,9 @@ def run_distributed(study_file: Path, out: Path | None) -> dict[str, dict[str, s
 
 def _run_study(study: Study, out: Path, state: PartialState,
                say: Callable[[str], None]) -> dict[str, str]:
+    from learnforget.measure.base_measurement import measure_base
     from learnforget.outdir import locked
     from learnforget.plan import expand
-    from learnforget.runner import measure_base
 
     runs = expand(study)
     lock = contextlib.nullcontext()

@@ -133,10 +133,12 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
                  locks: contextlib.ExitStack) -> _Started:
     """Lock OUT (until ``locks`` closes), check that it holds this study, record the study,
     measure its base and prepare the training data of its unfinished runs."""
+    from learnforget.base import load_tokenizer, resolve_source
+    from learnforget.data.prepare import prepare_training_data
+    from learnforget.measure.base_measurement import measure_base
     from learnforget.outdir import check_same_study, locked
     from learnforget.plan import expand
-    from learnforget.progress import scoring_progress
-    from learnforget.runner import measure_base, prepare_training_data
+    from learnforget.terminal_progress import scoring_progress
 
     runs = expand(study)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,8 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
     with scoring_progress(console, "base: ") as shown:
         measure_base(study, out, log=say, progress=shown)
     done = _done(out)
-    prepare_training_data(study, [run for run in runs if run.run_id not in done], log=say)
+    prepare_training_data([run for run in runs if run.run_id not in done],
+                          lambda: load_tokenizer(resolve_source(study.base, say)), log=say)
     return _Started(study, out, runs, len(done & {run.run_id for run in runs}))
 
 
@@ -195,7 +198,7 @@ def _done(out: Path) -> set[str]:
 
 def failed_runs(out: Path, statuses: dict[str, str]) -> list[FailedRun]:
     """The runs among ``statuses`` that failed, with their errors from OUT's store."""
-    from learnforget.runner import ERROR_FILE
+    from learnforget.runfailure import ERROR_FILE
     from learnforget.store import Store
 
     failed_ids = [run_id for run_id, status in statuses.items() if status == "failed"]

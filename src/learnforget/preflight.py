@@ -51,7 +51,7 @@ def check_study(study: Study) -> None:
     """Every check of a study that needs no training: task names, device, custom data and the
     model's maximum sequence length; the first failure is a ``UserError``."""
     from learnforget.base import check_device
-    from learnforget.runner import validate_tasks
+    from learnforget.measure.tasks import validate_tasks
 
     try:
         validate_tasks(study)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from learnforget.analysis.best_lr import AtBestLR
 from learnforget.analysis.frame import Frame
-from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
+from learnforget.measure.intruders import DEFAULT_EPS_VALUES
 from learnforget.store import Store
 
 Spectra = dict[str, dict[int, list[list[dict]]]]  # label → step → one matrix list per seed

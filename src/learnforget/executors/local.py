@@ -41,9 +41,9 @@ from learnforget.errors import UserError
 from learnforget.executors import RunJob, StudyEnd
 from learnforget.executors.lifeline import starting_server
 from learnforget.plan import RunConfig
-from learnforget.progress import RunProgress as _Bars
-from learnforget.progress import progress_bars
 from learnforget.store import Store
+from learnforget.terminal_progress import RunProgress as _Bars
+from learnforget.terminal_progress import progress_bars
 
 STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL
 PRELOAD = ["learnforget.executors.preload"]  # what the forkserver imports once for all workers
@@ -125,7 +125,7 @@ def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_p
     except UserError as exc:
         send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
     except Exception as exc:  # before the run could record it (its folder, the store)
-        from learnforget.runner import first_line
+        from learnforget.runfailure import first_line
 
         send({"log": f"run {run.run_id} ({run.label}, lr {run.method.lr:g}) failed: "
                      f"{first_line(exc)}"})

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from learnforget.measure.progress import ScoringCallback, ScoringProgress, batch_reporting
+from learnforget.measure.scoring_progress import ScoringCallback, ScoringProgress, batch_reporting
 from learnforget.measure.tasks import Task, get_task, load_items
 from learnforget.measure.uncertainty import ItemValues, mean_with_stderr
 from learnforget.study import TargetSpec

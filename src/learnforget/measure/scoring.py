@@ -33,7 +33,7 @@ from learnforget.errors import UserError
 from learnforget.measure.continuations import continuation_scores
 from learnforget.measure.greedy import greedy_tokens
 from learnforget.measure.greedy import supports as greedy_supports
-from learnforget.measure.progress import report_batch
+from learnforget.measure.scoring_progress import report_batch
 from learnforget.measure.uncertainty import BITS, BYTES, ItemValues, mean_with_stderr, ratio_stderr
 
 _CONTEXT_LENGTH_ATTRIBUTES = ("n_positions", "max_position_embeddings", "n_ctx")

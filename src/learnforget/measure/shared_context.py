@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from learnforget.measure.continuations import continuation_scores
-from learnforget.measure.progress import batch_reporting, report_batch, reporting_within
+from learnforget.measure.scoring_progress import batch_reporting, report_batch, reporting_within
 
 TokenPair = tuple[list[int], list[int]]
 Scores = list[tuple[float, bool]]

@@ -24,7 +24,7 @@ from typing import Literal
 
 from learnforget.data.items import GenerationItem, TextItem
 from learnforget.errors import UserError
-from learnforget.study import TargetSpec
+from learnforget.study import Study, TargetSpec
 
 TaskKind = Literal["bpb", "choice", "partial_choice", "gsm8k", "humaneval"]
 # Long held-out documents are scored in chunks of about this many characters: small enough to
@@ -217,3 +217,20 @@ def load_items(name: str, limit: int | None, seed: int, target_json: str | None 
     target = TargetSpec.model_validate_json(target_json) if target_json else None
     task = get_task(name, target)
     return task.load(limit if limit is not None else task.default_limit, seed)
+
+
+def study_tasks(study: Study) -> tuple[list[str], list[str]]:
+    """The study's (learning, forgetting) task names, defaults filled in."""
+    learning, forgetting = default_tasks(study.target)
+    return (study.evaluation.learning or learning, study.evaluation.forgetting or forgetting)
+
+
+def validate_tasks(study: Study) -> None:
+    """Fail early (before any training) on an unknown task name."""
+    learning, forgetting = study_tasks(study)
+    for name in learning + forgetting:
+        get_task(name, study.target)
+    for name in study.evaluation.final_only:
+        if name not in learning + forgetting:
+            raise UserError(f"evaluation.final_only names {name!r}, which is not one of the "
+                            f"study's tasks ({', '.join(learning + forgetting)})")

@@ -23,8 +23,6 @@ from matplotlib.figure import Figure
 
 from learnforget.analysis.best_lr import AtBestLR
 from learnforget.analysis.frame import Frame
-from learnforget.analysis.intruders import DEFAULT_EPS_VALUES
-from learnforget.analysis.spectrum import random_singular_values
 from learnforget.analysis.weights import (
     DIVERSITY,
     SPECTRUM_SUMMARIES,
@@ -37,6 +35,8 @@ from learnforget.analysis.weights import (
     shown_matrix,
     tokens_at,
 )
+from learnforget.measure.intruders import DEFAULT_EPS_VALUES
+from learnforget.measure.spectrum import random_singular_values
 from learnforget.methods import TARGET_MODULES
 from learnforget.report.context import ReportContext
 from learnforget.report.figures import (

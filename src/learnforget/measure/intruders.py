@@ -8,7 +8,7 @@ k=10, eps=0.5) match PEFT's `peft.tuners.lora.intruders.reduce_intruder_dimensio
 offers the mitigation, not a count, so the count is computed here.
 
 All functions take float tensors and compute on the tensors' device (float32 SVD on CPUs, a
-float64 eigensolver on GPUs: `learnforget.analysis.decompose`); the batched forms
+float64 eigensolver on GPUs: `learnforget.measure.decompose`); the batched forms
 take stacks of equally shaped matrices, shape (batch, rows, cols), and decompose them in one call.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from torch import Tensor
 
-from learnforget.analysis.decompose import left_singular
+from learnforget.measure.decompose import left_singular
 
 DEFAULT_EPS_VALUES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -34,7 +34,7 @@ def similarity_and_base_spectrum_batched(
         w_base: base weights, shape (batch, rows, cols).
         w_tuned: finetuned weights, same shape.
         k: how many top singular directions of the tuned matrix to check (at most min(rows, cols)).
-        solver: "svd" or "gram" (`learnforget.analysis.decompose`); default by device.
+        solver: "svd" or "gram" (`learnforget.measure.decompose`); default by device.
 
     Returns:
         (similarity of shape (batch, k), values in [0, 1]; base singular values of shape

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
-from learnforget.analysis.spectrum import MatrixSpectrum
+from learnforget.measure.spectrum import MatrixSpectrum
 from learnforget.methods import ATTENTION_MODULES, MLP_MODULES
 
 

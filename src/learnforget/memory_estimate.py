@@ -1,4 +1,4 @@
-"""Training memory: the estimate before a run and the peak recorded during it.
+"""Training memory before a run: the estimate ``learnforget plan`` and ``estimate`` show.
 
 The estimate follows the accounting of the paper's Appendix D (after Rajbhandari et al. and
 Korthikanti et al.): the weights, their gradients and the optimizer states, plus the activations
@@ -20,30 +20,26 @@ that autograd keeps for the backward pass, for the micro-batch each process sees
   layer's activations are rebuilt at a time in the backward pass.
 - **snapshot**: with ``evaluation.spectrum`` on, a CPU copy of the base's 2-D weights (for ΔW).
 - **runtime**: on a CPU, the resident memory of the interpreter and the libraries a run imports
-  (measured in this process); on CUDA none (``max_memory_allocated`` leaves out the context).
+  (measured by ``executors.footprint``, passed in); on CUDA none (``max_memory_allocated`` leaves
+  out the context).
 
 Under FSDP with full sharding over ``shards`` processes, weights, gradients and optimizer states
 are divided among them, and each process sees ``batch_size / shards`` sequences.
 
-The recorded peak (``train/peak_memory_mb``, at every checkpoint, read before the checkpoint is
-measured) is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set
-(``getrusage``) on a CPU.
+The estimate is checked against the peak a run records (``peak_memory.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import resource
-import sys
 from dataclasses import dataclass, field
 
 import torch
 
+from learnforget.peak_memory import MB
 from learnforget.precision import MIXED, training_dtype
 
-MB = 2**20
 LOGIT_COPIES = 4
 """float32 vocab-sized values per token alive in the loss's backward pass: the logits, the
 log-softmax the loss saves, its gradient and the logits' gradient (the loss shifts the labels,
@@ -164,69 +160,6 @@ def estimate(shape: ModelShape, trainable: int, total: int, *, method_kind: str,
                           snapshot=snapshot_params * 4, runtime=runtime, notes=tuple(notes))
 
 
-def resident_bytes() -> int:
-    """The resident memory of this process now (Linux ``/proc``; elsewhere its peak)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return peak_rss_bytes()
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size (``getrusage``: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-@functools.lru_cache(maxsize=1)
-def runtime_bytes() -> int:
-    """Resident memory of the interpreter with the libraries a training run imports (the CPU
-    estimate's floor), measured in this process after importing them."""
-    import learnforget.executors.local  # noqa: F401  (what a run's process imports)
-    import learnforget.runner  # noqa: F401
-
-    return resident_bytes()
-
-
-def reset_peak_memory(device: torch.device | str) -> None:
-    """Start the peak over from the memory in use now (the training loop calls this once, so
-    that preparing the data before it — tokenising a corpus on a first run — does not count):
-    ``reset_peak_memory_stats`` on CUDA; on Linux, ``5`` written to ``/proc/self/clear_refs``
-    resets the resident high-water mark (``VmHWM``). Elsewhere nothing is reset."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-    except OSError:
-        pass
-
-
-def _high_water_mark() -> int | None:
-    """This process's resident high-water mark (``VmHWM``, bytes) on Linux, else None."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def peak_memory_mb(device: torch.device | str) -> float:
-    """The peak memory since ``reset_peak_memory`` (or the start): ``max_memory_allocated`` on
-    CUDA, the resident high-water mark on a Linux CPU (the process's peak RSS elsewhere), in
-    MiB."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / MB
-    return (_high_water_mark() or peak_rss_bytes()) / MB
-
-
 def device_capacity(device: str) -> tuple[int, str]:
     """(bytes, description) of the memory a study's ``base.device`` trains in: the GPU's
     memory on CUDA, the machine's physical memory otherwise."""
@@ -270,9 +203,10 @@ def _counts(run, config) -> tuple[int, int]:
 
 
 def estimate_runs(runs: list, spectrum: bool = False, shards: int = 1,
-                  runtime: int | None = None) -> list[RunMemory]:
+                  runtime: int = 0) -> list[RunMemory]:
     """The memory estimate of every run (one meta-device model per distinct method) on the
-    runs' device; ``runtime`` defaults to ``runtime_bytes()`` on a CPU, 0 on CUDA."""
+    runs' device; ``runtime``: the bytes a run's process holds before it loads anything
+    (``executors.footprint.runtime_bytes``: measured on a CPU, 0 on CUDA)."""
     from learnforget.planinfo import base_config
     from learnforget.precision import uses_cuda
 
@@ -282,8 +216,6 @@ def estimate_runs(runs: list, spectrum: bool = False, shards: int = 1,
     shape = ModelShape.from_config(config)
     capacity, name = device_capacity(runs[0].base.device)
     cuda = uses_cuda(runs[0].base.device)
-    if runtime is None:
-        runtime = 0 if cuda else runtime_bytes()
     cache: dict[str, tuple[int, int]] = {}
     out = []
     for run in runs:
@@ -353,11 +285,11 @@ def fit_options(run, memory: RunMemory, spectrum: bool = False, shards: int = 1)
     return options
 
 
-def memory_warnings(runs: list, spectrum: bool = False) -> list[str]:
+def memory_warnings(runs: list, spectrum: bool = False, runtime: int = 0) -> list[str]:
     """A warning for each run whose estimated training memory exceeds its device's, with the
-    options that would make it fit (``learnforget plan``)."""
+    options that would make it fit (``learnforget plan``; ``runtime`` as in ``estimate_runs``)."""
     warnings = []
-    for run, m in zip(runs, estimate_runs(runs, spectrum), strict=True):
+    for run, m in zip(runs, estimate_runs(runs, spectrum, runtime=runtime), strict=True):
         if not m.fits:
             warnings.append(
                 f"run {m.run_id} ({m.label}) needs about {m.estimate.total / MB:,.0f} MiB, more "

@@ -4,7 +4,8 @@ at a steady pace (every ``LINE_INTERVAL_S``) when the output is a file or a pipe
 - ``progress_bars``: a study's grid of runs, fed by the executors' run events — one bar per
   active run and an overall "run k of N" row with an estimate of the time left.
 - ``scoring_progress``: scoring a model (the base measurement, ``learnforget eval``), fed by
-  ``measure.evaluate``'s ``ScoringProgress`` — one bar per task, moving per batch.
+  ``measure.evaluate``'s scoring events (``measure.scoring_progress.ScoringProgress``, read
+  through the ``ScoringState`` protocol) — one bar per task, moving per batch.
 - ``step_progress``: one long loop (pretraining a built-in base), step by step.
 """
 
@@ -15,6 +16,7 @@ import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from rich.console import Console
 from rich.errors import LiveError
@@ -27,9 +29,18 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from learnforget.measure.progress import ScoringProgress
-
 LINE_INTERVAL_S = 10.0
+
+
+class ScoringState(Protocol):
+    """What a scoring event says (``measure.scoring_progress.ScoringProgress``): task ``index``
+    (0-based) of ``tasks``, and ``done`` of ``total`` sequences of its current pass."""
+
+    task: str
+    index: int
+    tasks: int
+    done: int
+    total: int
 
 
 def remaining_seconds(elapsed: float, fraction: float) -> float | None:
@@ -221,8 +232,8 @@ def progress_bars(console: Console, total_runs: int | None = None) -> Iterator[R
 
 
 class ScoringDisplay:
-    """Draws ``ScoringProgress``: one bar per task (started on the first event, so that a
-    display that comes before — pretraining the base — is over), or paced lines."""
+    """Draws scoring events (``ScoringState``): one bar per task (started on the first event,
+    so that a display that comes before — pretraining the base — is over), or paced lines."""
 
     def __init__(self, console: Console, label: str = "", bars: bool | None = None,
                  pacer: Pacer | None = None) -> None:
@@ -232,7 +243,7 @@ class ScoringDisplay:
         self.tasks: dict[str, int] = {}
         self.last_line: tuple[str, int] | None = None
 
-    def __call__(self, state: ScoringProgress) -> None:
+    def __call__(self, state: ScoringState) -> None:
         """Show one scoring event."""
         name = f"{self.label}{state.task}"
         if self.bars and self.progress is None:
@@ -263,7 +274,7 @@ class ScoringDisplay:
 
 @contextlib.contextmanager
 def scoring_progress(console: Console, label: str = "") -> Iterator[ScoringDisplay]:
-    """A ``ScoringDisplay`` (a ``ScoringProgress`` callback) for the block."""
+    """A ``ScoringDisplay`` (a scoring-progress callback) for the block."""
     display = ScoringDisplay(console, label)
     try:
         yield display

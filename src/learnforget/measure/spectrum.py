@@ -3,7 +3,7 @@
 For every changed 2-D weight this computes the rank needed for 90% of the spectral energy
 (Σσ², the paper's measure) and of Σσ, the same ranks for a Gaussian matrix of the same shape and
 Frobenius norm (the Marchenko–Pastur baseline), the Frobenius norm of ΔW and the number of
-intruder dimensions (see `learnforget.analysis.intruders`). Matrices of one shape are stacked and
+intruder dimensions (see `learnforget.measure.intruders`). Matrices of one shape are stacked and
 decomposed in one batched float32 call. docs/analysis.md explains every number.
 
 ΔW of a PEFT LoRA model is taken against the ORIGINAL base weights: PiSSA, OLoRA, CorDA, LoftQ and
@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learnforget.analysis import decompose
-from learnforget.analysis.intruders import similarity_and_base_spectrum_batched
 from learnforget.errors import UserError
+from learnforget.measure import decompose
+from learnforget.measure.intruders import similarity_and_base_spectrum_batched
 
 WeightPairs = dict[str, tuple[Tensor, Tensor]]
 
@@ -380,7 +380,7 @@ def spectrum(
     in chunks of at most `max_batch_elements` elements, and decomposed in one call per chunk (and,
     for intruders, one more per side) by `solver`: "svd" (float32 SVD, the default on CPUs) or
     "gram" (float64 eigensolver on the Gram matrix, the default on GPUs); see
-    `learnforget.analysis.decompose`.
+    `learnforget.measure.decompose`.
     `intruder_k=0` skips the intruder count (two full SVDs per matrix, the costliest part) and with
     it `max_similarity` and `base_singular_values`, which are by-products of those SVDs.
     """
