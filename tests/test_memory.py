@@ -111,13 +111,13 @@ def test_checkpointing_lora_and_bf16_shrink_the_estimate() -> None:
     common = {"precision": "fp32", "base_dtype": "float32", "optimizer": "adamw",
               "batch_size": 1, "grad_accum": 1, "seq_len": 512}
     total = 134_515_008
-    fft = estimate(shape, total, total, method_kind="full", **common)
-    lora = estimate(shape, 1_000_000, total + 1_000_000, method_kind="lora", **common)
+    fft = estimate(shape, total, total, frozen_base=False, **common)
+    lora = estimate(shape, 1_000_000, total + 1_000_000, frozen_base=True, **common)
     assert fft.optimizer == 2 * fft.gradients == 2 * 4 * total
     assert lora.gradients == 4 * 1_000_000 and lora.total < fft.total
-    sharded = estimate(shape, total, total, method_kind="full", shards=4, **common)
+    sharded = estimate(shape, total, total, frozen_base=False, shards=4, **common)
     assert sharded.weights == fft.weights // 4
-    assert estimate(shape, total, total, method_kind="full", **{**common, "optimizer": "lion"}
+    assert estimate(shape, total, total, frozen_base=False, **{**common, "optimizer": "lion"}
                     ).optimizer == fft.optimizer // 2
 
 
@@ -142,11 +142,11 @@ def test_the_estimate_follows_the_training_precision() -> None:
     total, adapter = 134_515_008, 1_000_000
     common = {"base_dtype": "bfloat16", "optimizer": "adamw", "batch_size": 1, "grad_accum": 1,
               "seq_len": 512}
-    mixed = estimate(shape, total, total, method_kind="full", precision="bf16-mixed", **common)
-    pure = estimate(shape, total, total, method_kind="full", precision="bf16-pure", **common)
+    mixed = estimate(shape, total, total, frozen_base=False, precision="bf16-mixed", **common)
+    pure = estimate(shape, total, total, frozen_base=False, precision="bf16-pure", **common)
     assert mixed.weights == 4 * total and mixed.optimizer == 2 * 4 * total
     assert pure.weights == 2 * total and pure.optimizer == 2 * 2 * total
     assert mixed.activations == pure.activations  # bf16 compute either way
-    lora = estimate(shape, adapter, total + adapter, method_kind="lora", precision="bf16-mixed",
+    lora = estimate(shape, adapter, total + adapter, frozen_base=True, precision="bf16-mixed",
                     **common)
     assert lora.weights == 2 * total + 4 * adapter  # bf16 frozen base, fp32 adapters

@@ -134,22 +134,23 @@ def activation_bytes(shape: ModelShape, tokens: int, precision: str,
     return tokens * (layers + head)
 
 
-def estimate(shape: ModelShape, trainable: int, total: int, *, method_kind: str,
+def estimate(shape: ModelShape, trainable: int, total: int, *, frozen_base: bool,
              precision: str, base_dtype: str, optimizer: str, batch_size: int, grad_accum: int,
              seq_len: int, checkpointing: bool = False, shards: int = 1,
              lora_targets: str | None = None,
              snapshot_params: int = 0, runtime: int = 0) -> MemoryEstimate:
-    """The memory of one training process (see the module docstring for the model)."""
-    held = DTYPE_BYTES[training_dtype(precision, method_kind, base_dtype)]
-    trainable_size = 2 if precision == "bf16-pure" and method_kind == "full" else 4
+    """The memory of one training process (see the module docstring for the model);
+    ``frozen_base``: only adapters train (LoRA), not every parameter."""
+    held = DTYPE_BYTES[training_dtype(precision, frozen_base, base_dtype)]
+    trainable_size = 2 if precision == "bf16-pure" and not frozen_base else 4
     frozen = total - trainable
-    weights = frozen * held + trainable * (trainable_size if method_kind == "lora" else held)
+    weights = frozen * held + trainable * (trainable_size if frozen_base else held)
     gradients = trainable * trainable_size
     states = 1 if optimizer == "lion" else 2
     optimizer_bytes = states * trainable * trainable_size
     micro = max(batch_size // grad_accum // max(shards, 1), 1)
     activations = activation_bytes(shape, micro * seq_len, precision, checkpointing,
-                                   lora_targets, method_kind == "lora")
+                                   lora_targets, frozen_base)
     notes = []
     if shards > 1:
         weights, gradients, optimizer_bytes = (
@@ -225,7 +226,7 @@ def estimate_runs(runs: list, spectrum: bool = False, shards: int = 1,
         trainable, total = cache[key]
         t = run.training
         result = estimate(
-            shape, trainable, total, method_kind=run.method.kind, precision=t.precision,
+            shape, trainable, total, frozen_base=not run.method.is_full, precision=t.precision,
             base_dtype=run.base.dtype, optimizer=run.optimizer.name, batch_size=t.batch_size,
             grad_accum=t.grad_accum, seq_len=t.seq_len,
             checkpointing=getattr(t, "gradient_checkpointing", False), shards=shards,
@@ -265,7 +266,7 @@ def fit_options(run, memory: RunMemory, spectrum: bool = False, shards: int = 1)
         trials.append(("training.gradient_checkpointing: true",
                        run.model_copy(update={"training": t.model_copy(
                            update={"gradient_checkpointing": True})})))
-    if run.method.kind == "full":
+    if run.method.is_full:
         lora = MethodConfig(kind="lora", lr=run.method.lr, r=16, alpha=32, targets="all")
         trials.append(("a LoRA method (r: 16, targets: all)",
                        run.model_copy(update={"method": lora})))

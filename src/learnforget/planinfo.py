@@ -91,7 +91,7 @@ def precision_warnings(runs: list[RunConfig]) -> list[str]:
     precision on a CPU costs time without saving any."""
     warnings = []
     pure = sorted({r.method.lr for r in runs
-                   if r.training.precision == "bf16-pure" and r.method.kind == "full"})
+                   if r.training.precision == "bf16-pure" and r.method.is_full})
     if pure:
         limits = ", ".join(f"lr {lr:g}: |w| > {bf16_lost_update_threshold(lr):.2g}"
                            for lr in pure)

@@ -49,12 +49,13 @@ def mixed_precision(precision: str) -> str:
     return MIXED.get(precision, "no")
 
 
-def training_dtype(precision: str, method_kind: str, base_dtype: str) -> str:
+def training_dtype(precision: str, frozen_base: bool, base_dtype: str) -> str:
     """The dtype the base weights are loaded in for training: bf16 under ``bf16-pure``; under a
-    mixed precision LoRA's frozen base keeps ``base_dtype``; otherwise float32 (master weights)."""
+    mixed precision a frozen base (adapter methods such as LoRA) keeps ``base_dtype``; otherwise
+    float32 (master weights)."""
     if precision == "bf16-pure":
         return "bfloat16"
-    if method_kind == "lora" and precision in MIXED:
+    if frozen_base and precision in MIXED:
         return base_dtype
     return "float32"
 

@@ -99,7 +99,7 @@ def train_run(study: Study, run: RunConfig, out: Path, store: Store | None,
     run_id = run.run_id
     torch.set_num_threads(study.training.threads)
     torch.manual_seed(run.seed)
-    dropout = run.method.attention_dropout if run.method.kind == "full" else None
+    dropout = run.method.attention_dropout if run.method.is_full else None
     loaded = load_base(training_base_spec(run), attention_dropout=dropout or None, log=log)
     stream = build_stream(run, loaded.tokenizer)
     steps = checkpoint_steps(run, stream)

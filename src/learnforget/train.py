@@ -107,7 +107,7 @@ def run_precision(run: RunConfig) -> str:
 def training_base_spec(run: RunConfig) -> BaseModelSpec:
     """The run's ``base`` section with the dtype its weights are loaded in for training
     (float32 master weights under fp32 and the mixed precisions; see ``precision.py``)."""
-    dtype = training_dtype(run_precision(run), run.method.kind, run.base.dtype)
+    dtype = training_dtype(run_precision(run), not run.method.is_full, run.base.dtype)
     return run.base.model_copy(update={"dtype": dtype})
 
 
