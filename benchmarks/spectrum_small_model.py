@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from learnforget.measure.spectrum import changed_matrices, spectrum
+    from learnforget.measure.spectrum import spectrum
+    from learnforget.measure.weight_change import changed_matrices
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

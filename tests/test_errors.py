@@ -22,7 +22,7 @@ from learnforget.cli import app
 from learnforget.data.loaders import load_documents
 from learnforget.data.target import load_target
 from learnforget.errors import UserError
-from learnforget.measure.spectrum import changed_matrices
+from learnforget.measure.weight_change import changed_matrices
 from learnforget.plan import expand
 from learnforget.store import Measurement, Store
 from learnforget.study import load_studies, parse_study

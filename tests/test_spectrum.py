@@ -12,15 +12,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from learnforget.errors import UserError
 from learnforget.measure.intruders import count_intruders, intruder_sweep, max_base_similarity
 from learnforget.measure.spectrum import (
-    changed_matrices,
-    lora_tuned_weights,
-    normalize_name,
-    parse_layer_and_module,
     random_baseline,
     rank_for_variance,
     spectrum,
     spectrum_between,
     spectrum_json,
+)
+from learnforget.measure.weight_change import (
+    changed_matrices,
+    lora_tuned_weights,
+    normalize_name,
+    parse_layer_and_module,
 )
 
 torch.set_num_threads(1)
