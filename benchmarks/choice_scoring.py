@@ -75,7 +75,7 @@ def _predictions(task: str, items: list, lls: list[float], spans) -> list[tuple[
 def score_learnforget(model, tokenizer, task: str, items: list, batch_size: int) -> list[float]:
     """Log-likelihood of every request with learnforget's scorer (an item's requests grouped,
     as ``learnforget eval`` groups them)."""
-    from learnforget.measure.scoring import request_loglikelihoods
+    from learnforget.measure.multiple_choice import request_loglikelihoods
 
     flat, spans = _requests(task, items)
     groups = [list(range(start, start + count)) for start, count in spans]
@@ -99,7 +99,8 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     from learnforget.base import load_for_eval
     from learnforget.measure.benchmarks import BENCHMARKS
-    from learnforget.measure.scoring import context_length, encode_requests
+    from learnforget.measure.inference import context_length
+    from learnforget.measure.multiple_choice import encode_requests
     from learnforget.measure.shared_context import positions_fed
     from learnforget.study import BaseModelSpec
 

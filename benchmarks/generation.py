@@ -48,7 +48,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     from learnforget.base import load_for_eval
     from learnforget.measure.evaluate import _max_new_tokens
-    from learnforget.measure.scoring import generate
+    from learnforget.measure.generation import generate
     from learnforget.measure.tasks import get_task, load_items
     from learnforget.study import BaseModelSpec
 

@@ -17,7 +17,7 @@ from learnforget.measure.answers import (
     majority_baseline,
     normalize_number,
 )
-from learnforget.measure.scoring import generate
+from learnforget.measure.generation import generate
 
 torch.set_num_threads(1)
 
@@ -58,7 +58,7 @@ def test_stop_sequences_truncate(scoring_model, scoring_tokenizer) -> None:
 def test_greedy_decoding_that_drops_finished_rows_equals_transformers_generate(
     scoring_model, scoring_tokenizer, monkeypatch
 ) -> None:
-    from learnforget.measure import greedy, scoring
+    from learnforget.measure import generation, greedy
 
     prompts = PROMPTS + ["The old king", "Our team found 3", "My", "A farmer sold 7 small boats"]
     [[long]] = generate(scoring_model, scoring_tokenizer, ["The cat"], max_new_tokens=24)
@@ -66,12 +66,12 @@ def test_greedy_decoding_that_drops_finished_rows_equals_transformers_generate(
     assert greedy.supports(scoring_model)
     calls: list[int] = []
     original = greedy.greedy_tokens
-    monkeypatch.setattr(scoring, "greedy_tokens",
+    monkeypatch.setattr(generation, "greedy_tokens",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     ours = {b: generate(scoring_model, scoring_tokenizer, prompts, 24, stop=stops, batch_size=b)
             for b in (1, 3, 8)}
     assert calls  # the pruning path ran
-    monkeypatch.setattr(scoring, "greedy_supports", lambda model: False)
+    monkeypatch.setattr(generation, "greedy_supports", lambda model: False)
     theirs = generate(scoring_model, scoring_tokenizer, prompts, 24, stop=stops, batch_size=8)
     assert any(len(texts[0]) < len(long) for texts in theirs)  # some stopped early
     for batch_size, texts in ours.items():
@@ -81,7 +81,7 @@ def test_greedy_decoding_that_drops_finished_rows_equals_transformers_generate(
 def test_prompts_sharing_a_preamble_run_it_once_and_decode_as_generate_does(
     scoring_model, scoring_tokenizer, monkeypatch
 ) -> None:
-    from learnforget.measure import greedy, scoring
+    from learnforget.measure import generation, greedy
 
     # a few-shot preamble (as GSM8K's eight examples) before questions of different lengths
     preamble = "The cat bought 12 apples. My sister found 5 red boxes. Our team sold 7 books. "
@@ -101,7 +101,7 @@ def test_prompts_sharing_a_preamble_run_it_once_and_decode_as_generate_does(
         hook.remove()
     assert batches[0] == (1, shared)  # the preamble once, then each row's own tokens
     assert batches[1] == (4, max(len(e) for e in encoded) - shared)
-    monkeypatch.setattr(scoring, "greedy_supports", lambda model: False)
+    monkeypatch.setattr(generation, "greedy_supports", lambda model: False)
     assert ours == generate(scoring_model, scoring_tokenizer, prompts, 16, batch_size=4)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from learnforget.data.items import ChoiceItem
-from learnforget.measure.scoring import choice_loglikelihoods, multiple_choice_scores
+from learnforget.measure.multiple_choice import choice_loglikelihoods, multiple_choice_scores
 from learnforget.measure.uncertainty import mean_stderr
 
 TASK_NAME = "learnforget_scoring_parity"

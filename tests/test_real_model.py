@@ -35,7 +35,7 @@ from learnforget.base import load_for_eval
 from learnforget.data.items import ChoiceItem
 from learnforget.errors import UserError
 from learnforget.measure.evaluate import evaluate
-from learnforget.measure.scoring import choice_loglikelihoods
+from learnforget.measure.multiple_choice import choice_loglikelihoods
 from learnforget.measure.tasks import load_items
 from learnforget.smollm import SMOLLM2_MODEL_NAMES, resolve_model_alias, smollm2_gguf_path
 from learnforget.study import BaseModelSpec

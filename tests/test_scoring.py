@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from peft import LoraConfig, get_peft_model
 
 from learnforget.data.items import ChoiceItem, TextItem
-from learnforget.measure.scoring import (
+from learnforget.measure.bits_per_byte import (
     _rolling_windows,
     bits_per_byte,
     bits_per_byte_items,
     bits_per_byte_scores,
+)
+from learnforget.measure.multiple_choice import (
     choice_accuracy,
     choice_loglikelihoods,
     choice_predictions,

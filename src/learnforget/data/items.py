@@ -2,7 +2,8 @@
 that data sources build them without importing the measure layer).
 
 A task (see ``learnforget.measure.tasks``) is data: a name, a loader that returns a list of
-these items, and the primitive that scores them (``learnforget.measure.scoring``).
+these items, and the primitive that scores them (``learnforget.measure.bits_per_byte``,
+``multiple_choice`` or ``generation``).
 """
 
 from __future__ import annotations

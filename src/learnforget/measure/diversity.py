@@ -36,7 +36,7 @@ def measure_diversity(model, tokenizer, prompts: list[str], spec: EvaluationSpec
                       ) -> tuple[dict[str, float], list[list[str]]]:
     """(diversity summary, the samples) of ``spec.diversity_samples`` completions per prompt
     at temperature ``spec.diversity_temperature`` (top-p 0.95), seeded."""
-    from learnforget.measure.scoring import generate
+    from learnforget.measure.generation import generate
 
     samples = generate(
         model, tokenizer, prompts, max_new_tokens=spec.diversity_max_new_tokens,

@@ -35,7 +35,7 @@ def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> Tas
     shared; the option whose context gives the continuation the highest likelihood wins. An
     item's requests run the sentence up to the blank once (``shared_context``)."""
     from learnforget.measure.benchmarks import winogrande_requests
-    from learnforget.measure.scoring import grouped_requests, request_loglikelihoods
+    from learnforget.measure.multiple_choice import grouped_requests, request_loglikelihoods
 
     requests, groups = grouped_requests([winogrande_requests(item) for item in items])
     scores = request_loglikelihoods(model, tokenizer, requests, groups, batch_size)
@@ -51,7 +51,7 @@ def _score_partial_choice(model, tokenizer, items: list, batch_size: int) -> Tas
 def _max_new_tokens(model, tokenizer, task: Task, default: int) -> int:
     """The task's generation length, capped at half the model's context (tiny models have
     short contexts; real ones are never capped by this)."""
-    from learnforget.measure.scoring import context_length
+    from learnforget.measure.inference import context_length
 
     wanted = task.generation.get("max_new_tokens", default)
     return max(8, min(wanted, context_length(model, tokenizer) // 2))
@@ -59,7 +59,7 @@ def _max_new_tokens(model, tokenizer, task: Task, default: int) -> int:
 
 def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> TaskScore:
     from learnforget.measure.answers import gsm8k_correct, majority_baseline
-    from learnforget.measure.scoring import generate
+    from learnforget.measure.generation import generate
 
     completions = generate(
         model, tokenizer, [i.prompt for i in items],
@@ -74,8 +74,8 @@ def _score_gsm8k(model, tokenizer, items: list, task: Task, batch_size: int) -> 
 
 
 def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int) -> TaskScore:
+    from learnforget.measure.generation import generate
     from learnforget.measure.humaneval import pass_at_k, score_completions
-    from learnforget.measure.scoring import generate
 
     completions = generate(
         model, tokenizer, [i.prompt for i in items],
@@ -95,15 +95,15 @@ def _score_humaneval(model, tokenizer, items: list, task: Task, batch_size: int)
 def score_task(model, tokenizer, task: Task, items: list, batch_size: int = 16) -> TaskScore:
     """Every metric of ``task`` on ``items``, each (but ``majority_baseline``) with its standard
     error over items in ``<metric>_stderr`` (see ``uncertainty``), and the per-item values."""
-    from learnforget.measure import scoring
+    from learnforget.measure import bits_per_byte, multiple_choice
 
     if task.kind == "bpb":
-        per_item = scoring.bits_per_byte_items(model, tokenizer, items, batch_size=batch_size)
-        return TaskScore(scoring.bits_per_byte_scores(per_item),
-                         scoring.bits_per_byte_values(per_item))
+        per_item = bits_per_byte.bits_per_byte_items(model, tokenizer, items, batch_size=batch_size)
+        return TaskScore(bits_per_byte.bits_per_byte_scores(per_item),
+                         bits_per_byte.bits_per_byte_values(per_item))
     if task.kind == "choice":
-        lls = scoring.choice_loglikelihoods(model, tokenizer, items, batch_size=batch_size)
-        correct = scoring.choice_correct(items, lls)
+        lls = multiple_choice.choice_loglikelihoods(model, tokenizer, items, batch_size=batch_size)
+        correct = multiple_choice.choice_correct(items, lls)
         return TaskScore(mean_with_stderr(correct), correct)
     if task.kind == "partial_choice":
         return _score_partial_choice(model, tokenizer, items, batch_size)

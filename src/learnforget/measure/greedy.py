@@ -13,7 +13,7 @@ belongs to serving engines), hence this module.
 Prompts of a batch that share a long token prefix (a few-shot preamble) run it once
 (``_prompt_pass``): prefix caching, as serving engines do, for one batch.
 
-It serves ``scoring.generate``'s greedy path for ``transformers`` models (``supports``); other
+It serves ``generation.generate``'s greedy path for ``transformers`` models (``supports``); other
 models, and sampling, go through ``generate``.
 """
 

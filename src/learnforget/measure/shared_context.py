@@ -31,8 +31,8 @@ import torch
 
 from learnforget.measure.continuations import continuation_scores
 from learnforget.measure.scoring_progress import batch_reporting, report_batch, reporting_within
+from learnforget.measure.token_loglikelihoods import TokenPair
 
-TokenPair = tuple[list[int], list[int]]
 Scores = list[tuple[float, bool]]
 PlainScorer = Callable[[Sequence[TokenPair]], Scores]
 
