@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from learnforget.analysis.claim_data import ClaimData, needs_pair, se_column_of
+from learnforget.analysis.claim_data import ClaimData, needs_pair
 from learnforget.analysis.comparison import Difference, as_float
 from learnforget.analysis.formatting import fmt, fmt_tokens
 from learnforget.analysis.verdicts import (
@@ -40,6 +40,7 @@ from learnforget.analysis.verdicts import (
     combine,
     untestable,
 )
+from learnforget.measure.uncertainty import stderr_name
 from learnforget.methods import ATTENTION_MODULES, MLP_MODULES
 
 BOOTSTRAP = 400  # draws over matrices for the standard error of a median
@@ -388,7 +389,7 @@ def seed_estimate(s: ClaimData, label: str, column: str, count: str | None = Non
     their items (``seed_mean``), its item error from ``<column>_stderr`` with ``count`` − 1
     degrees of freedom (``count``: the column holding the number of items; ∞ when None)."""
     rows = _final_rows(s, label, column)
-    se_column = se_column_of(column)
+    se_column = stderr_name(column)
     errors = rows[se_column] if se_column in rows else [math.nan] * len(rows)
     items = as_float(rows[count].min()) if count and count in rows and len(rows) else math.nan
     return seed_mean(list(rows[column]), list(errors),
