@@ -3,7 +3,8 @@ its best LR (``AtBestLR``), the reference (full finetuning), which LoRA runs the
 are judged on (``is_paper_lora``, the claims' policy) and the noise draws every comparison is
 read through. The claims themselves are in ``learnforget.analysis.claims`` (learning,
 forgetting, modules), ``curve_claims`` (the learn–forget frontier), ``lr_claims`` (learning
-rates) and ``weight_claims`` (ΔW rank, diversity, intruders); the verdict rules are in
+rates), ``weight_claims`` (ΔW rank, intruders) and ``diversity_claim`` (diversity), with the
+estimate arithmetic of the last three in ``estimates``; the verdict rules are in
 ``learnforget.analysis.verdicts``.
 
 - Each method is taken at its best learning rate (``best_lrs``: most final learning), averaged
