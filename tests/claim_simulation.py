@@ -62,7 +62,7 @@ class Simulation:
             learn_se.append(_se(code))
             forget_se.append(_se(prose))
         cp["learn"], cp["forget"] = learn, forget
-        cp["learn_se"], cp["forget_se"] = learn_se, forget_se
+        cp["learn_stderr"], cp["forget_stderr"] = learn_se, forget_se
         base = self.template.base.copy()
         return dataclasses.replace(self.template, checkpoints=cp, items=items, base=pd.Series(base))
 

@@ -93,7 +93,7 @@ def test_a_difference_within_noise_is_inconclusive_and_says_what_would_settle_it
     extra = {label: [errors] * 2 for label in ("full", "lora-r8-all", "lora-r64-all")}
     frame = frame_of(tmp_path, FULL_LORA, PLAIN, extra=extra,
                      base_extra={"code_bpb/bpb_stderr": 0.03, "source_bpb/bpb_stderr": 0.001})
-    assert frame.checkpoints["learn_se"].eq(0.03).all()
+    assert frame.checkpoints["learn_stderr"].eq(0.03).all()
     claim = verdict_of(frame, 1)
     assert claim.verdict == INCONCLUSIVE, claim
     assert "LoRA r=64 (all) at 4.1k tokens: full FT − LoRA +0.02 ± 0.083 (within noise)" \
@@ -158,7 +158,7 @@ def test_differences_on_the_same_items_are_judged_paired(tmp_path: Path) -> None
         extra[label] = [{"code_bpb/bpb_stderr": ratio_stderr(p["bits"], p["bytes"]),
                          "code_bpb/n": 50.0} for p in payloads]
     independent = frame_of(tmp_path / "a", FULL_LORA, PLAIN, extra=extra)
-    assert independent.checkpoints["learn_se"].between(0.16, 0.18).all()
+    assert independent.checkpoints["learn_stderr"].between(0.16, 0.18).all()
     claim = verdict_of(independent, 1)
     assert claim.verdict == INCONCLUSIVE and "± 0.47" in claim.evidence, claim
     # the items are resampled jointly for every checkpoint and the base model, so the base needs

@@ -58,14 +58,11 @@ import pytest
 from claim_studies import FULL_LORA, PLAIN, frame_of, verdict_of
 
 from learnforget.analysis.claim_data import ClaimData
+from learnforget.analysis.diversity_claim import claim_diversity
+from learnforget.analysis.estimates import seed_mean
 from learnforget.analysis.frame import Frame
 from learnforget.analysis.verdicts import FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, ClaimVerdict
-from learnforget.analysis.weight_claims import (
-    claim_delta_rank,
-    claim_diversity,
-    claim_intruders,
-    seed_mean,
-)
+from learnforget.analysis.weight_claims import claim_delta_rank, claim_intruders
 from learnforget.methods import ATTENTION_MODULES
 
 REPLICATES = 100  # per scenario (null, clear effect); claim 8: DIVERSITY_REPLICATES

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from learnforget.analysis.frame import Frame
+from learnforget.measure.uncertainty import STDERR_SUFFIX
 
 UNUSABLE = ("diverged", "failed")  # runs whose numbers never choose a best LR or a recommendation
 
@@ -124,7 +125,7 @@ def seed_means(rows: pd.DataFrame) -> pd.DataFrame:
     numeric = [c for c in numeric if c != "seed"]
     groups = rows.groupby("step")
     curve = groups[numeric].mean()
-    errors = [c for c in numeric if c.endswith("_se") or c.endswith("_stderr")]
+    errors = [c for c in numeric if c.endswith(STDERR_SUFFIX)]
     if errors:
         squares = rows[errors].astype(float) ** 2
         counts = squares.groupby(rows["step"]).count().astype(float).replace(0.0, np.nan)
@@ -162,7 +163,7 @@ class AtBestLR:
 
     def curve(self, label: str) -> pd.DataFrame:
         """Usable checkpoints of ``label`` at its best LR, averaged over seeds per step: values
-        are means, ``*_se`` columns the standard error of the mean (√Σse² / k), ``seeds`` the
+        are means, ``*_stderr`` columns the standard error of the mean (√Σse² / k), ``seeds`` the
         number of runs and ``learn_sd`` / ``forget_sd`` the spread across seeds (NaN for one)."""
         if label not in self._curves:
             self._curves[label] = seed_means(self.checkpoints(label))

@@ -3,7 +3,8 @@ its best LR (``AtBestLR``), the reference (full finetuning), which LoRA runs the
 are judged on (``is_paper_lora``, the claims' policy) and the noise draws every comparison is
 read through. The claims themselves are in ``learnforget.analysis.claims`` (learning,
 forgetting, modules), ``curve_claims`` (the learn–forget frontier), ``lr_claims`` (learning
-rates) and ``weight_claims`` (ΔW rank, diversity, intruders); the verdict rules are in
+rates), ``weight_claims`` (ΔW rank, intruders) and ``diversity_claim`` (diversity), with the
+estimate arithmetic of the last three in ``estimates``; the verdict rules are in
 ``learnforget.analysis.verdicts``.
 
 - Each method is taken at its best learning rate (``best_lrs``: most final learning), averaged
@@ -35,6 +36,7 @@ from learnforget.analysis.draws import Draws, build_draws
 from learnforget.analysis.frame import Frame
 from learnforget.analysis.method_names import is_set
 from learnforget.analysis.verdicts import ClaimVerdict, untestable
+from learnforget.measure.uncertainty import stderr_name
 
 
 # --- which runs stand for "LoRA" (the claims' policy) -------------------------------------------
@@ -188,10 +190,10 @@ class ClaimData:
     def error(self, label: str, column: str) -> float:
         """The standard error of ``value(label, column)`` (NaN when not stored)."""
         row = self.final(label, column)
-        se_column = se_column_of(column)
-        if row is None or se_column not in row.index:
+        stderr_column = stderr_name(column)
+        if row is None or stderr_column not in row.index:
             return math.nan
-        return as_float(row[se_column])
+        return as_float(row[stderr_column])
 
     def lrs_tried(self, label: str) -> list[float]:
         """Every LR the study ran for ``label``, whatever the runs' status."""
@@ -216,13 +218,7 @@ class ClaimData:
     def no_noise_estimate(self) -> bool:
         """Whether the store holds no standard errors for learning and forgetting."""
         cp = self.frame.checkpoints
-        return cp.empty or (cp["learn_se"].isna().all() and cp["forget_se"].isna().all())
-
-
-def se_column_of(column: str) -> str:
-    """The standard-error column of a value column (``learn`` → ``learn_se``,
-    ``task/metric`` → ``task/metric_stderr``)."""
-    return f"{column}_stderr" if "/" in column else f"{column}_se"
+        return cp.empty or (cp["learn_stderr"].isna().all() and cp["forget_stderr"].isna().all())
 
 
 def needs_pair(s: ClaimData, number: int) -> ClaimVerdict | None:

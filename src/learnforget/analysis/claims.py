@@ -6,8 +6,9 @@ inconclusive (a difference within noise) or not testable (and then what is missi
 in CPT than in IFT"). Every verdict carries the numbers behind it, their uncertainty and the rule
 used. This module holds claims 1, 2 and 6 (learning, forgetting, target modules);
 ``curve_claims`` holds 3 and 4 (the learn–forget frontier), ``lr_claims`` 5 (learning rates),
-``weight_claims`` 7–9, and ``claim_data`` what they share (the verdict rules are described there
-and in docs/report.md).
+``weight_claims`` 7 and 9 (ΔW rank, intruder dimensions), ``diversity_claim`` 8, ``estimates``
+the estimate arithmetic of 7–9, and ``claim_data`` what they share (the verdict rules are
+described there and in docs/report.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from learnforget.analysis.claim_data import ClaimData, needs_pair, settle_text
 from learnforget.analysis.comparison import Difference
 from learnforget.analysis.curve_claims import claim_beats_regularised, claim_one_curve
+from learnforget.analysis.diversity_claim import claim_diversity
 from learnforget.analysis.formatting import fmt, fmt_tokens, reading
 from learnforget.analysis.frame import Frame
 from learnforget.analysis.lr_claims import claim_learning_rates
@@ -34,7 +36,7 @@ from learnforget.analysis.verdicts import (
     Part,
     combine,
 )
-from learnforget.analysis.weight_claims import claim_delta_rank, claim_diversity, claim_intruders
+from learnforget.analysis.weight_claims import claim_delta_rank, claim_intruders
 
 
 # --- 1: learns less ----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import pandas as pd
 from learnforget.analysis.best_lr import usable
 from learnforget.analysis.comparison import Difference
 from learnforget.analysis.frame import Frame
-from learnforget.measure.uncertainty import BITS, BYTES
+from learnforget.measure.uncertainty import BITS, BYTES, stderr_name
 
 ITEM_DRAWS = 400  # item rows: the error of an error of 1/√(2·400) ≈ 3.5%
 SEED_DRAWS = 200  # rows per seed group
@@ -259,9 +259,10 @@ def _checkpoint_draws(frame: Frame, cp: pd.DataFrame, keys: list[tuple[str, int]
     if item_values is not None:
         return item_values, "items"
     out = np.tile(observed, (1 + item_draws, 1)).copy()  # writable even when empty
-    se = cp[f"{column}_se"].to_numpy(dtype=float) if f"{column}_se" in cp else observed * np.nan
+    stderr_column = stderr_name(column)
+    se = cp[stderr_column].to_numpy(dtype=float) if stderr_column in cp else observed * np.nan
     if len(cp) and np.isfinite(se).all():
-        base_se = float(frame.base.get(f"{column}_se", math.nan))
+        base_se = float(frame.base.get(stderr_column, math.nan))
         base_se = base_se if math.isfinite(base_se) else 0.0
         shared = list(zip(cp["label"], cp["lr"].astype(float), cp["step"].astype(int),
                           strict=True))

@@ -17,11 +17,13 @@
     paper's forgetting average) and it is ``forget`` whenever the first forgetting task is
     accuracy-type.
   * ``checkpoint`` — the checkpoint's folder as the store recorded it (empty when not kept).
-  * ``learn_se`` / ``forget_se`` — the standard error of the checkpoint's value behind ``learn``
-    / ``forget`` (for ``forget_mean``: √Σse² / k), NaN when the store holds none. The base
-    model's own standard error is in ``base``. The verdicts read differences through the
-    noise draws of ``learnforget.analysis.draws`` (items resampled jointly for every
-    checkpoint, seeds resampled; the stored errors where per-item values are missing).
+  * ``learn_stderr`` / ``forget_stderr`` / ``forget_mean_stderr`` — the standard error of the
+    checkpoint's value behind ``learn`` / ``forget`` / ``forget_mean`` (for ``forget_mean``:
+    √Σse² / k), NaN when the store holds none; named like the stored ``<task>/<metric>_stderr``
+    (``measure.uncertainty.stderr_name``). The base model's own standard error is in ``base``.
+    The verdicts read differences through the noise draws of ``learnforget.analysis.draws``
+    (items resampled jointly for every checkpoint, seeds resampled; the stored errors where
+    per-item values are missing).
 
 - ``items``: the per-item values behind each checkpoint's scores, {(run_id, step): {task:
   ItemValues}} (``learnforget.measure.uncertainty``); empty for stores written without them.
@@ -271,11 +273,11 @@ def load_frame(out: Path) -> Frame:
     learn_label = forget_label = "(no task)"
     checkpoints["learn"] = np.nan
     checkpoints["forget"] = np.nan
-    checkpoints["learn_se"] = np.nan
-    checkpoints["forget_se"] = np.nan
+    checkpoints["learn_stderr"] = np.nan
+    checkpoints["forget_stderr"] = np.nan
     if learning:
         checkpoints["learn"] = _oriented(checkpoints, base, learning[0], +1)
-        checkpoints["learn_se"] = _stderr(checkpoints, learning[0])
+        checkpoints["learn_stderr"] = _stderr(checkpoints, learning[0])
         learn_label = _axis_label(learning[0], gained=True)
     accuracy_type = [o for o in forgetting if o.higher_is_better]
     mean_tasks: list[str] = []
@@ -283,18 +285,18 @@ def load_frame(out: Path) -> Frame:
         drops = pd.concat([_oriented(checkpoints, base, o, -1) for o in accuracy_type], axis=1)
         checkpoints["forget_mean"] = drops.mean(axis=1, skipna=False)
         errors = pd.concat([_stderr(checkpoints, o) for o in accuracy_type], axis=1)
-        checkpoints["forget_mean_se"] = np.sqrt((errors**2).sum(axis=1, skipna=False)) / len(
+        checkpoints["forget_mean_stderr"] = np.sqrt((errors**2).sum(axis=1, skipna=False)) / len(
             accuracy_type)
         mean_tasks = [o.task for o in accuracy_type]
     if forgetting:
         first = forgetting[0]
         if first.higher_is_better and mean_tasks:
             checkpoints["forget"] = checkpoints["forget_mean"]
-            checkpoints["forget_se"] = checkpoints["forget_mean_se"]
+            checkpoints["forget_stderr"] = checkpoints["forget_mean_stderr"]
             forget_label = f"mean accuracy lost vs base ({', '.join(mean_tasks)})"
         else:
             checkpoints["forget"] = _oriented(checkpoints, base, first, -1)
-            checkpoints["forget_se"] = _stderr(checkpoints, first)
+            checkpoints["forget_stderr"] = _stderr(checkpoints, first)
             forget_label = _axis_label(first, gained=False)
 
     base_se = pd.DataFrame([base]) if len(base) else pd.DataFrame()
@@ -309,8 +311,8 @@ def load_frame(out: Path) -> Frame:
             forget_se = float(_stderr(base_se, forgetting[0]).iloc[0])
     base_row = pd.Series({"run_id": next(iter(sorted(base_ids)), "base"), "label": "base",
                           "kind": "base", "status": "finished", "step": 0, "tokens": 0,
-                          "learn": 0.0, "forget": 0.0, "learn_se": learn_se,
-                          "forget_se": forget_se,
+                          "learn": 0.0, "forget": 0.0, "learn_stderr": learn_se,
+                          "forget_stderr": forget_se,
                           **({"forget_mean": 0.0} if mean_tasks else {})})
     base = pd.concat([base_row, base.drop(["run_id", "step", "tokens"], errors="ignore")])
 

@@ -12,8 +12,8 @@ import pandas as pd
 from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.frame import Frame
 
-VARIANT_COLUMNS = ["label", "name", "role", "best_lr", "tokens", "learn", "learn_se", "forget",
-                   "forget_se", "learn_share", "forget_share", "rank90", "intruders"]
+VARIANT_COLUMNS = ["label", "name", "role", "best_lr", "tokens", "learn", "learn_stderr", "forget",
+                   "forget_stderr", "learn_share", "forget_share", "rank90", "intruders"]
 
 
 def variant_comparison(frame: Frame) -> pd.DataFrame:
@@ -36,8 +36,8 @@ def variant_comparison(frame: Frame) -> pd.DataFrame:
             "label": label, "name": s.name(label), "role": role,
             "best_lr": s.best.get(label, math.nan),
             "tokens": float(final["tokens"]) if final is not None else math.nan,
-            "learn": learn, "learn_se": s.error(label, "learn"),
-            "forget": forget, "forget_se": s.error(label, "forget"),
+            "learn": learn, "learn_stderr": s.error(label, "learn"),
+            "forget": forget, "forget_stderr": s.error(label, "forget"),
             "learn_share": learn / full_learn if full_learn and full_learn > 0 else math.nan,
             "forget_share": forget / full_forget if full_forget and full_forget > 0
             else math.nan,

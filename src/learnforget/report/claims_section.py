@@ -105,7 +105,8 @@ def variants_table(frame: Frame, table_rows: pd.DataFrame) -> str:
     if table_rows.empty:
         return ""
     rows = [[r.name, r.role, Cell(number(r.best_lr, 3), True),
-             Cell(_with_se(r.learn, r.learn_se), True), Cell(_with_se(r.forget, r.forget_se), True),
+             Cell(_with_se(r.learn, r.learn_stderr), True),
+             Cell(_with_se(r.forget, r.forget_stderr), True),
              Cell(number(r.learn_share, 2), True), Cell(number(r.forget_share, 2), True),
              Cell(number(r.rank90, 3), True), Cell(number(r.intruders, 3), True)]
             for r in table_rows.itertuples()]

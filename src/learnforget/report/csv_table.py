@@ -96,7 +96,8 @@ def measurement_table(out: Path, frame: Frame) -> pd.DataFrame:
     for name in DERIVED:
         if name not in cp:
             continue
-        se = cp[f"{name}_se"] if f"{name}_se" in cp else pd.Series(float("nan"), index=cp.index)
+        stderr_column = name + STDERR
+        se = cp[stderr_column] if stderr_column in cp else pd.Series(float("nan"), index=cp.index)
         derived.append(pd.DataFrame({
             "run_id": cp["run_id"], "step": cp["step"], "tokens": cp["tokens"],
             "task": "derived", "metric": name, "value": cp[name], "stderr": se,
