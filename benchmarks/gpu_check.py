@@ -118,15 +118,27 @@ def make_speed_model(folder: Path, architecture: dict, tokenizer_folder: Path) -
 
 
 def prepare(sizes: Sizes, work: Path) -> str:
-    """Both models on this machine; the summary line."""
-    from learnforget.builtin import builtin_folder
+    """Both models on this machine, and the built-in corpora the checks read (parsed once into
+    the cache here, so that no check's time holds it); the summary line."""
+    from learnforget.builtin import BUILTINS, builtin_folder
+    from learnforget.data.code import code_documents
+    from learnforget.data.english import english_documents
+    from learnforget.paths import cache_dir
 
     start = time.perf_counter()
-    correctness = builtin_folder(sizes.correctness_model.split(":", 1)[1])
+    name = sizes.correctness_model.split(":", 1)[1]
+    cached = cache_dir() / "base" / f"{name}-{BUILTINS[name].key()}"
+    if not (cached / "learnforget_pretraining.json").exists():
+        print(f"{sizes.correctness_model} is not in the cache ({cached}): pretraining it here "
+              "first (minutes on a CPU; carry a cache that holds it, as docs/benchmarks.md "
+              "says, or give the step more time with BUDGET_prepare=300)", flush=True)
+    correctness = builtin_folder(name, log=lambda message: None)
     parameters = make_speed_model(speed_model_folder(work), sizes.speed_architecture,
                                   correctness)
+    code_documents("train")
+    english_documents("train")
     return (f"{sizes.correctness_model} ready, speed model of {parameters / 1e6:.1f}M parameters "
-            f"(random weights) made in {time.perf_counter() - start:.0f} s")
+            f"(random weights) made, corpora read, in {time.perf_counter() - start:.0f} s")
 
 
 def _options(values: dict) -> list[str]:

