@@ -1,7 +1,9 @@
 """Multiple-choice scoring: learnforget against lm-evaluation-harness's ``HFLM``.
 
 Both sides score the same model object (loaded once) on the same items of ARC-Challenge,
-HellaSwag and WinoGrande (the seeded subsets ``learnforget eval --limit N`` takes): learnforget
+HellaSwag and WinoGrande, or of any choice task of the registry (``--tasks source_cloze``: the
+built-in cloze, no data package needed), the seeded subsets ``learnforget eval --limit N``
+takes: learnforget
 with ``choice_loglikelihoods`` (the scorer behind ``eval``: shared contexts scored once), lm-eval
 with ``HFLM.loglikelihood`` on the (context, continuation) requests its task configs build
 (``choice_requests`` / ``winogrande_requests`` restate them). Per item, acc (argmax of the
@@ -98,10 +100,10 @@ def benchmark(args: argparse.Namespace) -> dict:
     from lm_eval.models.huggingface import HFLM
 
     from learnforget.base import load_for_eval
-    from learnforget.measure.benchmarks import BENCHMARKS
     from learnforget.measure.inference import context_length
     from learnforget.measure.multiple_choice import encode_requests
     from learnforget.measure.shared_context import positions_fed
+    from learnforget.measure.tasks import load_items
     from learnforget.study import BaseModelSpec
 
     loaded = load_for_eval(BaseModelSpec(model=args.model, device=args.device,
@@ -114,7 +116,7 @@ def benchmark(args: argparse.Namespace) -> dict:
                      "repeats": args.repeats, "tasks": {},
                      "profile_threads": int(args.threads.split(",")[0])}
     for task in args.tasks.split(","):
-        items = BENCHMARKS[task].loader(limit=args.limit, seed=0)
+        items = load_items(task, args.limit, 0)
         _, spans = _requests(task, items)
         sides = {"learnforget": lambda t=task, it=items: score_learnforget(
                      model, tokenizer, t, it, args.batch_size),

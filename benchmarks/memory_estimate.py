@@ -1,12 +1,14 @@
 """Training memory: ``learnforget estimate`` against the peak ``learnforget run`` records.
 
 For one base, a study with full finetuning and LoRA r=8 / r=64 (all linear modules), code CPT,
-float32 on the CPU, ``--steps`` optimizer steps and no spectrum, is first estimated
+float32 on the CPU (or ``--device cuda --precision bf16-mixed``), ``--steps`` optimizer steps and
+no spectrum, is first estimated
 (``learnforget estimate --json``, in a fresh process: its runtime part is that process's
 resident memory) and then run (``learnforget run``, each run in its own worker process, as a
 user runs it). Printed per run: the estimate by part, the recorded peak
 (``train/peak_memory_mb``: the worker's resident high-water mark since its training loop
-started) and their difference. The estimate should be within 10% of the recorded peak.
+started, ``torch.cuda.max_memory_allocated`` on CUDA) and their difference. The estimate
+should be within 10% of the recorded peak.
 
     python benchmarks/memory_estimate.py --model builtin:tiny
     python benchmarks/memory_estimate.py --model smollm2-135m-instruct-gguf --batch-size 4 \\
@@ -42,17 +44,20 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per run")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")
+    parser.add_argument("--device", default="cpu", help="the study's base.device (cpu, cuda)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16-mixed"),
+                        help="the study's training.precision")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
 
 def study_for(args: argparse.Namespace) -> dict:
     """The study both commands take: every method of ``--methods`` on ``--model``."""
-    return {"name": "memory", "base": {"model": args.model, "device": "cpu"},
+    return {"name": "memory", "base": {"model": args.model, "device": args.device},
             "target": {"domain": "code", "regime": "cpt"},
             "methods": [METHODS[name] for name in args.methods.split(",")],
             "training": {"batch_size": args.batch_size, "seq_len": args.seq_len,
-                         "precision": "fp32"},
+                         "precision": args.precision},
             "budgets": {"steps": [args.steps]}, "workers": 1,
             "evaluation": {"learning": ["code_bpb"], "forgetting": ["source_bpb"], "limit": 2,
                            "spectrum": False}}
@@ -103,13 +108,14 @@ def benchmark(args: argparse.Namespace) -> dict:
                      "difference": recorded / row["total_mb"] - 1})
     return {"machine": machine(), "model": args.model, "batch_size": args.batch_size,
             "seq_len": args.seq_len, "steps": args.steps, "threads": args.threads,
-            "runs": runs}
+            "device": args.device, "precision": args.precision, "runs": runs}
 
 
 def print_table(results: dict) -> None:
     """One table: per run, the estimate by part, the recorded peak and the difference."""
     print(f"model {results['model']}, {results['steps']} steps of {results['batch_size']}×"
-          f"{results['seq_len']} tokens, fp32, OMP_NUM_THREADS={results['threads']}; "
+          f"{results['seq_len']} tokens, {results.get('precision', 'fp32')} on "
+          f"{results.get('device', 'cpu')}, OMP_NUM_THREADS={results['threads']}; "
           f"{results['machine']}")
     print(f"{'method':<22} " + " ".join(f"{part:>11}" for part in PARTS)
           + f" {'estimated':>10} {'recorded':>9} {'recorded/estimated':>19}")
