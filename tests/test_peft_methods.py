@@ -149,3 +149,36 @@ def test_the_memory_estimate_counts_a_peft_method_as_a_frozen_base_with_adapters
     full, vera = estimate_runs(expand(study))
     assert vera.estimate.optimizer < full.estimate.optimizer
     assert vera.estimate.gradients < full.estimate.gradients
+
+
+def test_the_report_compares_peft_methods_beside_lora_never_as_lora(tmp_path: Path) -> None:
+    from learnforget.analysis.claim_data import is_paper_lora, is_plain_lora
+    from learnforget.analysis.frame import load_frame
+    from learnforget.analysis.peft_comparison import peft_comparison
+    from learnforget.pipeline import write_study_report
+
+    study = parse_study(micro_study(methods=[
+        {"kind": "full", "lr": [1e-3]}, {"kind": "lora", "lr": [5e-3], "r": [4]},
+        {"kind": "peft", "lr": [5e-3], "config": {"peft_type": "LORA", "r": 4,
+                                                  "target_modules": "all"}},
+        {"kind": "peft", "lr": [5e-3], "config": METHODS["prompt"]}],
+        budgets={"steps": [3]}))
+    measure_base(study, tmp_path, log=lambda m: None)
+    for run in expand(study):
+        assert execute_run(study, run, tmp_path, log=lambda m: None) == "finished"
+        assert is_paper_lora(run.method) == (run.method.kind == "lora")
+        assert is_plain_lora(run.method) == (run.method.kind == "lora")
+    (tmp_path / "study.json").write_text(study.model_dump_json())
+    frame = load_frame(tmp_path)
+    table = peft_comparison(frame).set_index("label")
+    assert list(table.index) == ["full", "lora-r4-all", "peft-lora-r4-all",
+                                 "peft-prompttuning-num_virtual_tokens4"]
+    assert table.at["peft-prompttuning-num_virtual_tokens4", "no_delta_w"]
+    assert table.at["peft-lora-r4-all", "rank90"] >= 1
+    assert table.at["peft-lora-r4-all", "trainable"] == table.at["lora-r4-all", "trainable"]
+    page, _ = write_study_report(tmp_path)
+    html = page.read_text()
+    assert "PEFT methods beside LoRA" in html and "no ΔW" in html
+    assert "PEFT LoRA r=4 (all)" in html and "prompt tuning (num_virtual_tokens=4)" in html
+    header = (tmp_path / "measurements.csv").read_text().splitlines()[0]
+    assert ",peft," in header
