@@ -53,11 +53,24 @@ def check_checkpoint_configs(folder: Path) -> None:
             raise ValueError(f"{name} is not a JSON object")
 
 
+def _take_saved_rank_pattern(model: torch.nn.Module, folder: Path) -> None:
+    """AdaLoRA saves its adapters cut to the ranks it allocated (``rank_pattern`` in the saved
+    config); the model takes that pattern first so the weights fit (PEFT resizes to it)."""
+    path = folder / "adapter_config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8")).get("rank_pattern")
+    for config in model.peft_config.values():
+        if saved and str(getattr(config, "peft_type", "")).endswith("ADALORA"):
+            config.rank_pattern = saved
+
+
 def load_checkpoint_weights(model: torch.nn.Module, folder: Path) -> None:
     """Load a checkpoint written by ``save_checkpoint`` back into ``model`` (for resuming)."""
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 
+        _take_saved_rank_pattern(model, folder)
         set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
         return
     state = {}

@@ -203,6 +203,16 @@ def _counts(run, config) -> tuple[int, int]:
     return count_parameters(apply_method(model, method))
 
 
+def adapted_group(method) -> str | None:
+    """The study's module group a method's adapters sit on (``attention | mlp | all``): LoRA's
+    ``targets``; a PEFT method's ``target_modules`` when it names a group, else ``all`` (its own
+    module list, or PEFT's default, counted as every linear layer: an upper estimate)."""
+    if method.kind != "peft":
+        return method.targets
+    targets = (method.peft or {}).get("target_modules")
+    return targets if targets in ("attention", "mlp", "all") else "all"
+
+
 def estimate_runs(runs: list, spectrum: bool = False, shards: int = 1,
                   runtime: int = 0) -> list[RunMemory]:
     """The memory estimate of every run (one meta-device model per distinct method) on the
@@ -230,7 +240,7 @@ def estimate_runs(runs: list, spectrum: bool = False, shards: int = 1,
             base_dtype=run.base.dtype, optimizer=run.optimizer.name, batch_size=t.batch_size,
             grad_accum=t.grad_accum, seq_len=t.seq_len,
             checkpointing=getattr(t, "gradient_checkpointing", False), shards=shards,
-            lora_targets=run.method.targets,
+            lora_targets=adapted_group(run.method),
             snapshot_params=total if spectrum and not cuda else 0, runtime=runtime)
         micro = max(t.batch_size // t.grad_accum // max(shards, 1), 1)
         out.append(RunMemory(run.run_id, run.label, micro, result, capacity, name))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from learnforget.errors import UserError
+from learnforget.peft_grid import peft_label, peft_name_parts
 from learnforget.precision import resolve_precision, run_id_view
 from learnforget.study import (
     BaseModelSpec,
@@ -20,6 +21,7 @@ from learnforget.study import (
     FullMethod,
     LoraMethod,
     OptimizerSpec,
+    PeftMethod,
     ScheduleSpec,
     Study,
     TargetSpec,
@@ -34,8 +36,9 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["full", "lora"] = Field(
-        description="full: every parameter trains; lora: PEFT LoRA adapters on a frozen base")
+    kind: Literal["full", "lora", "peft"] = Field(
+        description="full: every parameter trains; lora: PEFT LoRA adapters on a frozen base; "
+        "peft: any PEFT method from its configuration (``peft``)")
     lr: float = Field(description="peak learning rate")
     # LoRA
     r: int | None = Field(None, description="LoRA: rank of the adapters")
@@ -54,6 +57,21 @@ class MethodConfig(BaseModel):
         0.0, description="full finetuning: dropout on the attention probabilities")
     train_embeddings: bool = Field(
         True, description="full finetuning: false freezes the embeddings and the LM head")
+    # any PEFT method (kind peft); absent from the run config of the other kinds
+    peft: dict[str, Any] | None = Field(
+        None, description="peft: the PEFT configuration (peft_type and its non-default fields)")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_peft(self, handler) -> dict[str, Any]:
+        """The fields as before ``peft`` existed when it is unset: full and LoRA runs keep
+        their run ids."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("peft") is None:
+            data.pop("peft", None)
+        return data
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
 
     @property
     def is_full(self) -> bool:
@@ -80,6 +98,8 @@ class MethodConfig(BaseModel):
             if self.attention_dropout:
                 parts.append(f"drop{self.attention_dropout:g}")
             return "-".join(parts)
+        if self.kind == "peft":
+            return peft_label(self.peft or {}, self.weight_decay)
         parts = ["lora", f"r{self.r}", str(self.targets)]
         if self.use_rslora:
             parts.append("rs")
@@ -108,6 +128,10 @@ def method_name(method: MethodConfig, optimizer: str | None = None) -> str:
             extras.append(f"weight decay {method.weight_decay:g}")
         if method.attention_dropout > 0:
             extras.append(f"attention dropout {method.attention_dropout:g}")
+    elif method.kind == "peft":
+        name, extras = peft_name_parts(method.peft or {})
+        if method.weight_decay > 0:
+            extras.append(f"weight decay {method.weight_decay:g}")
     else:
         name = f"LoRA r={method.r if method.r is not None else '?'}"
         extras.append(str(method.targets))
@@ -169,8 +193,11 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _method_points(method: FullMethod | LoraMethod) -> list[MethodConfig]:
+def _method_points(method: FullMethod | LoraMethod | PeftMethod) -> list[MethodConfig]:
     """The cartesian product of a method's grid fields."""
+    if isinstance(method, PeftMethod):
+        return [MethodConfig(kind="peft", lr=lr, weight_decay=method.weight_decay, peft=point)
+                for point, lr in itertools.product(method.points(), method.lr)]
     if isinstance(method, FullMethod):
         return [
             MethodConfig(

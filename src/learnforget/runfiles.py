@@ -22,6 +22,7 @@ METHOD_FIELDS = {
     "full": ("weight_decay", "attention_dropout", "train_embeddings"),
     "lora": ("r", "alpha", "targets", "dropout", "use_rslora", "use_dora", "init",
              "weight_decay"),
+    "peft": ("peft", "weight_decay"),
 }
 
 

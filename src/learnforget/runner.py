@@ -105,7 +105,7 @@ def train_run(study: Study, run: RunConfig, out: Path, store: Store | None,
     steps = checkpoint_steps(run, stream)
     spectrum = study.evaluation.spectrum
     base_state = matrix_snapshot(loaded.model) if spectrum else None
-    model = apply_method(loaded.model, run.method)
+    model = apply_method(loaded.model, run.method, total_steps=steps[-1])
     trainable, total = count_parameters(model)
     measurer = Measurer(study, loaded.tokenizer, base, spectrum, base_state)
     progress({"run_id": run_id, "label": run.label, "lr": run.method.lr, "event": "start",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from learnforget.errors import UserError
+from learnforget.peft_grid import grid_count, grid_points, read_config_file
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|device_map=[\w.-]+)$")
 """The device strings a study (and ``--device``) accepts."""
@@ -144,7 +145,50 @@ class LoraMethod(_Strict):
         return self
 
 
-Method = Annotated[FullMethod | LoraMethod, Field(discriminator="kind")]
+class PeftMethod(_Strict):
+    """Any PEFT method (VeRA, IA³, LoHa, LoKr, OFT, BOFT, AdaLoRA, prompt tuning, …) from a PEFT
+    configuration, validated by PEFT's own config class (see ``peft_grid``)."""
+
+    kind: Literal["peft"] = Field(description="peft: any PEFT method from its configuration")
+    lr: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(
+        min_length=1, description="peak learning rate; a list sweeps it (one run each)")]
+    config: dict[str, Any] | None = Field(
+        None, description="a PEFT configuration: peft_type and that type's fields; a list "
+        "sweeps a field (a list of lists in a list-valued field); target_modules also takes "
+        "attention | mlp | all")
+    config_file: str | None = Field(
+        None, description="an adapter_config.json (or its folder) as PEFT writes them, instead "
+        "of config")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay")
+    optimizer: list[Literal["adamw", "lion"]] | None = Field(
+        None, description="override the study's optimizer (a list compares optimizers)")
+
+    _lists = field_validator("lr", "optimizer", mode="before")(
+        classmethod(lambda cls, v: _as_list(v)))
+
+    @model_validator(mode="after")
+    def _valid_config(self) -> PeftMethod:
+        if (self.config is None) == (self.config_file is None):
+            raise ValueError("give exactly one of config (a PEFT configuration) or config_file "
+                             "(an adapter_config.json)")
+        try:
+            self.points()
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def peft_config(self) -> dict[str, Any]:
+        """The PEFT configuration mapping, from ``config`` or read from ``config_file``."""
+        if self.config is not None:
+            return dict(self.config)
+        return read_config_file(self.config_file or "")
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every validated PEFT configuration this entry sweeps (``peft_grid.grid_points``)."""
+        return grid_points(self.peft_config())
+
+
+Method = Annotated[FullMethod | LoraMethod | PeftMethod, Field(discriminator="kind")]
 
 
 class OptimizerSpec(_Strict):
@@ -321,7 +365,11 @@ def grid_size(study: Study) -> int:
     per_seed = 0
     for method in study.methods:
         count = 1
-        for value in method.model_dump().values():
+        if isinstance(method, PeftMethod):
+            count = grid_count(method.peft_config())
+        for name, value in method.model_dump().items():
+            if name == "config":
+                continue
             if isinstance(value, list):
                 count *= max(len(value), 1)
         per_seed += count

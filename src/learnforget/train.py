@@ -36,6 +36,7 @@ from learnforget.checkpoint_files import (
     save_checkpoint,
 )
 from learnforget.data.batches import IGNORE_INDEX, BatchStream, split_batch
+from learnforget.methods import optimizer_step_hook
 from learnforget.optim import make_optimizer, make_scheduler
 from learnforget.peak_memory import peak_memory_mb, reset_peak_memory
 from learnforget.plan import RunConfig
@@ -255,6 +256,7 @@ class _Training:
     params: list[torch.nn.Parameter]
     grad_accum: int
     max_grad_norm: float
+    step_hook: Callable[[int], None] | None = None  # after each update (AdaLoRA's allocation)
 
     @property
     def world(self) -> int:
@@ -299,6 +301,7 @@ def _start_training(model: torch.nn.Module, run: RunConfig, total_steps: int,
     hold_weights(model, precision)
     reset_peak_memory(accelerator.device)  # the recorded peak is the training loop's
     params = [p for p in model.parameters() if p.requires_grad]
+    step_hook = optimizer_step_hook(model)
     optimizer = make_optimizer(params, run.optimizer, run.method.lr, run.method.weight_decay,
                                allow_fused=scaler is None)
     scheduler = make_scheduler(optimizer, total_steps, run.schedule)
@@ -312,7 +315,7 @@ def _start_training(model: torch.nn.Module, run: RunConfig, total_steps: int,
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     return (_Training(accelerator, model, optimizer, scheduler, scaler, params,
-                      training.grad_accum, training.max_grad_norm), tokens, skipped)
+                      training.grad_accum, training.max_grad_norm, step_hook), tokens, skipped)
 
 
 def _train_step(t: _Training, batch: dict[str, torch.Tensor], step: int,
@@ -337,6 +340,8 @@ def _train_step(t: _Training, batch: dict[str, torch.Tensor], step: int,
                 t.optimizer.step()
                 if not t.optimizer.step_was_skipped:
                     t.scheduler.step()
+                    if t.step_hook is not None:
+                        t.step_hook(step)
                 t.optimizer.zero_grad(set_to_none=True)
     losses = torch.stack(micro_losses)
     if world > 1:  # each process saw its share: the step's loss sums all of them

@@ -42,6 +42,7 @@ CSV) reads these columns, and chooses rows through ``learnforget.analysis.best_l
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,8 @@ def _run_table(store: Store) -> pd.DataFrame:
         for column in METHOD_COLUMNS:
             if column not in ("kind", "optimizer"):
                 row[column] = method.get(column)
+        if isinstance(row.get("peft"), dict):  # one readable, hashable cell: its JSON
+            row["peft"] = json.dumps(row["peft"], sort_keys=True)
         if row["kind"] != "lora":  # LoRA-only settings are absent, not defaults, elsewhere
             for column in ("r", "alpha", "targets", "init", "use_rslora", "use_dora", "dropout"):
                 row[column] = None

@@ -15,7 +15,7 @@ from learnforget.measure.spectrum import spectrum_between
 from learnforget.measure.spectrum_summary import spectrum_summary
 from learnforget.measure.tasks import study_tasks
 from learnforget.measure.uncertainty import COUNT_METRIC, has_delta, items_kind
-from learnforget.methods import scoring_view
+from learnforget.methods import merges, scoring_view
 from learnforget.store import Measurement
 from learnforget.study import Study
 
@@ -105,8 +105,16 @@ def task_rows(results: dict[str, dict[str, float]], counts: dict[str, int],
     return rows
 
 
+NO_DELTA_W = "no_delta_w"
+"""The spectrum metric of a method that changes no weight (prompt, prefix tuning)."""
+
+
 def measure_spectrum(model, base_state: dict[str, torch.Tensor]):
-    """Summary rows (task ``spectrum``) and per-matrix details of ΔW for ``model``."""
+    """Summary rows (task ``spectrum``) and per-matrix details of ΔW for ``model``; a PEFT
+    method that does not merge (prompt, prefix tuning) has no ΔW: one row ``no_delta_w`` = 1
+    and no details."""
+    if hasattr(model, "peft_config") and not merges(model):
+        return [Measurement("spectrum", NO_DELTA_W, 1.0)], []
     spectra = spectrum_between(base_state, model)
     summary = spectrum_summary(spectra)
     rows = [Measurement("spectrum", metric, value) for metric, value in summary.items()]

@@ -254,6 +254,33 @@ def lora_tuned_weights(
     return pairs
 
 
+def _has_lora_layers(peft_model: nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return any(isinstance(m, LoraLayer) for m in peft_model.modules())
+
+
+def merged_tuned_weights(
+    peft_model: nn.Module,
+    base_state: Mapping[str, Tensor],
+    include_embeddings: bool = False,
+) -> WeightPairs:
+    """(W_original, W_tuned) for every weight a PEFT model of any merging method (VeRA, IA³,
+    LoHa, LoKr, OFT, BOFT, …) changes, W_tuned from PEFT's ``merge_and_unload`` on a float32
+    copy of the model (the model itself is not modified). A method that does not merge (prompt
+    or prefix tuning) has no ΔW: a ``UserError``."""
+    config = next(iter((getattr(peft_model, "peft_config", {}) or {}).values()), None)
+    if config is not None and config.is_prompt_learning:
+        raise UserError(f"{config.peft_type} adds virtual tokens and changes no weight: it has "
+                        "no ΔW")
+    merged = copy.deepcopy(peft_model).float().merge_and_unload(safe_merge=True)
+    try:
+        return changed_matrices(base_state, merged.state_dict(),
+                                include_embeddings=include_embeddings)
+    finally:
+        del merged
+
+
 def weight_pairs_between(
     base: nn.Module | Mapping[str, Tensor],
     tuned: nn.Module | Mapping[str, Tensor] | None = None,
@@ -266,7 +293,8 @@ def weight_pairs_between(
 
     `base` is the original base model or its state dict. Give exactly one of `tuned` (a fully
     finetuned or merged model, or its state dict: `changed_matrices`) and `peft_model` (a PEFT
-    LoRA model: `lora_tuned_weights`; a PEFT model passed as `tuned` is treated as one).
+    LoRA model: `lora_tuned_weights`; any other merging PEFT method: `merged_tuned_weights`; a
+    PEFT model passed as `tuned` is treated as one).
     """
     if tuned is not None and peft_model is None and hasattr(tuned, "peft_config"):
         tuned, peft_model = None, tuned
@@ -276,6 +304,8 @@ def weight_pairs_between(
         )
     base_state = _state_dict(base)
     if peft_model is not None:
+        if not _has_lora_layers(peft_model):
+            return merged_tuned_weights(peft_model, base_state, include_embeddings)
         return lora_tuned_weights(peft_model, base_state, include_embeddings=include_embeddings)
     assert tuned is not None
     return changed_matrices(

@@ -39,6 +39,7 @@ from learnforget.report.html import (
     render_page,
     table,
 )
+from learnforget.report.peft_section import peft_section
 from learnforget.report.weights import diversity_section, weights_section
 
 
@@ -238,6 +239,7 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     _figure_section("Design choices", figs.EXTRA_FIGURES,
                     "Drawn when the study varies LoRA rank and target modules, regularises full "
                     "finetuning, or compares optimizers."),
+    peft_section,
     weights_section,
     diversity_section,
     _figure_section("Training loss", _main("training_loss")),

@@ -113,7 +113,9 @@ def measurement_table(out: Path, frame: Frame) -> pd.DataFrame:
     for column in INTEGER_COLUMNS:
         table[column] = pd.to_numeric(table[column], errors="coerce").round().astype("Int64")
     table = table.sort_values(["run_id", "step", "task", "metric"], kind="stable")
-    return table.reindex(columns=CSV_COLUMNS).reset_index(drop=True)
+    columns = CSV_COLUMNS if table["peft"].notna().any() else \
+        [c for c in CSV_COLUMNS if c != "peft"]  # a study without PEFT methods: as before
+    return table.reindex(columns=columns).reset_index(drop=True)
 
 
 def write_measurements_csv(out: Path, frame: Frame) -> Path:
