@@ -152,3 +152,19 @@ def test_the_report_says_which_search_ran_and_keeps_the_stopped_runs(tmp_path):
     grid = judge_study(tmp_path / "grid")
     assert grid.search.text() == "grid: every LR trained to the last budget"
     assert claims_record(grid).keys() == {"study", "target", "claims"}
+
+
+def test_the_search_benchmark_replays_a_demo_folder(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import search_vs_grid
+
+    _grid(tmp_path / "demo")
+    results = search_vs_grid.main([str(tmp_path / "demo")])
+    assert [r["study"] for r in results] == ["demo/grid (replay, η = 3)"]
+    assert math.isclose(results[0]["share"], 32 / 48)
+    printed = capsys.readouterr().out
+    assert "training tokens halving/grid 32,768/49,152 = 66.7%" in printed
+    assert "best LR full finetuning: grid 0.001 · halving 0.001" in printed
