@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 """
 
-RUN_STATUSES = ("pending", "running", "finished", "diverged", "failed")
+RUN_STATUSES = ("pending", "running", "finished", "diverged", "failed", "stopped early")
 
 
 @dataclass(frozen=True)
