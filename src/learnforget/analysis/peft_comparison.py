@@ -3,8 +3,9 @@
 The paper's claims about "LoRA" are judged on LoRA only (``claim_data.is_paper_lora``); every
 ``kind: peft`` method (VeRA, IA³, LoHa, …) is compared here instead: its final learning and
 forgetting at its best LR (mean over seeds with a standard error), the difference from full
-finetuning and from LoRA paired by seed (each seed's difference, its item errors added in
-quadrature, then ``estimates.seed_mean`` over seeds), its trainable parameters, the ΔW rank
+finetuning and from LoRA with the verdict engine's error (``ClaimData.compare``: items resampled
+jointly for both methods and the base, seeds resampled, best LRs cross-fitted — the same paired
+error the claims read), its trainable parameters, the ΔW rank
 for 90% of the energy and intruder dimensions (or "no ΔW" for prompt methods), its peak
 memory and its training throughput.
 """
@@ -17,12 +18,14 @@ import numpy as np
 import pandas as pd
 
 from learnforget.analysis.best_lr import AtBestLR, final_rows, reference_label, usable
+from learnforget.analysis.claim_data import ClaimData
 from learnforget.analysis.estimates import Estimate, seed_mean
 from learnforget.analysis.frame import Frame
 
-COLUMNS = ["label", "name", "kind", "lr", "seeds", "learn", "learn_se", "forget", "forget_se",
-           "learn_vs_full", "learn_vs_full_se", "forget_vs_full", "forget_vs_full_se",
-           "learn_vs_lora", "learn_vs_lora_se", "forget_vs_lora", "forget_vs_lora_se",
+COLUMNS = ["label", "name", "kind", "lr", "seeds",
+           "learn", "learn_stderr", "forget", "forget_stderr",
+           "learn_vs_full", "learn_vs_full_stderr", "forget_vs_full", "forget_vs_full_stderr",
+           "learn_vs_lora", "learn_vs_lora_stderr", "forget_vs_lora", "forget_vs_lora_stderr",
            "trainable", "rank90", "intruders", "no_delta_w", "peak_memory_mb", "tokens_per_s"]
 
 
@@ -36,21 +39,6 @@ def _finals(frame: Frame, at_best: AtBestLR, label: str) -> pd.DataFrame:
 def _estimate(rows: pd.DataFrame, column: str) -> Estimate:
     errors = rows.get(f"{column}_stderr", pd.Series(np.nan, index=rows.index))
     return seed_mean(list(rows[column]), list(errors))
-
-
-def _paired(rows: pd.DataFrame, other: pd.DataFrame, column: str) -> Estimate:
-    """``column`` of ``rows`` minus ``other``'s over the seeds both have: each seed's
-    difference with its item errors in quadrature, averaged over seeds (``seed_mean``)."""
-    seeds = rows.index.intersection(other.index)
-    if not len(seeds) or column not in rows or column not in other:
-        return Estimate(math.nan, math.nan, math.inf, 0)
-    name = f"{column}_stderr"
-    differences = rows.loc[seeds, column] - other.loc[seeds, column]
-    if name in rows and name in other:
-        errors = np.sqrt(rows.loc[seeds, name] ** 2 + other.loc[seeds, name] ** 2)
-    else:
-        errors = pd.Series(np.nan, index=seeds)
-    return seed_mean(list(differences), list(errors))
 
 
 def _mean(rows: pd.DataFrame, column: str) -> float:
@@ -79,8 +67,8 @@ def peft_comparison(frame: Frame) -> pd.DataFrame:
     kinds = runs.drop_duplicates("label").set_index("label")["kind"]
     labels = [label for label in frame.labels if label in at_best.best
               and (kinds.get(label) == "peft" or label in (full, lora))]
-    refs = {name: _finals(frame, at_best, label) if label else pd.DataFrame()
-            for name, label in (("full", full), ("lora", lora))}
+    refs = {"full": full, "lora": lora}
+    data = ClaimData(frame)
     peaks = (frame.train.groupby("run_id")["train/peak_memory_mb"].max()
              if "train/peak_memory_mb" in frame.train else pd.Series(dtype=float))
     speeds = (frame.train.groupby("run_id")["train/tokens_per_s"].mean()
@@ -93,11 +81,14 @@ def peft_comparison(frame: Frame) -> pd.DataFrame:
                                   "seeds": len(finals)}
         for column in ("learn", "forget"):
             value = _estimate(finals, column)
-            row[column], row[f"{column}_se"] = value.value, value.se
-            for ref, ref_rows in refs.items():
-                paired = (_paired(finals, ref_rows, column) if not ref_rows.empty
-                          else Estimate(math.nan, math.nan))
-                row[f"{column}_vs_{ref}"], row[f"{column}_vs_{ref}_se"] = paired.value, paired.se
+            row[column], row[f"{column}_stderr"] = value.value, value.se
+            for ref, ref_label in refs.items():
+                if ref_label is None:
+                    row[f"{column}_vs_{ref}"] = row[f"{column}_vs_{ref}_stderr"] = math.nan
+                    continue
+                paired = data.compare(label, ref_label, column)
+                row[f"{column}_vs_{ref}"] = paired.value
+                row[f"{column}_vs_{ref}_stderr"] = paired.se
         row["trainable"] = _mean(finals, "params/trainable")
         row["rank90"] = _mean(finals, "spectrum/rank90")
         row["intruders"] = _mean(finals, "spectrum/intruders")

@@ -53,11 +53,11 @@ def peft_section(ctx: ReportContext) -> Section | None:
             own = row.kind == ref
             for column in ("learn", "forget"):
                 versus.append(None if own else _with_error(
-                    getattr(row, f"{column}_vs_{ref}"), getattr(row, f"{column}_vs_{ref}_se")))
+                    getattr(row, f"{column}_vs_{ref}"), getattr(row, f"{column}_vs_{ref}_stderr")))
         no_delta_w = bool(row.no_delta_w)
         body.append([
             row.name, Cell(number(row.lr, 3), True), int(row.seeds),
-            _with_error(row.learn, row.learn_se), _with_error(row.forget, row.forget_se),
+            _with_error(row.learn, row.learn_stderr), _with_error(row.forget, row.forget_stderr),
             *versus, _count(row.trainable),
             "no ΔW" if no_delta_w else _with_error(row.rank90, math.nan),
             "no ΔW" if no_delta_w else _with_error(row.intruders, math.nan),
