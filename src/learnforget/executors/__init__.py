@@ -69,11 +69,14 @@ StudyEnd = Callable[[Path, list[str]], None]  # (a study's OUT, its runs' status
 
 @dataclass(frozen=True)
 class RunJob:
-    """One run to execute: its study, its config and the study's output folder."""
+    """One run to execute: its study, its config and the study's output folder; ``stop_after``:
+    train only up to the run's N-th checkpoint (a rung of successive halving), None: to the
+    end (``runner.execute_run``)."""
 
     study: Study
     run: RunConfig
     out: Path
+    stop_after: int | None = None
 
 
 def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | None = None,
@@ -92,7 +95,8 @@ def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | 
         for study_jobs in _by_study(jobs):
             first = jobs[study_jobs[0]]
             done = run_all_ray(first.study, [jobs[i].run for i in study_jobs], first.out,
-                               console, choice.ray_address, choice.gpus_per_run)
+                               console, choice.ray_address, choice.gpus_per_run,
+                               [jobs[i].stop_after for i in study_jobs])
             statuses.update({i: done[jobs[i].run.run_id] for i in study_jobs})
             if on_study_end is not None:
                 on_study_end(first.out, [statuses[i] for i in study_jobs])
