@@ -1,0 +1,143 @@
+"""Successive halving over each method's LR sweep: which runs go on at a rung.
+
+Every LR of a method trains to the first budget; at each budget but the last (a *rung*,
+``rungs``) the rule decides per method label, on the learning measured at the rung
+(``rung_decisions``):
+
+- the LRs among the best ⌈n/η⌉ by learning (seeds averaged) go on;
+- any other LR whose learning is within noise of the rung's best goes on too: the difference
+  best − it is read through the verdict engine's noise draws (``learnforget.analysis.draws``:
+  items resampled jointly for every checkpoint and the base model, seeds resampled) and a run is
+  stopped only when it is beyond its critical value — never on noise, and never without a noise
+  estimate;
+- an LR whose runs diverged (status ``diverged`` or no finite learning at the rung) stops.
+
+``n`` counts the LRs measured at the rung (diverged ones excluded). A run stopped by the rule
+keeps its checkpoints and gets the status ``stopped early``. The replay of a finished grid store
+under this rule is in ``learnforget.analysis.halving_replay``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from learnforget.analysis.comparison import Difference
+from learnforget.analysis.draws import Draws, build_draws
+from learnforget.analysis.frame import Frame
+
+STOPPED_EARLY = "stopped early"  # the status of a run the rule stopped
+DIVERGED = "diverged"
+ETA = 3
+
+
+@dataclass(frozen=True)
+class RungDecision:
+    """Whether one method × LR (all its seeds) goes on past a rung, and why."""
+
+    label: str
+    lr: float
+    run_ids: tuple[str, ...]
+    learn: float
+    goes_on: bool
+    reason: str
+
+
+def rungs(checkpoint_steps: list[int]) -> list[int]:
+    """The rungs of a schedule: every checkpoint step but the last."""
+    return sorted({int(step) for step in checkpoint_steps})[:-1]
+
+
+def kept_count(n: int, eta: int = ETA) -> int:
+    """How many of ``n`` LRs go on by rank alone: ⌈n/η⌉ (0 for none)."""
+    if eta < 2:
+        raise ValueError(f"eta must be at least 2, got {eta}")
+    return math.ceil(n / eta) if n > 0 else 0
+
+
+def rung_decisions(frame: Frame, step: int, eta: int = ETA) -> list[RungDecision]:
+    """At the rung ``step`` (a checkpoint step every still-running LR of a method has
+    reached), per method label: the LRs among the best ceil(n/eta) by learning, or whose
+    learning is within noise of the rung's best (paired difference from the verdict
+    engine's draws, not beyond its one-sided critical value), go on; diverged runs stop;
+    the others stop."""
+    step = int(step)
+    cp = frame.checkpoints
+    at_rung = cp[cp["step"].astype(int) == step] if not cp.empty else cp
+    runs = frame.runs
+    diverged_runs = runs[runs["status"].eq(DIVERGED)] if not runs.empty else runs
+    draws = build_draws(_rung_frame(frame, step)) if not at_rung.empty else None
+    decisions: list[RungDecision] = []
+    for label in frame.labels:
+        decisions += _label_decisions(label, at_rung[at_rung["label"] == label],
+                                      diverged_runs[diverged_runs["label"] == label],
+                                      draws, step, eta)
+    return decisions
+
+
+def _rung_frame(frame: Frame, step: int) -> Frame:
+    """``frame`` with the checkpoints measured at ``step`` only (the draws of the rung)."""
+    cp = frame.checkpoints
+    return Frame(cp[cp["step"].astype(int) == step].reset_index(drop=True), frame.train,
+                 frame.runs, frame.base, frame.study, frame.learning, frame.forgetting,
+                 frame.learn_label, frame.forget_label, frame.forget_mean_tasks, frame.items)
+
+
+def _label_decisions(label: str, rows: pd.DataFrame, diverged_runs: pd.DataFrame,
+                     draws: Draws | None, step: int, eta: int) -> list[RungDecision]:
+    """The decisions of one label's LRs at the rung (``rows``: its checkpoints at ``step``)."""
+    measured = rows[~rows["status"].eq(DIVERGED)] if not rows.empty else rows
+    learn = measured.groupby("lr")["learn"].mean() if not measured.empty else pd.Series(
+        dtype=float)
+    run_ids: dict[float, set[str]] = {}
+    for frame_rows in (rows, diverged_runs):
+        for lr, run_id in zip(frame_rows["lr"].astype(float), frame_rows["run_id"].astype(str),
+                              strict=True):
+            run_ids.setdefault(lr, set()).add(run_id)
+    alive = {float(lr): float(value) for lr, value in learn.items() if math.isfinite(value)}
+    ranked = sorted(alive, key=lambda lr: (-alive[lr], lr))
+    top = set(ranked[:kept_count(len(ranked), eta)])
+    best = ranked[0] if ranked else None
+    decisions = []
+    for lr in sorted(run_ids):
+        ids = tuple(sorted(run_ids[lr]))
+        if lr not in alive:
+            decisions.append(RungDecision(label, lr, ids, math.nan, False, DIVERGED))
+            continue
+        if lr in top:
+            rank = ranked.index(lr) + 1
+            decisions.append(RungDecision(
+                label, lr, ids, alive[lr], True,
+                f"among the best {len(top)} of {len(ranked)} (rank {rank})"))
+            continue
+        gap = _gap(draws, label, best, lr, step)
+        behind = gap.exceeds()  # best − it beyond noise: True; within noise or no estimate: None
+        shown = Difference(gap.b, gap.a, gap.se, gap.df).text()  # it − best, as displayed
+        if behind is True:
+            reason = f"behind the best beyond noise ({shown})"
+        elif not math.isfinite(gap.se):
+            reason = f"no noise estimate: not stopped on learning ({shown} from the best)"
+        else:
+            reason = f"within noise of the best ({shown})"
+        decisions.append(RungDecision(label, lr, ids, alive[lr], behind is not True, reason))
+    return decisions
+
+
+def _gap(draws: Draws | None, label: str, best: float | None, lr: float,
+         step: int) -> Difference:
+    """The best LR's learning minus ``lr``'s at the rung, with the draws' error (NaN error
+    when either group is missing from the draws)."""
+    if draws is None or best is None:
+        return Difference(math.nan, math.nan, math.nan)
+    groups = [draws.groups.get((label, float(key))) for key in (best, lr)]
+    if any(group is None for group in groups):
+        return Difference(math.nan, math.nan, math.nan)
+    values = []
+    for group in groups:
+        where = np.flatnonzero(group.steps == step)
+        values.append(group.values["learn"]["all"][:, where[0]] if where.size
+                      else np.full(draws.layout.rows, np.nan))
+    return draws.layout.difference(values[0], values[1])
