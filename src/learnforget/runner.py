@@ -67,7 +67,7 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         return status
     if stop_after is not None and len(store.checkpoint_steps(run_id)) >= stop_after:
         store.close()  # at its rung already: its status stays what it is
-        progress({"run_id": run_id, "event": "end", "status": PAUSED})
+        progress({"run_id": run_id, "event": "end", "status": _paused_at(stop_after)})
         return PAUSED
     try:
         base = base_values(store, study)
@@ -91,7 +91,8 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
                 log(f"run {run_id} ({run.label}, lr {run.method.lr:g}): {exc}; {then}")
         status = PAUSED if result.status == "paused" else result.status
         store.set_status(run_id, status, result.error)
-        progress({"run_id": run_id, "event": "end", "status": status})
+        progress({"run_id": run_id, "event": "end",
+                  "status": _paused_at(stop_after) if status == PAUSED else status})
         return status
     except UserError:
         store.set_status(run_id, "failed", "bad input (see the message)")
@@ -103,6 +104,11 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         return "failed"
     finally:
         store.close()
+
+
+def _paused_at(stop_after: int | None) -> str:
+    """How the progress display names a run stopped at its rung."""
+    return f"at rung {stop_after} (checkpoint {stop_after}), waiting for the rule"
 
 
 def train_run(study: Study, run: RunConfig, out: Path, store: Store | None,
