@@ -19,6 +19,7 @@ from learnforget.executors import ExecutorChoice
 from learnforget.measure.base_measurement import measure_base
 from learnforget.pipeline import run_study
 from learnforget.plan import expand
+from learnforget.runfiles import read_run_file
 from learnforget.runner import PAUSED, execute_run
 from learnforget.store import STOPPED_EARLY, Store
 from learnforget.study import parse_study
@@ -75,6 +76,7 @@ def test_the_rule_stops_its_losers_at_the_first_rung(studies) -> None:
         assert sorted(p.name for p in (halving / "runs" / run_id).glob("checkpoint-*")) == [
             "checkpoint-3"]
         assert (halving / "runs" / run_id / "checkpoint-3" / STATE_FILE).exists()  # resumable
+        assert read_run_file(halving / "runs" / run_id)["status"] == STOPPED_EARLY
     store.close()
 
 
@@ -150,3 +152,20 @@ def test_halving_on_ray_matches_the_local_executor(studies, tmp_path) -> None:
     assert local.keys() == ray.keys()
     for key, value in local.items():
         assert ray[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_plan_states_the_grids_tokens_and_halvings_range() -> None:
+    from learnforget.planinfo import search_cost, search_cost_lines
+
+    study = parse_study({**SWEEP, "methods": [{"kind": "full", "lr": [1e-5, 1e-4, 1e-3]}],
+                         "training": {"batch_size": 8, "seq_len": 64, "seeds": [0, 1]},
+                         "budgets": {"tokens": [1024, 3072, 9216]}, "eta": 3})
+    cost = search_cost(expand(study), study.eta)
+    assert cost.grid == 6 * 9216  # 3 LRs × 2 seeds, each to the last budget
+    # 3 LRs to 1024, then ⌈3/3⌉ = 1 to 3072 and on to 9216; 2 seeds each
+    assert cost.halving_least == 2 * (3 * 1024 + 1 * (3072 - 1024) + 1 * (9216 - 3072))
+    assert cost.halving_most == cost.grid
+    grid_line, halving_line = search_cost_lines(cost, "grid", 3)
+    assert grid_line == "training in all, grid: 55,296 tokens"
+    assert halving_line.startswith("search: halving (eta 3) would train between 22,528 tokens "
+                                   "(41% of the grid")

@@ -24,6 +24,7 @@ from pathlib import Path
 from learnforget.analysis.frame import Frame, load_frame
 from learnforget.analysis.halving import RungDecision, rung_decisions
 from learnforget.plan import RunConfig
+from learnforget.runfiles import RunFilesStore
 from learnforget.runner import PAUSED
 from learnforget.store import STOPPED_EARLY, Store
 from learnforget.study import Study
@@ -124,13 +125,15 @@ class StudyRounds:
         return step, rung_decisions(frame, step, self.study.eta)
 
     def _mark_stopped(self, run_ids: set[str]) -> None:
-        """Give the runs the status ``stopped early``."""
+        """Give the runs the status ``stopped early`` (in the store and their ``run.json``)."""
         if not run_ids:
             return
         store = Store(self.out / "results.sqlite")
         try:
-            for run_id in sorted(run_ids):
-                store.set_status(run_id, STOPPED_EARLY)
+            for run in self.runs:
+                if run.run_id in run_ids:
+                    RunFilesStore(store, run, self.study.name, self.out).set_status(
+                        run.run_id, STOPPED_EARLY)
         finally:
             store.close()
         self.statuses.update(dict.fromkeys(run_ids, STOPPED_EARLY))
