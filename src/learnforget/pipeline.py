@@ -102,7 +102,7 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
     Each OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming
     this process), and a folder that holds another study is refused unless
     ``force_new_study``."""
-    from learnforget.executors import RunJob, execute_jobs
+    from learnforget.executors import RunJob, execute_jobs, executor_session
     from learnforget.halving_rounds import StudyRounds
 
     console = console or Console(stderr=True)
@@ -138,9 +138,10 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
                 study_ended(out, search.final_statuses())
 
         # grid: one round; halving: one round per rung, then the last budget
-        while jobs := [RunJob(s.study, run, s.out, s.stop_after())
-                       for s in rounds.values() if not s.ended for run in s.current]:
-            execute_jobs(jobs, console, executor, round_ended)
+        with executor_session(executor):
+            while jobs := [RunJob(s.study, run, s.out, s.stop_after())
+                           for s in rounds.values() if not s.ended for run in s.current]:
+                execute_jobs(jobs, console, executor, round_ended)
         if report_errors:
             raise report_errors[0]
         return [outcomes.get(s.out) or _end_study(s, {}, 0.0, console, index) for s in started]

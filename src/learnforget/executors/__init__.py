@@ -6,8 +6,9 @@ executor imports ``executors.lifeline`` first, and must arm it before any long i
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,6 +105,19 @@ def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | 
     from learnforget.executors.local import run_jobs
 
     return run_jobs(jobs, console, on_study_end)
+
+
+@contextlib.contextmanager
+def executor_session(choice: ExecutorChoice | None = None) -> Iterator[None]:
+    """What the executor keeps up over several ``execute_jobs`` calls (the rounds of
+    successive halving): Ray, started or joined once; nothing for local processes."""
+    if choice is None or choice.name != "ray":
+        yield
+        return
+    from learnforget.executors.ray_cluster import ray_session
+
+    with ray_session(choice.ray_address):
+        yield
 
 
 def _by_study(jobs: list[RunJob]) -> list[list[int]]:

@@ -15,6 +15,7 @@ node sees (a shared file system), which is how Ray clusters are usually set up.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,33 @@ def _ray_task(study_json: str, run_json: str, out: str, store: Any, events: Any,
     return run.run_id, status
 
 
+def _connect(ray, address: str | None) -> None:
+    """Start Ray on this machine (``address`` None) or join the cluster at ``address``."""
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except ConnectionError as exc:
+        raise UserError(
+            f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head`, "
+            "or leave out --ray-address to run Ray on this machine."
+        ) from exc
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray started (or joined) once for every call of ``run_all_ray`` inside: the rounds of
+    successive halving do not each start it again (most of a minute on 2 cores)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    _connect(ray, address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console | None = None,
                 address: str | None = None, gpus_per_run: float = 0.0,
                 stop_after: list[int | None] | None = None) -> dict[str, str]:
@@ -116,14 +144,7 @@ def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console
     console = console or Console(stderr=True)
     started_here = not ray.is_initialized()
     if started_here:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        except ConnectionError as exc:
-            raise UserError(
-                f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head`, "
-                "or leave out --ray-address to run Ray on this machine."
-            ) from exc
+        _connect(ray, address)
     statuses: dict[str, str] = {}
     pending: dict = {}
     try:
