@@ -1,6 +1,9 @@
 """Which rows count and each method at its best learning rate.
 
-Diverged and failed runs never count (``usable``). ``lr_table`` folds each (label, LR)'s runs
+Diverged and failed runs never count (``usable``). A method whose sweep was cut by successive
+halving (runs ``stopped early``) chooses its best LR only among the LRs measured at its last
+budget (``contenders``): a stopped run's early learning never competes with another's final
+learning. ``lr_table`` folds each (label, LR)'s runs
 into counts by status and final scores averaged over seeds; ``best_lrs`` picks each label's LR
 with the most final learning; ``reference_label`` is full finetuning, the method others are
 compared with. ``AtBestLR`` is the one view of "each method at its best LR": its runs, its
@@ -19,6 +22,7 @@ from learnforget.analysis.frame import Frame
 from learnforget.measure.uncertainty import STDERR_SUFFIX
 
 UNUSABLE = ("diverged", "failed")  # runs whose numbers never choose a best LR or a recommendation
+STOPPED_EARLY = "stopped early"  # a run successive halving stopped at a rung (kept, and usable)
 
 
 def final_rows(frame: Frame) -> pd.DataFrame:
@@ -72,8 +76,29 @@ def best_lrs(frame: Frame) -> dict[str, float]:
     return dict(frame.derived["best_lrs"])
 
 
+def contenders(frame: Frame) -> set[tuple[str, float]]:
+    """The (label, LR) pairs that may be a label's best LR: every usable, measured one; for a
+    label with runs stopped early, only the LRs whose usable runs reached the label's last
+    measured step (its last budget so far). Computed once per frame."""
+    if "contenders" not in frame.derived:
+        finals = usable(final_rows(frame))
+        pairs: set[tuple[str, float]] = set()
+        if not finals.empty:
+            steps = finals.groupby(["label", "lr"])["step"].max()
+            stopped = set(frame.runs.loc[frame.runs["status"].eq(STOPPED_EARLY), "label"])
+            for (label, lr), step in steps.items():
+                last = steps.loc[label].max()
+                if label not in stopped or step == last:
+                    pairs.add((str(label), float(lr)))
+        frame.derived["contenders"] = pairs
+    return set(frame.derived["contenders"])
+
+
 def _best_lrs(frame: Frame) -> dict[str, float]:
     table = lr_table(frame).dropna(subset=["learn"])
+    allowed = contenders(frame)
+    table = table[[(str(label), float(lr)) in allowed
+                   for label, lr in zip(table["label"], table["lr"], strict=True)]]
     if table.empty:
         return {}
     best = table.loc[table.groupby("label")["learn"].idxmax()]

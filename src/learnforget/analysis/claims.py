@@ -315,7 +315,7 @@ def _module_cells(s: ClaimData) -> tuple[dict[tuple[str, int], np.ndarray], str]
     if all(len(s.lrs_tried(label)) >= 2 for label in labels.values()):
         return ({key: s.draw(label, "learn") for key, label in labels.items()},
                 "each at its best LR (every target set and rank swept)")
-    shared = set.intersection(*(set(draws.lrs(label)) for label in labels.values())) \
+    shared = set.intersection(*(set(draws.contending_lrs(label)) for label in labels.values())) \
         if labels else set()
     if shared:
         lr = max(shared, key=lambda x: sum(draws.groups[(lab, x)].last("learn")[0]

@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from learnforget.analysis.best_lr import usable
+from learnforget.analysis.best_lr import contenders, usable
 from learnforget.analysis.comparison import Difference
 from learnforget.analysis.frame import Frame
 from learnforget.measure.uncertainty import BITS, BYTES, stderr_name
@@ -137,6 +137,14 @@ class GroupCurve:
             return np.full(array.shape[0], np.nan)
         return array[:, observed[-1]]
 
+    def at(self, column: str, step: int | None = None, variant: str = "all") -> np.ndarray:
+        """The value per row at ``step`` (``last`` when None; NaN when not measured there)."""
+        if step is None:
+            return self.last(column, variant)
+        where = np.flatnonzero(self.steps == step)
+        array = self.values[column][variant]
+        return array[:, where[0]] if where.size else np.full(array.shape[0], np.nan)
+
 
 @dataclass
 class Draws:
@@ -146,6 +154,8 @@ class Draws:
     layout: Layout
     groups: dict[GroupKey, GroupCurve]
     modes: dict[str, Mode]
+    contenders: frozenset[GroupKey] | None = None
+    """The groups that may be their label's best LR (``best_lr.contenders``); None: all."""
 
     @property
     def halves(self) -> bool:
@@ -156,6 +166,23 @@ class Draws:
         """The usable LRs of ``label`` with a measured value, ascending."""
         return sorted(lr for (lab, lr) in self.groups if lab == label)
 
+    def contending_lrs(self, label: str) -> list[float]:
+        """The LRs of ``label`` that may be its best (``best_lr.contenders``: for a sweep cut by
+        successive halving, those measured at its last budget), ascending."""
+        return [lr for lr in self.lrs(label)
+                if self.contenders is None or (label, lr) in self.contenders]
+
+    def stopped(self, label: str) -> bool:
+        """Whether successive halving cut ``label``'s sweep (an LR that may not be its best)."""
+        return len(self.contending_lrs(label)) < len(self.lrs(label))
+
+    def shared_step(self, labels: list[str]) -> int | None:
+        """The last step at which every LR of ``labels`` was measured (None when none)."""
+        steps = [set(group.steps[~np.isnan(group.values["learn"]["all"][0])].astype(int))
+                 for (label, _), group in self.groups.items() if label in labels]
+        common = set.intersection(*steps) if steps else set()
+        return max(common) if common else None
+
     def seeds(self, label: str | None = None) -> int:
         """The most seeds any group (of ``label``) has."""
         counts = [g.seeds for (lab, _), g in self.groups.items() if label in (None, lab)]
@@ -165,6 +192,8 @@ class Draws:
         """Per row, the index into ``lrs(label)`` of the LR with the most final learning on the
         ``variant`` items (−1 where no LR has a value)."""
         finals = np.stack([self.groups[(label, lr)].last("learn", variant)
+                           if self.contenders is None or (label, lr) in self.contenders
+                           else np.full(self.layout.rows, np.nan)
                            for lr in self.lrs(label)], axis=1)
         filled = np.where(np.isnan(finals), -np.inf, finals)
         index = np.argmax(filled, axis=1)
@@ -246,7 +275,7 @@ def build_draws(frame: Frame, item_draws: int = ITEM_DRAWS, seed_draws: int = SE
                                      layout, key, rng)
                 for variant in VARIANTS}
         groups[key] = curve
-    return Draws(layout, groups, modes)
+    return Draws(layout, groups, modes, frozenset(contenders(frame)))
 
 
 def _checkpoint_draws(frame: Frame, cp: pd.DataFrame, keys: list[tuple[str, int]], column: str,

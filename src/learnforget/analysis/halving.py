@@ -141,3 +141,51 @@ def _gap(draws: Draws | None, label: str, best: float | None, lr: float,
         values.append(group.values["learn"]["all"][:, where[0]] if where.size
                       else np.full(draws.layout.rows, np.nan))
     return draws.layout.difference(values[0], values[1])
+
+
+# --- what a search trained ------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchSummary:
+    """Which search a study ran and the training tokens it spent: ``tokens`` (each run's last
+    checkpoint, summed) against ``grid_tokens`` (every run to the last budget)."""
+
+    search: str
+    eta: int | None
+    tokens: int
+    grid_tokens: int
+    stopped: int
+
+    @property
+    def share(self) -> float:
+        """``tokens`` / ``grid_tokens`` (NaN when the grid trains nothing)."""
+        return self.tokens / self.grid_tokens if self.grid_tokens else math.nan
+
+    def text(self) -> str:
+        """One line: 'grid: every LR trained to the last budget' or 'successive halving
+        (η = 3): 58% of the grid's training tokens (…); 5 runs stopped early'."""
+        if self.search != "halving":
+            return "grid: every LR trained to the last budget"
+        eta = f" (η = {self.eta})" if self.eta is not None else ""
+        return (f"successive halving{eta}: {self.share:.0%} of the grid's training tokens "
+                f"({self.tokens:,} of {self.grid_tokens:,}); {self.stopped} run"
+                f"{'' if self.stopped == 1 else 's'} stopped early")
+
+
+def training_tokens(frame: Frame) -> tuple[int, int]:
+    """(tokens at each run's last checkpoint, summed; the number of runs × the tokens of the
+    last budget): what the study trained against what the grid trains."""
+    cp = frame.checkpoints
+    if cp.empty:
+        return 0, 0
+    last = cp.groupby("run_id")["tokens"].max()
+    return int(last.sum()), int(len(frame.runs) * cp["tokens"].max())
+
+
+def search_summary(frame: Frame) -> SearchSummary:
+    """The study's search (its ``search`` setting; ``halving`` for a store holding runs stopped
+    early, ``grid`` otherwise), its η and the training tokens it spent (``training_tokens``)."""
+    stopped = int(frame.runs["status"].eq(STOPPED_EARLY).sum()) if not frame.runs.empty else 0
+    search = getattr(frame.study, "search", None) or ("halving" if stopped else "grid")
+    eta = getattr(frame.study, "eta", None) if search == "halving" else None
+    tokens, grid_tokens = training_tokens(frame)
+    return SearchSummary(str(search), eta, tokens, grid_tokens, stopped)

@@ -22,6 +22,7 @@ from learnforget.analysis.best_lr import AtBestLR
 from learnforget.analysis.claims import judge_claims, judge_claims_across
 from learnforget.analysis.findings import Findings, headline, study_findings
 from learnforget.analysis.frame import Frame, load_frame
+from learnforget.analysis.halving import SearchSummary, search_summary
 from learnforget.analysis.recommend import (
     GOALS,
     Recommendation,
@@ -41,8 +42,9 @@ class StudyJudgement:
     """One study's conclusions: the claims' verdicts (``verdicts``, what claims.json holds),
     each method against full finetuning (``methods``), a recommendation per goal
     (``recommendations``, in ``GOALS`` order) with the frontier's note, the verdict sentence of
-    the judged LoRA (``headline``), the variants compared apart (``variants``) and the weight
-    data of each method at its best LR (``weights``)."""
+    the judged LoRA (``headline``), the variants compared apart (``variants``), the weight
+    data of each method at its best LR (``weights``) and which LR search ran with the training
+    tokens it spent against the grid's (``search``)."""
 
     out: Path
     frame: Frame
@@ -53,6 +55,7 @@ class StudyJudgement:
     headline: str
     variants: pd.DataFrame
     weights: StudyWeights
+    search: SearchSummary
 
     @property
     def name(self) -> str:
@@ -82,7 +85,7 @@ def judge_study(out: Path) -> StudyJudgement:
         out=out, frame=frame, verdicts=judge_claims(frame, weights.records),
         methods=verdict(frame), recommendations=[recommend(frame, goal) for goal in GOALS],
         frontier_note=frontier_note(frame), headline=headline(frame),
-        variants=variant_comparison(frame), weights=weights)
+        variants=variant_comparison(frame), weights=weights, search=search_summary(frame))
 
 
 def claims_record(judgement: StudyJudgement) -> dict:

@@ -2,7 +2,10 @@
 to the LR. The best LR is judged on its *plausible* set (every LR not beaten by another beyond
 noise), so that two LRs tied within noise never decide the ratio; the sensitivity is compared on
 the offsets from each best LR that both sweeps share, so that a wider sweep neither helps nor
-hurts. Both read the study's noise draws (``learnforget.analysis.draws``).
+hurts. Both read the study's noise draws (``learnforget.analysis.draws``). When successive
+halving cut a sweep (runs stopped early), the best LR is chosen among the LRs measured at the
+last budget and the sensitivity is read at the last rung where every LR of both methods was
+measured, and its evidence says so.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ def plausible_best(s: ClaimData, label: str) -> list[float]:
     """The LRs of ``label`` that may be its best: every usable LR whose final learning is not
     below another LR's beyond noise — one-sided, Bonferroni-corrected over the sweep's other
     LRs (a confidence set for the best LR, from the draws); LRs whose runs all diverged never
-    are."""
+    are, nor LRs that successive halving stopped before the last budget."""
     draws = s.draws
-    lrs = draws.lrs(label)
+    lrs = draws.contending_lrs(label)
     finals = {lr: draws.groups[(label, lr)].last("learn") for lr in lrs}
     plausible, level = [], ALPHA / max(len(lrs) - 1, 1)
     for lr in lrs:
@@ -120,11 +123,13 @@ def _offsets(s: ClaimData, label: str) -> dict[float, float]:
             for lr in s.lrs_tried(label) if not math.isclose(lr, best)}
 
 
-def _sensitivity_rows(s: ClaimData, label: str, offsets: list[float]) -> np.ndarray:
-    """Per row, the mean share of the best LR's final learning lost per decade at ``offsets``
-    from the best LR (an LR whose runs all diverged loses all of it)."""
+def _sensitivity_rows(s: ClaimData, label: str, offsets: list[float],
+                      step: int | None = None) -> np.ndarray:
+    """Per row, the mean share of the best LR's final learning (its learning at ``step`` when
+    given) lost per decade at ``offsets`` from the best LR (an LR whose runs all diverged loses
+    all of it)."""
     draws = s.draws
-    top = draws.groups[(label, s.best[label])].last("learn")
+    top = draws.groups[(label, s.best[label])].at("learn", step)
     lrs = _offsets(s, label)
     shares = []
     for offset in offsets:
@@ -133,7 +138,7 @@ def _sensitivity_rows(s: ClaimData, label: str, offsets: list[float]) -> np.ndar
             lost = np.ones_like(top)
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
-                lost = (top - group.last("learn")) / top
+                lost = (top - group.at("learn", step)) / top
         shares.append(lost / abs(offset))
     return np.mean(shares, axis=0)
 
@@ -155,13 +160,14 @@ def _sensitivity_part(s: ClaimData) -> Part:
         if not shared:
             unmatched.append(s.name(label))
             continue
-        lora = _sensitivity_rows(s, label, shared)
-        full = _sensitivity_rows(s, s.ref, shared)
+        step, rung = _sensitivity_step(s, label)
+        lora = _sensitivity_rows(s, label, shared, step)
+        full = _sensitivity_rows(s, s.ref, shared, step)
         diff = layout.difference(lora, full)
         tests.append(diff)
         lines.append(f"{s.name(label)} {lora[0]:.2f} vs full FT {full[0]:.2f} per decade at "
-                     f"{', '.join(f'{o:+.2g}' for o in shared)} decades from each best LR "
-                     f"(difference {diff.text()})")
+                     f"{', '.join(f'{o:+.2g}' for o in shared)} decades from each best LR"
+                     f"{rung} (difference {diff.text()})")
     missing = (f"LRs at the same offsets (in decades) from the best LR as full FT's sweep for "
                f"{', '.join(unmatched)}" if unmatched else "")
     if not tests:
@@ -170,6 +176,20 @@ def _sensitivity_part(s: ClaimData) -> Part:
                 "the best LR (diverged LRs lose all), on the offsets both sweeps share: "
                 + "; ".join(lines), missing=missing, tests=tuple(tests),
                 settle=settle_text(s, "learn", tests))
+
+
+def _sensitivity_step(s: ClaimData, label: str) -> tuple[int | None, str]:
+    """(the step the sensitivity of ``label`` against full FT is read at, how the evidence says
+    so): each LR's last step, or — when successive halving stopped LRs of either method — the
+    last rung where every LR of both was measured."""
+    draws = s.draws
+    if not (draws.stopped(s.ref) or draws.stopped(label)):
+        return None, ""
+    step = draws.shared_step([s.ref, label])
+    if step is None:
+        return None, ", each LR at its last step (no step measured every LR of both)"
+    return step, (f", at step {step}, the last rung where every LR of both methods was measured "
+                  "(successive halving stopped the others there)")
 
 
 def claim_learning_rates(s: ClaimData, several: float = SEVERAL) -> ClaimVerdict:

@@ -44,7 +44,8 @@ from learnforget.report.weights import diversity_section, weights_section
 
 # --- sections -----------------------------------------------------------------------------------
 def summary_section(ctx: ReportContext) -> Section:
-    """The study: base model, target, tasks, budgets, runs by status, base model's scores."""
+    """The study: base model, target, tasks, budgets, runs by status, the LR search (grid, or
+    successive halving and the training tokens it saved), base model's scores."""
     frame, study = ctx.frame, ctx.frame.study
     rows: list[tuple[str, object]] = []
     if study is not None:
@@ -72,6 +73,7 @@ def summary_section(ctx: ReportContext) -> Section:
     counts = frame.runs["status"].value_counts()
     rows.append(("runs", f"{len(frame.runs)} ("
                  + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"))
+    rows.append(("LR search", ctx.judgement.search.text()))
     body = table(None, rows)
     body += ("<p>Every number of this report is in <code>measurements.csv</code> beside the "
              "<code>report</code> folder (with the derived <code>learn</code>/<code>forget</code> "
@@ -86,7 +88,8 @@ HOW_TO_READ = [
      "base model, signed so that higher = forgot more (bits/byte: value − base; accuracy: "
      "base − value). With several accuracy-type forgetting tasks it is their mean drop."),
     ("best learning rate", "for each method, the learning rate whose runs (mean over seeds) "
-     "learned the most by their final checkpoint; diverged and failed runs never count."),
+     "learned the most by their final checkpoint; diverged and failed runs never count, and "
+     "under successive halving only the LRs trained to the method's last budget compete."),
     ("shares of full finetuning", "a method's final learning (forgetting) at its best LR divided "
      "by full finetuning's at its best LR: a LoRA that keeps most of the learning and a small "
      "share of the forgetting is the paper's 'learns less, forgets less'."),
