@@ -13,6 +13,7 @@ from conftest import MACHINE_METRICS, micro_study
 
 from learnforget.analysis.frame import load_frame
 from learnforget.analysis.halving import rung_decisions
+from learnforget.analysis.halving_replay import replay
 from learnforget.checkpoint_files import STATE_FILE
 from learnforget.errors import UserError
 from learnforget.executors import ExecutorChoice
@@ -78,6 +79,17 @@ def test_the_rule_stops_its_losers_at_the_first_rung(studies) -> None:
         assert (halving / "runs" / run_id / "checkpoint-3" / STATE_FILE).exists()  # resumable
         assert read_run_file(halving / "runs" / run_id)["status"] == STOPPED_EARLY
     store.close()
+
+
+def test_a_replay_of_the_grid_stops_the_runs_the_live_search_stopped(studies, tmp_path) -> None:
+    grid, halving = studies
+    replayed = replay(grid, eta=2, into=tmp_path / "replay")
+    stops = {run.run_id: run.stop_step for run in replayed.runs}
+    store = Store(halving / "results.sqlite")
+    live = {run_id: (store.checkpoint_steps(run_id)[-1] if status == STOPPED_EARLY else None)
+            for run_id, status in statuses(halving).items()}
+    store.close()
+    assert stops == live
 
 
 def test_every_halving_number_is_the_grids(studies) -> None:
