@@ -96,8 +96,9 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
                  index: Path | None = None) -> list[StudyOutcome]:
     """Run studies, each into its own folder: measure each base, then train and measure the
     runs of every study (local workers take them from one queue, so that none idles between
-    studies); as soon as a study's runs have all ended, write its report (linking back to
-    ``index``, the index of a multi-study run) and print its findings.
+    studies; under ``search: halving`` round by round, ``halving_rounds``); as soon as a
+    study's runs have all ended, write its report (linking back to ``index``, the index of a
+    multi-study run) and print its findings.
 
     Each OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming
     this process), and a folder that holds another study is refused unless
