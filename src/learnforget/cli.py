@@ -88,7 +88,12 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
     from learnforget.executors.footprint import runtime_bytes
     from learnforget.memory_estimate import memory_warnings
     from learnforget.plan import expand
-    from learnforget.planinfo import precision_warnings, summarize
+    from learnforget.planinfo import (
+        precision_warnings,
+        search_cost,
+        search_cost_lines,
+        summarize,
+    )
     from learnforget.preflight import check_study
     from learnforget.study import load_studies
 
@@ -104,6 +109,8 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
             table.add_row(s.run_id, s.label, f"{s.lr:g}", s.optimizer, str(s.seed),
                           f"{s.trainable:,}", f"{s.trainable / s.total:.1%}", s.budget)
         Console(width=None if sys.stdout.isatty() else 200).print(table)
+        for line in search_cost_lines(search_cost(runs, study.eta), study.search, study.eta):
+            console.print(line, highlight=False, soft_wrap=True)
         for warning in precision_warnings(runs):
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         runtime = runtime_bytes(runs[0].base.device)

@@ -99,6 +99,12 @@ def run_distributed(study_file: Path, out: Path | None) -> dict[str, dict[str, s
     for study in studies:
         expand(study)
         check_study(study)
+        if study.search == "halving":
+            from learnforget.errors import UserError
+
+            raise UserError(f"study {study.name}: search: halving runs under `learnforget run` "
+                            "(local or Ray executor), not across the processes of "
+                            "`accelerate launch`; use search: grid there")
     results: dict[str, dict[str, str]] = {}
     for study in studies:
         if len(studies) == 1:

@@ -96,20 +96,22 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
                  index: Path | None = None) -> list[StudyOutcome]:
     """Run studies, each into its own folder: measure each base, then train and measure the
     runs of every study (local workers take them from one queue, so that none idles between
-    studies); as soon as a study's runs have all ended, write its report (linking back to
-    ``index``, the index of a multi-study run) and print its findings.
+    studies; under ``search: halving`` round by round, ``halving_rounds``); as soon as a
+    study's runs have all ended, write its report (linking back to ``index``, the index of a
+    multi-study run) and print its findings.
 
     Each OUT is locked for the whole time (a second ``run`` on it is a ``UserError`` naming
     this process), and a folder that holds another study is refused unless
     ``force_new_study``."""
-    from learnforget.executors import RunJob, execute_jobs
+    from learnforget.executors import RunJob, execute_jobs, executor_session
+    from learnforget.halving_rounds import StudyRounds
 
     console = console or Console(stderr=True)
     with contextlib.ExitStack() as locks:
         started = [_start_study(study, out, console, force_new_study, locks)
                    for study, out in studies]
-        jobs = [RunJob(s.study, run, s.out) for s in started for run in s.runs]
         by_out = {s.out: s for s in started}
+        rounds = {s.out: StudyRounds(s.study, s.out, s.runs) for s in started}
         outcomes: dict[Path, StudyOutcome] = {}
         report_errors: list[Exception] = []
         training_began = time.time()
@@ -123,7 +125,24 @@ def run_together(studies: list[tuple[Study, Path]], executor: ExecutorChoice | N
             except Exception as exc:  # the other studies' runs go on; raised once they end
                 report_errors.append(exc)
 
-        execute_jobs(jobs, console, executor, study_ended)
+        def round_ended(out: Path, statuses: list[str]) -> None:
+            search = rounds[out]
+            try:
+                for stopped in search.round_ended(statuses):
+                    console.print(stopped.line(search.study.name), highlight=False,
+                                  soft_wrap=True)
+            except Exception as exc:  # its runs stay resumable at their rung
+                search.end()
+                report_errors.append(exc)
+                return
+            if search.ended:
+                study_ended(out, search.final_statuses())
+
+        # grid: one round; halving: one round per rung, then the last budget
+        with executor_session(executor):
+            while jobs := [RunJob(s.study, run, s.out, s.stop_after())
+                           for s in rounds.values() if not s.ended for run in s.current]:
+                execute_jobs(jobs, console, executor, round_ended)
         if report_errors:
             raise report_errors[0]
         return [outcomes.get(s.out) or _end_study(s, {}, 0.0, console, index) for s in started]
@@ -144,8 +163,9 @@ def _start_study(study: Study, out: Path, console: Console, force_new_study: boo
     out.mkdir(parents=True, exist_ok=True)
     locks.enter_context(locked(out))
     changed = check_same_study(out, study.model_dump(mode="json"), force_new_study)
-    if changed:
-        fields = sorted({name.split(".")[0] for name in changed})
+    # the search (grid / halving) decides how far runs train, not which runs there are
+    fields = sorted({name.split(".")[0] for name in changed} - {"search", "eta"})
+    if fields:
         console.print(f"[dim]the study changed since {out} was last run ({', '.join(fields)})"
                       ": runs of its earlier definition stay in the store[/dim]")
     (out / "study.json").write_text(study.model_dump_json(indent=2))

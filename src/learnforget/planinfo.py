@@ -6,6 +6,7 @@ so planning never loads (or pretrains) weights.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -111,3 +112,61 @@ def precision_warnings(runs: list[RunConfig]) -> list[str]:
             "than fp32 (about 5x on builtin:micro) and saves no weight memory; fp32 is the "
             "CPU default.")
     return warnings
+
+
+@dataclass(frozen=True)
+class SearchCost:
+    """The training a study's runs take in all, in ``unit`` (tokens, or epochs where the budgets
+    are in epochs): under grid, and under halving at the least and at the most."""
+
+    unit: str
+    grid: float
+    halving_least: float
+    bound: bool  # the budgets are steps: tokens are at most batch_size × seq_len per step
+
+    @property
+    def halving_most(self) -> float:
+        """Halving at the most: every LR within noise of the best at every rung, the grid."""
+        return self.grid
+
+
+def search_cost(runs: list[RunConfig], eta: int) -> SearchCost:
+    """What the runs train in all under grid, and under successive halving with ``eta`` at the
+    least: at each rung only the best ⌈n/η⌉ LRs of each method go on (``n``: its LRs at that
+    rung; the seeds of an LR go on together)."""
+    first = runs[0]
+    budgets, training = first.budgets, first.training
+    per_unit = training.batch_size * training.seq_len if budgets.unit == "steps" else 1
+    positions = [value * per_unit for value in budgets.values]
+    lrs: dict[str, dict[float, int]] = {}  # method label → LR → its runs (seeds)
+    for run in runs:
+        by_lr = lrs.setdefault(run.label, {})
+        by_lr[run.method.lr] = by_lr.get(run.method.lr, 0) + 1
+    least = 0.0
+    for by_lr in lrs.values():
+        seeds = max(by_lr.values())
+        going, reached = len(by_lr), 0.0
+        for index, position in enumerate(positions):
+            least += going * seeds * (position - reached)
+            reached = position
+            if index < len(positions) - 1:
+                going = math.ceil(going / eta)
+    grid = float(len(runs) * positions[-1])
+    unit = "epochs" if budgets.unit == "epochs" else "tokens"
+    return SearchCost(unit, grid, least, budgets.unit == "steps")
+
+
+def search_cost_lines(cost: SearchCost, search: str, eta: int) -> list[str]:
+    """How ``learnforget plan`` states the training of the grid and of halving."""
+    up_to = "≤" if cost.bound else ""
+
+    def amount(value: float) -> str:
+        return f"{up_to}{value:,.0f} tokens" if cost.unit == "tokens" else f"{value:g} epochs"
+
+    share = cost.halving_least / cost.grid if cost.grid else 1.0
+    would = "trains" if search == "halving" else "would train"
+    return [f"training in all, grid: {amount(cost.grid)}",
+            f"search: halving (eta {eta}) {would} between {amount(cost.halving_least)} "
+            f"({share:.0%} of the grid: only the best ⌈n/{eta}⌉ LRs of each method go on at "
+            f"each rung) and {amount(cost.halving_most)} (every LR within noise of the best "
+            "at every rung)"]

@@ -31,12 +31,23 @@ from learnforget.train import LoopResult, train_loop, training_base_spec
 Progress = Callable[[dict], None]
 
 
+PAUSED = "pending"
+"""What ``execute_run`` returns for a run that stopped at its ``stop_after`` checkpoint (and
+the status it leaves in the store): resumable from that checkpoint."""
+
+
 def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | None = None,
                 log: Callable[[str], None] = print,
-                open_store: Callable[[], Store] | None = None) -> str:
+                open_store: Callable[[], Store] | None = None,
+                stop_after: int | None = None) -> str:
     """Train and measure one run, resuming if it was interrupted; returns its final status.
     Results go to ``OUT/results.sqlite``, or to the store ``open_store()`` gives (the Ray
-    executor's proxy to a store on the driver)."""
+    executor's proxy to a store on the driver).
+
+    ``stop_after``: train only up to the run's N-th checkpoint (a rung of successive halving)
+    and return ``PAUSED``, the run resumable from there (at once, without training, when it
+    already holds N checkpoints); None, or N at or past its last checkpoint: train to the end.
+    A run ``stopped early`` resumes like an interrupted one."""
     progress = progress or (lambda event: None)
     store = open_store() if open_store is not None else Store(out / "results.sqlite")
     run_id = run.run_id
@@ -54,6 +65,10 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         store.close()
         progress({"run_id": run_id, "event": "end", "status": status})
         return status
+    if stop_after is not None and len(store.checkpoint_steps(run_id)) >= stop_after:
+        store.close()  # at its rung already: its status stays what it is
+        progress({"run_id": run_id, "event": "end", "status": _paused_at(stop_after)})
+        return PAUSED
     try:
         base = base_values(store, study)
         run_dir = out / "runs" / run_id
@@ -64,7 +79,8 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         while True:
             resume = resumable[0] if resumable else 0
             try:
-                result = train_run(study, run, out, store, base, resume, progress, log)
+                result = train_run(study, run, out, store, base, resume, progress, log,
+                                   stop_after)
                 break
             except CheckpointUnreadable as exc:  # fall back to an older checkpoint, or step 0
                 resumable = [s for s in resumable if s < resume]
@@ -73,9 +89,11 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
                 then = (f"resuming from step {resumable[0]}" if resumable
                         else "training the run again from the start")
                 log(f"run {run_id} ({run.label}, lr {run.method.lr:g}): {exc}; {then}")
-        store.set_status(run_id, result.status, result.error)
-        progress({"run_id": run_id, "event": "end", "status": result.status})
-        return result.status
+        status = PAUSED if result.status == "paused" else result.status
+        store.set_status(run_id, status, result.error)
+        progress({"run_id": run_id, "event": "end",
+                  "status": _paused_at(stop_after) if status == PAUSED else status})
+        return status
     except UserError:
         store.set_status(run_id, "failed", "bad input (see the message)")
         raise
@@ -88,14 +106,20 @@ def execute_run(study: Study, run: RunConfig, out: Path, progress: Progress | No
         store.close()
 
 
+def _paused_at(stop_after: int | None) -> str:
+    """How the progress display names a run stopped at its rung."""
+    return f"at rung {stop_after} (checkpoint {stop_after}), waiting for the rule"
+
+
 def train_run(study: Study, run: RunConfig, out: Path, store: Store | None,
               base: dict[tuple[str, str], float], resume: int, progress: Progress,
-              log: Callable[[str], None]) -> LoopResult:
+              log: Callable[[str], None], stop_after: int | None = None) -> LoopResult:
     """Load the base, apply the method and train from checkpoint ``resume`` (0: the start),
     committing each checkpoint's measurements (``base``: the base model's values) to
     ``store``; everything from the run's seed, so that a restart reproduces a clean run.
     ``store`` is None on a process that follows a distributed run (``follow_run``): only the
-    main process measures and commits."""
+    main process measures and commits. ``stop_after``: stop after the N-th checkpoint (see
+    ``execute_run``)."""
     run_id = run.run_id
     torch.set_num_threads(study.training.threads)
     torch.manual_seed(run.seed)
@@ -125,8 +149,9 @@ def train_run(study: Study, run: RunConfig, out: Path, store: Store | None,
         progress({"run_id": run_id, "event": "step", "step": step, "tokens": tokens,
                   "loss": loss, "tokens_per_s": tps})
 
+    stop_step = steps[stop_after - 1] if stop_after and stop_after < len(steps) else None
     return train_loop(model, loaded.tokenizer, stream, run, steps, out / "runs" / run_id,
-                      on_checkpoint, on_step, resume_step=resume)
+                      on_checkpoint, on_step, resume_step=resume, stop_step=stop_step)
 
 
 def follow_run(study: Study, run: RunConfig, out: Path, resume: int) -> LoopResult:

@@ -58,7 +58,12 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 """
 
-RUN_STATUSES = ("pending", "running", "finished", "diverged", "failed", "stopped early")
+STOPPED_EARLY = "stopped early"
+"""A run the successive-halving rule stopped at a rung (``search: halving``): its checkpoints up
+to there are kept, and a rerun under ``search: grid`` resumes it from the last one."""
+RUN_STATUSES = ("pending", "running", "finished", "diverged", "failed", STOPPED_EARLY)
+ENDED_STATUSES = ("finished", "diverged", "failed", STOPPED_EARLY)
+"""The statuses a run ends in (``set_status`` stamps ``finished_at``)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ class Store:
                     (status, now, run_id),
                 )
             else:
-                finished = now if status in ("finished", "diverged", "failed") else None
+                finished = now if status in ENDED_STATUSES else None
                 db.execute(
                     "UPDATE runs SET status=?, finished_at=?, error=? WHERE run_id=?",
                     (status, finished, error, run_id),

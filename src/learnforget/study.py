@@ -309,6 +309,11 @@ class Study(_Strict):
     budgets: BudgetSpec = Field(description="the checkpoints: exactly one of tokens, epochs, steps")
     evaluation: EvaluationSpec = Field(EvaluationSpec(), description="what is measured")
     workers: int = Field(1, ge=1, description="runs trained side by side on this machine")
+    search: Literal["grid", "halving"] = Field(
+        "grid", description="grid: every run trains to the last budget | halving: successive "
+        "halving over each method's LR sweep, the checkpoints but the last its rungs")
+    eta: int = Field(3, ge=2, description="halving: at each rung the best ⌈n/eta⌉ LRs of a "
+                     "method go on (and any within noise of the best); unused under grid")
 
     @field_validator("base", mode="before")
     @classmethod

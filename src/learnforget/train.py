@@ -80,7 +80,7 @@ class TrainRows:
 class LoopResult:
     """How a training loop ended."""
 
-    status: str  # finished | diverged
+    status: str  # finished | diverged | paused (stopped at ``stop_step``, resumable there)
     step: int
     tokens: int
     error: str | None = None
@@ -395,16 +395,23 @@ def train_loop(
     on_step: Callable[[int, int, float, float], None] = lambda *a: None,
     resume_step: int = 0,
     loss_scale: float | None = None,
+    stop_step: int | None = None,
 ) -> LoopResult:
     """Train ``model`` to the last checkpoint step, calling ``on_checkpoint(model, step,
     tokens, folder, train_rows)`` at each one; resume from the checkpoint at ``resume_step``.
-    ``loss_scale``: the initial scale of fp16-mixed's gradient scaler."""
+    ``loss_scale``: the initial scale of fp16-mixed's gradient scaler. ``stop_step``: a
+    checkpoint step before the last at which the loop stops (status ``paused``), leaving that
+    checkpoint's state to resume from; the schedule is still the whole run's, so a run resumed
+    from there trains exactly as one that never stopped."""
     total_steps = checkpoint_steps[-1]
+    if stop_step is not None and stop_step not in checkpoint_steps:
+        raise ValueError(f"stop_step {stop_step} is not a checkpoint step {checkpoint_steps}")
+    end = total_steps if stop_step is None else stop_step
     resume_from = run_dir / f"checkpoint-{resume_step}" if resume_step else None
     t, tokens, skipped = _start_training(model, run, total_steps, resume_from, loss_scale)
     log = _StepLog(checkpoint_steps, t.scale, t.scaler, on_step, tokens, skipped)
     unread = _UnreadSteps(loss_read_lag(t.accelerator.device, t.scaler))
-    for step in range(resume_step, total_steps):
+    for step in range(resume_step, end):
         done = step + 1
         at_checkpoint = done in checkpoint_steps
         unread.add(_train_step(t, stream.batch(step), step, _writes_rows(done, checkpoint_steps)))
@@ -418,4 +425,6 @@ def train_loop(
         if at_checkpoint:
             _write_checkpoint(t, tokenizer, run_dir, done, log, on_checkpoint)
             log.restart_clock()
+    if end < total_steps:
+        return LoopResult("paused", end, log.tokens)
     return LoopResult("finished", total_steps, log.tokens)

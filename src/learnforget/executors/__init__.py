@@ -6,8 +6,9 @@ executor imports ``executors.lifeline`` first, and must arm it before any long i
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,11 +70,14 @@ StudyEnd = Callable[[Path, list[str]], None]  # (a study's OUT, its runs' status
 
 @dataclass(frozen=True)
 class RunJob:
-    """One run to execute: its study, its config and the study's output folder."""
+    """One run to execute: its study, its config and the study's output folder; ``stop_after``:
+    train only up to the run's N-th checkpoint (a rung of successive halving), None: to the
+    end (``runner.execute_run``)."""
 
     study: Study
     run: RunConfig
     out: Path
+    stop_after: int | None = None
 
 
 def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | None = None,
@@ -92,7 +96,8 @@ def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | 
         for study_jobs in _by_study(jobs):
             first = jobs[study_jobs[0]]
             done = run_all_ray(first.study, [jobs[i].run for i in study_jobs], first.out,
-                               console, choice.ray_address, choice.gpus_per_run)
+                               console, choice.ray_address, choice.gpus_per_run,
+                               [jobs[i].stop_after for i in study_jobs])
             statuses.update({i: done[jobs[i].run.run_id] for i in study_jobs})
             if on_study_end is not None:
                 on_study_end(first.out, [statuses[i] for i in study_jobs])
@@ -100,6 +105,19 @@ def execute_jobs(jobs: list[RunJob], console: Console, choice: ExecutorChoice | 
     from learnforget.executors.local import run_jobs
 
     return run_jobs(jobs, console, on_study_end)
+
+
+@contextlib.contextmanager
+def executor_session(choice: ExecutorChoice | None = None) -> Iterator[None]:
+    """What the executor keeps up over several ``execute_jobs`` calls (the rounds of
+    successive halving): Ray, started or joined once; nothing for local processes."""
+    if choice is None or choice.name != "ray":
+        yield
+        return
+    from learnforget.executors.ray_cluster import ray_session
+
+    with ray_session(choice.ray_address):
+        yield
 
 
 def _by_study(jobs: list[RunJob]) -> list[list[int]]:

@@ -41,7 +41,7 @@ from learnforget.errors import UserError
 from learnforget.executors import RunJob, StudyEnd
 from learnforget.executors.lifeline import starting_server
 from learnforget.plan import RunConfig
-from learnforget.store import Store
+from learnforget.store import ENDED_STATUSES, Store
 from learnforget.terminal_progress import RunProgress as _Bars
 from learnforget.terminal_progress import progress_bars
 
@@ -99,7 +99,7 @@ def _usr1_blocked_for_helpers() -> Iterator[None]:
 
 
 def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_pid: int,
-            environment: dict[str, str]) -> None:
+            environment: dict[str, str], stop_after: int | None = None) -> None:
     """Process entry point: take the starting process's environment (a forkserver's is that of
     its own start), rebuild the configs, execute the run, send its result."""
     os.environ.clear()
@@ -120,7 +120,8 @@ def _worker(study_json: str, run_json: str, out: str, conn: Connection, parent_p
     send = _sender(conn)
     try:
         status = execute_run(_Study.model_validate_json(study_json), run, Path(out),
-                             progress=send, log=lambda msg: send({"log": msg}))
+                             progress=send, log=lambda msg: send({"log": msg}),
+                             stop_after=stop_after)
         send({"result": status, "run_id": run.run_id})
     except UserError as exc:
         send({"result": "failed", "run_id": run.run_id, "user_error": str(exc)})
@@ -193,7 +194,7 @@ def _start(context, study_json: str, job: RunJob, key: str) -> _Worker:
     reader, writer = context.Pipe(duplex=False)
     process = context.Process(target=_worker, name=f"learnforget-{job.run.run_id}", daemon=True,
                               args=(study_json, job.run.model_dump_json(), str(job.out), writer,
-                                    os.getpid(), dict(os.environ)))
+                                    os.getpid(), dict(os.environ), job.stop_after))
     # A forkserver's workers are forked from the server, which ignores Ctrl-C (``_warm_up``):
     # nothing to do here, and a Ctrl-C sent to this process while a worker starts is not lost.
     # A spawned worker inherits this process's ignored Ctrl-C until it ignores it itself.
@@ -235,7 +236,7 @@ def _stop(workers: list[_Worker]) -> None:
 
 
 def _mark(out: Path, run_ids: list[str], status: str, error: str | None = None,
-          unless: tuple[str, ...] = ("finished", "diverged", "failed")) -> None:
+          unless: tuple[str, ...] = ENDED_STATUSES) -> None:
     """Set runs whose process is gone to ``status``, unless they ended in one of ``unless``."""
     if not run_ids or not (out / "results.sqlite").exists():
         return

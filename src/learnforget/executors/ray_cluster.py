@@ -15,6 +15,7 @@ node sees (a shared file system), which is how Ray clusters are usually set up.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,10 @@ def _store_actor(ray, path: Path):
     return ray.remote(num_cpus=0)(StoreOwner).options(scheduling_strategy=here).remote(str(path))
 
 
-def _ray_task(study_json: str, run_json: str, out: str, store: Any, events: Any
-              ) -> tuple[str, str]:
-    """One run inside a Ray worker: rebuild the configs and execute the run."""
+def _ray_task(study_json: str, run_json: str, out: str, store: Any, events: Any,
+              stop_after: int | None = None) -> tuple[str, str]:
+    """One run inside a Ray worker: rebuild the configs and execute the run (up to its
+    ``stop_after``-th checkpoint when given)."""
     from learnforget.plan import RunConfig as _Run
     from learnforget.quiet import quiet_warnings
     from learnforget.runner import execute_run
@@ -98,29 +100,51 @@ def _ray_task(study_json: str, run_json: str, out: str, store: Any, events: Any
     status = execute_run(
         _Study.model_validate_json(study_json), run, Path(out),
         progress=events.put, log=lambda msg: events.put({"log": msg}),
-        open_store=lambda: StoreProxy(store),
+        open_store=lambda: StoreProxy(store), stop_after=stop_after,
     )
     return run.run_id, status
 
 
+def _connect(ray, address: str | None) -> None:
+    """Start Ray on this machine (``address`` None) or join the cluster at ``address``."""
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except ConnectionError as exc:
+        raise UserError(
+            f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head`, "
+            "or leave out --ray-address to run Ray on this machine."
+        ) from exc
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray started (or joined) once for every call of ``run_all_ray`` inside: the rounds of
+    successive halving do not each start it again (most of a minute on 2 cores)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    _connect(ray, address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console | None = None,
-                address: str | None = None, gpus_per_run: float = 0.0) -> dict[str, str]:
+                address: str | None = None, gpus_per_run: float = 0.0,
+                stop_after: list[int | None] | None = None) -> dict[str, str]:
     """Execute ``runs`` as Ray tasks (``address``: a running cluster, e.g. ``auto``; None
-    starts Ray on this machine); returns {run_id: status}."""
+    starts Ray on this machine); returns {run_id: status}. ``stop_after``: per run, the
+    checkpoint it stops after (a rung of successive halving), None: trained to the end."""
     ray = _import_ray()
     from ray.util.queue import Empty, Queue
 
     console = console or Console(stderr=True)
     started_here = not ray.is_initialized()
     if started_here:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        except ConnectionError as exc:
-            raise UserError(
-                f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head`, "
-                "or leave out --ray-address to run Ray on this machine."
-            ) from exc
+        _connect(ray, address)
     statuses: dict[str, str] = {}
     pending: dict = {}
     try:
@@ -128,8 +152,10 @@ def run_all_ray(study: Study, runs: list[RunConfig], out: Path, console: Console
         events = Queue()
         task = ray.remote(_ray_task).options(
             num_cpus=study.training.threads, num_gpus=gpus_per_run, max_retries=0)
+        stops = stop_after or [None] * len(runs)
         pending = {task.remote(study.model_dump_json(), r.model_dump_json(), str(out.resolve()),
-                               store, events): r for r in runs}
+                               store, events, stop): r
+                   for r, stop in zip(runs, stops, strict=True)}
         with progress_bars(console, len(runs)) as bars:
             while pending:
                 with contextlib.suppress(Empty):
