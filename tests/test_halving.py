@@ -145,7 +145,7 @@ def test_the_report_says_which_search_ran_and_keeps_the_stopped_runs(tmp_path):
     result = replay(_grid(tmp_path), into=tmp_path / "halving")
     judged = judge_study(result.out)
     page = build_report(judged, builders=[summary_section]).read_text(encoding="utf-8")
-    assert "LR search" in page and "successive halving: 67% of the grid" in page
+    assert "LR search" in page and "successive halving (η = 3): 67% of the grid" in page
     table = pd.read_csv(result.out / "measurements.csv")
     stopped = table[table["status"].eq(STOPPED_EARLY)]
     assert set(stopped["step"]) == {4} and stopped["run_id"].nunique() == 4

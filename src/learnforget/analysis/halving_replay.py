@@ -10,6 +10,7 @@ that halving's best LRs and verdicts come from the same code as a live run's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sqlite3
 import tempfile
@@ -81,6 +82,16 @@ def copy_study(out: Path, into: Path) -> Path:
     return into
 
 
+def _record_search(study_file: Path, eta: int) -> None:
+    """The copy's study.json says the search it now holds: halving with ``eta``."""
+    if not study_file.is_file():
+        return
+    study = json.loads(study_file.read_text())
+    if isinstance(study, dict):
+        study.update(search="halving", eta=eta)
+        study_file.write_text(json.dumps(study, indent=2))
+
+
 def replay(out: Path, eta: int = ETA, into: Path | None = None) -> Replay:
     """Replay the grid study in ``out`` under the halving rule with ``eta`` (module docstring);
     the truncated copy is written to ``into`` (a new temporary folder when None)."""
@@ -98,6 +109,7 @@ def replay(out: Path, eta: int = ETA, into: Path | None = None) -> Replay:
             for run_id in decision.run_ids:
                 stops.setdefault(run_id, rung)
     _truncate(target / "results.sqlite", stops)
+    _record_search(target / "study.json", eta)
     runs = []
     for run in grid.runs.itertuples():
         rows = grid.checkpoints[grid.checkpoints["run_id"] == run.run_id]
