@@ -108,9 +108,10 @@ def plan(study_file: Path = typer.Argument(..., help="the study YAML")) -> None:
         for s in summarize(runs):
             table.add_row(s.run_id, s.label, f"{s.lr:g}", s.optimizer, str(s.seed),
                           f"{s.trainable:,}", f"{s.trainable / s.total:.1%}", s.budget)
-        Console(width=None if sys.stdout.isatty() else 200).print(table)
+        out = Console(width=None if sys.stdout.isatty() else 200)  # the plan: standard output
+        out.print(table)
         for line in search_cost_lines(search_cost(runs, study.eta), study.search, study.eta):
-            console.print(line, highlight=False, soft_wrap=True)
+            out.print(line, highlight=False, soft_wrap=True)
         for warning in precision_warnings(runs):
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         runtime = runtime_bytes(runs[0].base.device)
