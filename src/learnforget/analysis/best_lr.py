@@ -20,9 +20,9 @@ import pandas as pd
 
 from learnforget.analysis.frame import Frame
 from learnforget.measure.uncertainty import STDERR_SUFFIX
+from learnforget.store import STOPPED_EARLY
 
 UNUSABLE = ("diverged", "failed")  # runs whose numbers never choose a best LR or a recommendation
-STOPPED_EARLY = "stopped early"  # a run successive halving stopped at a rung (kept, and usable)
 
 
 def final_rows(frame: Frame) -> pd.DataFrame:

@@ -28,8 +28,8 @@ import pandas as pd
 from learnforget.analysis.comparison import Difference
 from learnforget.analysis.draws import Draws, build_draws
 from learnforget.analysis.frame import Frame
+from learnforget.store import STOPPED_EARLY
 
-STOPPED_EARLY = "stopped early"  # the status of a run the rule stopped
 DIVERGED = "diverged"
 ETA = 3
 
