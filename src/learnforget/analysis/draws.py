@@ -172,6 +172,20 @@ class Draws:
         return [lr for lr in self.lrs(label)
                 if self.contenders is None or (label, lr) in self.contenders]
 
+    def plausible_best(self, label: str, alpha: float, lrs: list[float] | None = None
+                       ) -> list[float]:
+        """The LRs of ``label`` (``lrs``, default its contending LRs) that may be its best: every
+        one whose last learning is not below another's beyond noise — one-sided at ``alpha``,
+        Bonferroni-corrected over the other LRs (a confidence set for the best LR). Without a
+        noise estimate no LR is below another; all of them when none qualifies."""
+        lrs = self.contending_lrs(label) if lrs is None else lrs
+        last = {lr: self.groups[(label, lr)].last("learn") for lr in lrs}
+        level = alpha / max(len(lrs) - 1, 1)
+        plausible = [lr for lr in lrs
+                     if not any(self.layout.difference(last[lr], last[other]).p_below() <= level
+                                for other in lrs if other != lr)]
+        return plausible or lrs
+
     def stopped(self, label: str) -> bool:
         """Whether successive halving cut ``label``'s sweep (an LR that may not be its best)."""
         return len(self.contending_lrs(label)) < len(self.lrs(label))

@@ -33,20 +33,10 @@ from learnforget.analysis.verdicts import (
 
 # --- 5: learning rates ---------------------------------------------------------------------------
 def plausible_best(s: ClaimData, label: str) -> list[float]:
-    """The LRs of ``label`` that may be its best: every usable LR whose final learning is not
-    below another LR's beyond noise — one-sided, Bonferroni-corrected over the sweep's other
-    LRs (a confidence set for the best LR, from the draws); LRs whose runs all diverged never
-    are, nor LRs that successive halving stopped before the last budget."""
-    draws = s.draws
-    lrs = draws.contending_lrs(label)
-    finals = {lr: draws.groups[(label, lr)].last("learn") for lr in lrs}
-    plausible, level = [], ALPHA / max(len(lrs) - 1, 1)
-    for lr in lrs:
-        beaten = any(draws.layout.difference(finals[lr], finals[other]).p_below() <= level
-                     for other in lrs if other != lr)
-        if not beaten:
-            plausible.append(lr)
-    return plausible or lrs
+    """The LRs of ``label`` that may be its best (``Draws.plausible_best`` at the claims'
+    level): LRs whose runs all diverged never are, nor LRs that successive halving stopped
+    before the last budget."""
+    return s.draws.plausible_best(label, ALPHA)
 
 
 def _bounds(s: ClaimData, label: str, plausible: list[float]) -> tuple[float, float]:
